@@ -1,0 +1,523 @@
+"""GGUF container: a tolerant, fast reader and a planned, position-addressed writer.
+
+Reader
+    Parses the header of GGUF v2/v3 files straight from a read-only ``mmap``: every KV record is kept
+    as its raw bytes (so it can be copied byte-exact) and decoded only when asked; big arrays (a
+    262,144-entry vocabulary) are skipped by walking their lengths, never decoded element by element.
+    Any type id of :mod:`formats.ggml_types` is accepted, so ik_llama.cpp files and our own AMX files
+    open. Every malformed input raises :class:`GGUFFormatError` with a one-line message naming the
+    problem (and the tensor or key where there is one). Only the header pages are touched.
+
+Writer
+    :func:`plan_layout` computes the whole output (header bytes, every tensor's offset, alignment
+    padding, total size) before a byte is written, so workers can fill tensor ranges by position.
+    The file itself is written through :class:`formats.atomic_file.AtomicOutputFile`.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .ggml_types import GGMLType, TYPES
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+GGML_MAX_DIMS = 4
+ALIGNMENT_KEY = "general.alignment"
+
+
+class GGUFFormatError(ValueError):
+    """The file is not a GGUF file this tool can read; the message is one line for the user."""
+
+
+class ValueType(IntEnum):
+    UINT8 = 0
+    INT8 = 1
+    UINT16 = 2
+    INT16 = 3
+    UINT32 = 4
+    INT32 = 5
+    FLOAT32 = 6
+    BOOL = 7
+    STRING = 8
+    ARRAY = 9
+    UINT64 = 10
+    INT64 = 11
+    FLOAT64 = 12
+
+
+# Fixed-size value types: struct format and numpy dtype (little-endian).
+_SCALAR_FORMAT = {
+    ValueType.UINT8: "<B", ValueType.INT8: "<b", ValueType.UINT16: "<H", ValueType.INT16: "<h",
+    ValueType.UINT32: "<I", ValueType.INT32: "<i", ValueType.FLOAT32: "<f", ValueType.BOOL: "<?",
+    ValueType.UINT64: "<Q", ValueType.INT64: "<q", ValueType.FLOAT64: "<d",
+}
+_SCALAR_SIZE = {t: struct.calcsize(f) for t, f in _SCALAR_FORMAT.items()}
+_SCALAR_DTYPE = {
+    ValueType.UINT8: "<u1", ValueType.INT8: "<i1", ValueType.UINT16: "<u2", ValueType.INT16: "<i2",
+    ValueType.UINT32: "<u4", ValueType.INT32: "<i4", ValueType.FLOAT32: "<f4", ValueType.BOOL: "?",
+    ValueType.UINT64: "<u8", ValueType.INT64: "<i8", ValueType.FLOAT64: "<f8",
+}
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+# Smallest possible encodings, used to reject absurd counts before looping over them.
+_MIN_KV_BYTES = 8 + 1 + 4 + 1          # key length, 1-char key, value type, 1-byte value
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 8 + 4 + 8   # name length, n_dims, one ne, type, offset
+_INT64_MAX = (1 << 63) - 1
+
+
+def align_up(n: int, alignment: int) -> int:
+    return (n + alignment - 1) // alignment * alignment
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass
+class KVRecord:
+    """One metadata record, kept as the exact bytes it had in the file."""
+
+    key: str
+    value_type: ValueType
+    raw: bytes                 # key string + value type + value, as in the file
+    value_start: int           # offset of the value inside ``raw``
+    array_type: ValueType | None = None
+    array_count: int = 0
+
+    @property
+    def value(self):
+        """Decoded value: int/float/bool/str, a numpy array for numeric arrays, a list of str."""
+        return _decode_value(self.raw, self.value_start, self.value_type)
+
+    def describe(self, limit: int = 60) -> str:
+        if self.value_type == ValueType.ARRAY:
+            return f"[{self.array_type.name.lower()} x {self.array_count}]"
+        text = repr(self.value)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]     # ggml order: ne0 (contiguous) first
+    type_id: int
+    offset: int                # relative to the data section
+    nbytes: int
+    index: int = 0             # position among the tensor infos
+
+    @property
+    def type(self) -> GGMLType:
+        return TYPES[self.type_id]
+
+    @property
+    def ne0(self) -> int:
+        return self.shape[0]
+
+    @property
+    def rows(self) -> int:
+        """ne1 * ne2 * ne3: the number of ne0-element rows."""
+        n = 1
+        for d in self.shape[1:]:
+            n *= d
+        return n
+
+    @property
+    def ne1(self) -> int:
+        return self.shape[1] if len(self.shape) > 1 else 1
+
+
+def tensor_nbytes(type_id: int, shape: Sequence[int]) -> int:
+    return TYPES[type_id].tensor_bytes(tuple(shape))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+class _Cursor:
+    """Bounds-checked little-endian reads from a buffer; errors name what was being read."""
+
+    __slots__ = ("buf", "pos", "end")
+
+    def __init__(self, buf, pos: int, end: int):
+        self.buf, self.pos, self.end = buf, pos, end
+
+    def need(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > self.end:
+            raise GGUFFormatError(f"truncated file: {what} at offset {self.pos} runs past the end "
+                                  f"of the file ({self.end} bytes)")
+
+    def u32(self, what: str) -> int:
+        self.need(4, what)
+        (v,) = _U32.unpack_from(self.buf, self.pos)
+        self.pos += 4
+        return v
+
+    def u64(self, what: str) -> int:
+        self.need(8, what)
+        (v,) = _U64.unpack_from(self.buf, self.pos)
+        self.pos += 8
+        return v
+
+    def string(self, what: str) -> str:
+        n = self.u64(f"length of {what}")
+        if n > self.end - self.pos:
+            raise GGUFFormatError(f"truncated file: {what} at offset {self.pos - 8} claims {n} bytes, "
+                                  f"past the end of the file")
+        raw = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise GGUFFormatError(f"{what} at offset {self.pos - n - 8} is not valid UTF-8") from None
+
+    def skip_value(self, vtype: int, what: str) -> tuple[ValueType | None, int]:
+        """Move past one value; returns (array item type, array count) for arrays."""
+        if vtype in _SCALAR_SIZE:
+            self.need(_SCALAR_SIZE[vtype], what)
+            self.pos += _SCALAR_SIZE[vtype]
+            return None, 0
+        if vtype == ValueType.STRING:
+            n = self.u64(f"string length of {what}")
+            if n > self.end - self.pos:
+                raise GGUFFormatError(f"truncated file: string of {what} claims {n} bytes, past the "
+                                      f"end of the file")
+            self.pos += n
+            return None, 0
+        if vtype == ValueType.ARRAY:
+            itype = self.u32(f"array type of {what}")
+            count = self.u64(f"array length of {what}")
+            if itype in _SCALAR_SIZE:
+                size = _SCALAR_SIZE[itype]
+                if count > (self.end - self.pos) // size:
+                    raise GGUFFormatError(f"truncated file: array {what} claims {count} items, past "
+                                          f"the end of the file")
+                self.pos += count * size
+            elif itype == ValueType.STRING:
+                if count > (self.end - self.pos) // 8:
+                    raise GGUFFormatError(f"truncated file: array {what} claims {count} strings, "
+                                          f"past the end of the file")
+                self._skip_strings(count, what)
+            elif itype == ValueType.ARRAY:
+                if count > (self.end - self.pos) // 12:
+                    raise GGUFFormatError(f"truncated file: array {what} claims {count} arrays, "
+                                          f"past the end of the file")
+                for _ in range(count):
+                    self.skip_value(ValueType.ARRAY, what)
+            else:
+                raise GGUFFormatError(f"unknown array item type {itype} in {what}")
+            return ValueType(itype), count
+        raise GGUFFormatError(f"unknown value type {vtype} in {what}")
+
+    def _skip_strings(self, count: int, what: str) -> None:
+        # The hot loop of header parsing (a vocabulary has ~10^5 strings): locals only.
+        buf, pos, end, unpack = self.buf, self.pos, self.end, _U64.unpack_from
+        for _ in range(count):
+            if pos + 8 > end:
+                raise GGUFFormatError(f"truncated file: a string of array {what} runs past the end "
+                                      f"of the file")
+            pos += 8 + unpack(buf, pos)[0]
+        if pos > end:
+            raise GGUFFormatError(f"truncated file: a string of array {what} runs past the end of "
+                                  f"the file")
+        self.pos = pos
+
+
+def _decode_value(raw: bytes, pos: int, vtype: int):
+    if vtype in _SCALAR_FORMAT:
+        return struct.unpack_from(_SCALAR_FORMAT[vtype], raw, pos)[0]
+    cur = _Cursor(raw, pos, len(raw))
+    if vtype == ValueType.STRING:
+        return cur.string("value")
+    itype = cur.u32("array type")
+    count = cur.u64("array length")
+    if itype in _SCALAR_DTYPE:
+        return np.frombuffer(raw, dtype=_SCALAR_DTYPE[itype], count=count, offset=cur.pos)
+    if itype == ValueType.STRING:
+        return [cur.string("array item") for _ in range(count)]
+    out = []
+    for _ in range(count):
+        start = cur.pos
+        cur.skip_value(itype, "array item")
+        out.append(_decode_value(raw[start:cur.pos], 0, itype))
+    return out
+
+
+@dataclass
+class GGUFFile:
+    """A parsed GGUF header over a read-only mapping of the file."""
+
+    path: str
+    version: int
+    kv: dict[str, KVRecord]
+    tensors: list[TensorInfo]
+    alignment: int
+    data_start: int
+    file_size: int
+    tail_padded: bool            # the data section ends with padding to the alignment
+    _mm: mmap.mmap | None = field(default=None, repr=False)
+    _fd: int = field(default=-1, repr=False)
+
+    # -- access --------------------------------------------------------------------------
+    def tensor(self, name: str) -> TensorInfo:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def get(self, key: str, default=None):
+        rec = self.kv.get(key)
+        return default if rec is None else rec.value
+
+    @property
+    def buffer(self) -> mmap.mmap:
+        if self._mm is None:
+            raise ValueError("file is closed")
+        return self._mm
+
+    def tensor_data(self, t: TensorInfo) -> memoryview:
+        start = self.data_start + t.offset
+        return memoryview(self.buffer)[start:start + t.nbytes]
+
+    @property
+    def data_end(self) -> int:
+        return max((self.data_start + t.offset + t.nbytes for t in self.tensors),
+                   default=self.data_start)
+
+    def close(self) -> None:
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:   # a caller still holds a view; the mapping dies with it
+                pass
+            self._mm = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_gguf(path: str | os.PathLike) -> GGUFFile:
+    """Open and parse a GGUF file (read-only). Raises GGUFFormatError / OSError."""
+    path = os.fspath(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size < 24:
+            if size >= 4 and os.pread(fd, 4, 0) != GGUF_MAGIC:
+                raise GGUFFormatError(f"not a GGUF file (magic {os.pread(fd, 4, 0)!r})")
+            raise GGUFFormatError(f"truncated file: {size} bytes is shorter than a GGUF header")
+        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        parsed = parse_header(mm, size)
+    except BaseException:
+        mm.close()
+        os.close(fd)
+        raise
+    parsed.path, parsed._mm, parsed._fd = path, mm, fd
+    return parsed
+
+
+def parse_header(buf, size: int) -> GGUFFile:
+    """Parse everything up to the data section of a GGUF image held in ``buf``."""
+    magic = bytes(buf[0:4])
+    if magic != GGUF_MAGIC:
+        raise GGUFFormatError(f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    cur = _Cursor(buf, 4, size)
+    version = cur.u32("version")
+    if version not in SUPPORTED_VERSIONS:
+        if version & 0xFFFF == 0 and (version >> 24) in SUPPORTED_VERSIONS:
+            raise GGUFFormatError("big-endian GGUF file: only little-endian files are supported")
+        raise GGUFFormatError(f"unsupported GGUF version {version} (supported: 2, 3)")
+    n_tensors = cur.u64("tensor count")
+    n_kv = cur.u64("metadata count")
+    if n_kv > (size - cur.pos) // _MIN_KV_BYTES:
+        raise GGUFFormatError(f"absurd metadata count {n_kv} for a file of {size} bytes")
+    if n_tensors > (size - cur.pos) // _MIN_TENSOR_INFO_BYTES:
+        raise GGUFFormatError(f"absurd tensor count {n_tensors} for a file of {size} bytes")
+
+    kv: dict[str, KVRecord] = {}
+    for i in range(n_kv):
+        start = cur.pos
+        key = cur.string(f"key of metadata record {i}")
+        if key in kv:
+            raise GGUFFormatError(f"duplicate metadata key '{key}'")
+        vtype = cur.u32(f"value type of '{key}'")
+        if vtype not in ValueType.__members__.values():
+            raise GGUFFormatError(f"unknown value type {vtype} for metadata key '{key}'")
+        value_start = cur.pos - start
+        itype, count = cur.skip_value(vtype, f"'{key}'")
+        kv[key] = KVRecord(key, ValueType(vtype), bytes(buf[start:cur.pos]), value_start, itype, count)
+
+    alignment = DEFAULT_ALIGNMENT
+    if ALIGNMENT_KEY in kv:
+        rec = kv[ALIGNMENT_KEY]
+        if rec.value_type != ValueType.UINT32:
+            raise GGUFFormatError(f"'{ALIGNMENT_KEY}' must be a uint32, not {rec.value_type.name}")
+        alignment = rec.value
+        if alignment == 0 or alignment & (alignment - 1):
+            raise GGUFFormatError(f"'{ALIGNMENT_KEY}' = {alignment} is not a power of two")
+
+    tensors: list[TensorInfo] = []
+    names: set[str] = set()
+    for i in range(n_tensors):
+        name = cur.string(f"name of tensor {i}")
+        if name in names:
+            raise GGUFFormatError(f"duplicate tensor name '{name}'")
+        names.add(name)
+        n_dims = cur.u32(f"dimension count of tensor '{name}'")
+        if not 1 <= n_dims <= GGML_MAX_DIMS:
+            raise GGUFFormatError(f"tensor '{name}' has {n_dims} dimensions (1..{GGML_MAX_DIMS} allowed)")
+        shape = tuple(cur.u64(f"shape of tensor '{name}'") for _ in range(n_dims))
+        type_id = cur.u32(f"type of tensor '{name}'")
+        offset = cur.u64(f"offset of tensor '{name}'")
+        ttype = TYPES.get(type_id)
+        if ttype is None:
+            raise GGUFFormatError(f"tensor '{name}' has unknown type id {type_id} (its size is unknown)")
+        elements = 1
+        for d in shape:
+            if d > _INT64_MAX:
+                raise GGUFFormatError(f"tensor '{name}' has an absurd dimension {d}")
+            elements *= d
+        if elements > _INT64_MAX:
+            raise GGUFFormatError(f"tensor '{name}' has an absurd element count {elements}")
+        if shape[0] % ttype.block_size:
+            raise GGUFFormatError(f"tensor '{name}': row length {shape[0]} is not a multiple of the "
+                                  f"{ttype.name} block size {ttype.block_size}")
+        if offset % alignment:
+            raise GGUFFormatError(f"tensor '{name}': data offset {offset} is not aligned to {alignment}")
+        tensors.append(TensorInfo(name, shape, type_id, offset, ttype.tensor_bytes(shape), i))
+
+    data_start = align_up(cur.pos, alignment)
+    if data_start > size and tensors:
+        raise GGUFFormatError(f"truncated file: the data section would start at {data_start}, past "
+                              f"the end of the file ({size} bytes)")
+    data_size = size - data_start
+    previous = None
+    for t in sorted(tensors, key=lambda t: (t.offset, t.nbytes)):
+        if t.offset + t.nbytes > data_size:
+            raise GGUFFormatError(f"tensor '{t.name}': data [{t.offset}, {t.offset + t.nbytes}) lies "
+                                  f"beyond the end of the file (data section has {data_size} bytes)")
+        if previous is not None and previous.offset + previous.nbytes > t.offset:
+            raise GGUFFormatError(f"tensor '{t.name}' overlaps tensor '{previous.name}' in the data "
+                                  f"section")
+        previous = t
+    end = max((data_start + t.offset + t.nbytes for t in tensors), default=data_start)
+    tail_padded = size == align_up(end, alignment) and size > end
+    return GGUFFile("", version, kv, tensors, alignment, data_start, size, tail_padded)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding metadata
+
+
+def _encode_string(s: str) -> bytes:
+    b = s.encode("utf-8")
+    return _U64.pack(len(b)) + b
+
+
+def encode_kv(key: str, value_type: ValueType, value, array_type: ValueType | None = None) -> KVRecord:
+    """Build a KV record (its raw bytes) for a scalar, a string or a flat array."""
+    head = _encode_string(key)
+    body = _U32.pack(value_type)
+    if value_type in _SCALAR_FORMAT:
+        body += struct.pack(_SCALAR_FORMAT[value_type], value)
+    elif value_type == ValueType.STRING:
+        body += _encode_string(value)
+    elif value_type == ValueType.ARRAY:
+        items = list(value)
+        body += _U32.pack(array_type) + _U64.pack(len(items))
+        if array_type == ValueType.STRING:
+            body += b"".join(_encode_string(s) for s in items)
+        elif array_type in _SCALAR_DTYPE:
+            body += np.asarray(items, dtype=_SCALAR_DTYPE[array_type]).tobytes()
+        else:
+            raise ValueError(f"unsupported array item type {array_type}")
+    else:
+        raise ValueError(f"unsupported value type {value_type}")
+    raw = head + body
+    count = len(value) if value_type == ValueType.ARRAY else 0
+    return KVRecord(key, value_type, raw, len(head), array_type, count)
+
+
+def rename_kv(record: KVRecord, new_key: str) -> KVRecord:
+    """The same value (raw bytes, any type) under another key."""
+    head = _encode_string(new_key)
+    raw = head + record.raw[record.value_start - 4:]
+    return KVRecord(new_key, record.value_type, raw, len(head) + 4, record.array_type,
+                    record.array_count)
+
+
+# --------------------------------------------------------------------------------------------
+# Planning an output file
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    shape: tuple[int, ...]
+    type_id: int
+    nbytes: int
+
+
+@dataclass
+class GGUFLayout:
+    header: bytes                 # magic .. tensor infos, plus padding up to the data section
+    data_start: int
+    offsets: list[int]            # per output tensor, relative to data_start
+    total_size: int
+
+    def tensor_range(self, i: int, nbytes: int) -> tuple[int, int]:
+        start = self.data_start + self.offsets[i]
+        return start, start + nbytes
+
+
+def plan_layout(version: int, kv: Iterable[KVRecord], tensors: Sequence[OutputTensor],
+                alignment: int, data_order: Sequence[int] | None = None,
+                tail_padded: bool = True) -> GGUFLayout:
+    """Compute the complete byte layout of an output file before anything is written.
+
+    Tensor infos are written in the given order; tensor data follows ``data_order`` (indexes into
+    ``tensors``; by default the same order), each tensor starting at the next multiple of
+    ``alignment``, which is how llama.cpp and gguf-py lay files out.
+    """
+    kv = list(kv)
+    order = list(range(len(tensors))) if data_order is None else list(data_order)
+    offsets = [0] * len(tensors)
+    pos = 0
+    for i in order:
+        pos = align_up(pos, alignment)
+        offsets[i] = pos
+        pos += tensors[i].nbytes
+    data_size = align_up(pos, alignment) if tail_padded else pos
+
+    parts = [GGUF_MAGIC, _U32.pack(version), _U64.pack(len(tensors)), _U64.pack(len(kv))]
+    parts += [rec.raw for rec in kv]
+    for t, off in zip(tensors, offsets):
+        parts.append(_encode_string(t.name))
+        parts.append(_U32.pack(len(t.shape)))
+        parts += [_U64.pack(d) for d in t.shape]
+        parts.append(_U32.pack(t.type_id))
+        parts.append(_U64.pack(off))
+    header = b"".join(parts)
+    data_start = align_up(len(header), alignment)
+    header += b"\0" * (data_start - len(header))
+    return GGUFLayout(header, data_start, offsets, data_start + data_size)
