@@ -336,6 +336,16 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
     return parsed
 
 
+def _check_count(count: int, what: str, min_bytes: int, remaining: int, size: int) -> None:
+    """Reject counts that cannot fit in the file before looping over them."""
+    if count <= remaining // min_bytes:
+        return
+    if count < 1 << 32:
+        raise GGUFFormatError(f"truncated file: the header declares {count} {what} records, which "
+                              f"cannot fit in the remaining {remaining} bytes")
+    raise GGUFFormatError(f"absurd {what} count {count} for a file of {size} bytes")
+
+
 def parse_header(buf, size: int) -> GGUFFile:
     """Parse everything up to the data section of a GGUF image held in ``buf``."""
     magic = bytes(buf[0:4])
@@ -349,10 +359,8 @@ def parse_header(buf, size: int) -> GGUFFile:
         raise GGUFFormatError(f"unsupported GGUF version {version} (supported: 2, 3)")
     n_tensors = cur.u64("tensor count")
     n_kv = cur.u64("metadata count")
-    if n_kv > (size - cur.pos) // _MIN_KV_BYTES:
-        raise GGUFFormatError(f"absurd metadata count {n_kv} for a file of {size} bytes")
-    if n_tensors > (size - cur.pos) // _MIN_TENSOR_INFO_BYTES:
-        raise GGUFFormatError(f"absurd tensor count {n_tensors} for a file of {size} bytes")
+    _check_count(n_kv, "metadata", _MIN_KV_BYTES, size - cur.pos, size)
+    _check_count(n_tensors, "tensor", _MIN_TENSOR_INFO_BYTES, size - cur.pos, size)
 
     kv: dict[str, KVRecord] = {}
     for i in range(n_kv):

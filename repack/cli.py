@@ -1,0 +1,232 @@
+"""The `amx-repack` command: a thin layer over the Python API.
+
+Every error the user can cause ends as one line on stderr and exit status 2 (1 for a failed
+verification, 130 for an interruption); never a traceback. Set AMX_REPACK_DEBUG=1 to see one for
+an internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import click
+from tqdm import tqdm
+
+from . import __version__
+from .errors import RepackError
+from .inspect import inspect as inspect_file
+from .pipeline import LAYOUTS, ConvertReport, convert as convert_file
+from .unpack import unpack as unpack_file
+from .verify import VerifyReport, verify as verify_file
+
+PROG = "amx-repack"
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _table(headers: list[str], rows: list[list], right: set[int] = frozenset()) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def fmt(r):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells])
+
+
+class _Progress:
+    """tqdm in bytes on a terminal; silent otherwise or with --quiet."""
+
+    def __init__(self, total: int, quiet: bool, desc: str):
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def print_convert_report(r: ConvertReport) -> None:
+    click.echo(f"{r.input} -> {r.output}  (layout {r.layout}, {r.threads} threads)")
+    rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
+    click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
+                      {2, 3, 4}))
+    click.echo(f"repacked {len(r.repacked)} of {len(r.tensors)} tensors; {_human(r.bytes_in)} in, "
+               f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
+    for w in r.warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+def cli():
+    """Repack GGUF quantized weights offline into the layout CPU kernels consume."""
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--layout", type=click.Choice(LAYOUTS), default="amx", show_default=True,
+              help="amx: llama.cpp AMX VNNI tiles; interleaved: ik_llama.cpp _R4/_R8 types; "
+                   "none: plain copy.")
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
+              help="Worker threads (default: all cores).")
+@click.option("--include", multiple=True, metavar="REGEX",
+              help="Only repack tensors whose name matches (repeatable); also overrides the soft "
+                   "defaults (embeddings, runtime row multiples) for matching tensors.")
+@click.option("--exclude", multiple=True, metavar="REGEX",
+              help="Never repack tensors whose name matches (repeatable).")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def convert(input, output, layout, threads, include, exclude, force, quiet):
+    """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
+    progress = _Progress(_input_size(input), quiet, "convert")
+    try:
+        report = convert_file(input, output, layout=layout, threads=threads, include=include,
+                              exclude=exclude, force=force, progress=progress)
+    finally:
+        progress.close()
+    if not quiet:
+        print_convert_report(report)
+
+
+def _input_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(file, as_json):
+    """Show every tensor of FILE and what each layout would do with it."""
+    r = inspect_file(file)
+    if as_json:
+        click.echo(json.dumps(r.to_dict(), indent=2))
+        return
+    click.echo(f"{r.path}: GGUF v{r.version}, {len(r.tensors)} tensors, {r.metadata_count} "
+               f"metadata keys, {_human(r.file_size)}, alignment {r.alignment}")
+    if r.repacked_by:
+        click.echo(f"repacked by amx-repack {r.repacked_by['tool_version']}: layout "
+                   f"{r.repacked_by['layout']} v{r.repacked_by['layout_version']}")
+    rows = []
+    for t in r.tensors:
+        cells = [t.name, t.type + (f" (was {t.original_type})" if t.original_type else ""),
+                 "x".join(map(str, t.shape)), t.bytes, t.offset]
+        for family in ("amx", "interleaved"):
+            d = t.layouts[family]
+            cells.append(d["target"] if d["packs"] else f"keep: {d['reason']}")
+        rows.append(cells)
+    click.echo(_table(["tensor", "type", "shape", "bytes", "offset", "amx", "interleaved"], rows,
+                      {3, 4}))
+    click.echo("")
+    summary = [[k, v["tensors"], v["bytes"], f"{100 * v['bytes'] / max(1, r.file_size):.1f}%"]
+               for k, v in r.bytes_by_type().items()]
+    click.echo(_table(["type", "tensors", "bytes", "share"], summary, {1, 2, 3}))
+
+
+def print_verify_report(r: VerifyReport, show_all: bool) -> None:
+    rows = [[t.name, t.status, t.type_before, t.type_after, t.bytes, "+".join(t.checks), t.detail]
+            for t in r.tensors if show_all or not t.ok]
+    if rows:
+        click.echo(_table(["tensor", "status", "before", "after", "bytes", "checks", "detail"], rows,
+                          {4}))
+    for problem in r.metadata_problems:
+        click.echo(f"metadata: {problem}")
+    packed = sum(1 for t in r.tensors if t.type_before != t.type_after)
+    verdict = "EQUIVALENT" if r.ok else "MISMATCH"
+    against = f"against {r.original}" if r.original else "against its recorded digests"
+    click.echo(f"{verdict}: {r.repacked} {against}; {len(r.tensors)} tensors ({packed} repacked), "
+               f"{len(r.failures)} failing, {len(r.metadata_problems)} metadata problems, "
+               f"{r.seconds:.2f} s")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
+              help="Worker threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.option("--all", "show_all", is_flag=True, help="List every tensor, not only failures.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def verify(files, threads, as_json, show_all, quiet):
+    """Prove REPACKED equals ORIGINAL: verify [ORIGINAL] REPACKED.
+
+    Exit status 0 when equivalent, 1 on any mismatch, 2 on bad input."""
+    if len(files) > 2:
+        raise click.UsageError("give REPACKED, or ORIGINAL and REPACKED")
+    original, repacked = (None, files[0]) if len(files) == 1 else files
+    progress = _Progress(_input_size(repacked), quiet or as_json, "verify")
+    try:
+        report = verify_file(original, repacked, threads=threads, progress=progress)
+    finally:
+        progress.close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_verify_report(report, show_all or sys.stdout.isatty() and len(report.tensors) < 50)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=None)
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def unpack(input, output, threads, force, quiet):
+    """Rebuild the original file (byte-identical) from a repacked INPUT."""
+    progress = _Progress(_input_size(input), quiet, "unpack")
+    try:
+        r = unpack_file(input, output, threads=threads, force=force, progress=progress)
+    finally:
+        progress.close()
+    if not quiet:
+        click.echo(f"{r.input} -> {r.output}: {r.unpacked} of {r.tensors} tensors unpacked, "
+                   f"{_human(r.bytes_out)}, {r.seconds:.2f} s")
+
+
+def main(argv=None) -> None:
+    # Disk quotas (RLIMIT_FSIZE) must surface as EFBIG errors, not kill the process.
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo(f"{PROG}: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except RepackError as e:
+        click.echo(f"{PROG}: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo(f"{PROG}: interrupted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        click.echo(f"{PROG}: error: {e.strerror or e}"
+                   + (f": {e.filename}" if getattr(e, "filename", None) else ""), err=True)
+        sys.exit(2)
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("AMX_REPACK_DEBUG"):
+            raise
+        click.echo(f"{PROG}: internal error: {type(e).__name__}: {e} "
+                   f"(set AMX_REPACK_DEBUG=1 for a traceback)", err=True)
+        sys.exit(3)

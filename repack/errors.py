@@ -1,0 +1,37 @@
+"""Typed exceptions of the Python API. The CLI turns each into one line on stderr and an exit code."""
+
+from formats.gguf_container import GGUFFormatError
+
+
+class RepackError(Exception):
+    """Base class: something the user can fix (bad input, bad arguments, no space...)."""
+
+    exit_code = 2
+
+
+class InputError(RepackError):
+    """An input file is missing, unreadable or not a GGUF file we can read."""
+
+
+class OutputError(RepackError):
+    """The output cannot be written (exists, same as input, no space, not writable...)."""
+
+
+class UsageError(RepackError):
+    """Arguments that contradict each other or the file (bad regex, unknown layout...)."""
+
+
+class Interrupted(RepackError):
+    """SIGINT/SIGTERM arrived; partial output was removed."""
+
+    exit_code = 130
+
+
+class VerificationFailed(RepackError):
+    """Raised by API users who prefer an exception over inspecting a failed report."""
+
+    exit_code = 1
+
+
+__all__ = ["RepackError", "InputError", "OutputError", "UsageError", "Interrupted",
+           "VerificationFailed", "GGUFFormatError"]

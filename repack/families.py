@@ -1,0 +1,112 @@
+"""The two layout families as the pipeline sees them: decisions, native kernels, work units.
+
+A *unit* is the smallest independent piece of a tensor: a 16-row strip for the AMX layout, a group
+of R rows for the interleaved one. A run of whole units occupies a contiguous byte range both in the
+source and in the packed tensor (``units * unit_rows * row_bytes`` on each side), and packing it
+needs nothing outside it. So every chunk is handed to the kernels as if it were a small tensor of
+its own: threads process chunks in any order and the result is identical for any chunk size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from formats.amx_layout import amx_params_for_type_id
+from formats.ggml_types import GGMLType, TYPES
+from formats.gguf_container import TensorInfo
+from formats.interleaved_layout import INTERLEAVINGS, interleaving_for_type_id
+from formats.layouts import AMX_TILE_ROWS, DECIDERS, Decision
+
+from . import amx_kernels, interleaved_kernels
+
+LAYOUT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    decide: Callable[[TensorInfo], Decision]
+
+    # -- type relations --------------------------------------------------------------------
+    def source_of(self, packed_type_id: int) -> GGMLType | None:
+        """The source type a packed type of this family came from (None: not one of ours)."""
+        if self.name == "amx":
+            p = amx_params_for_type_id(packed_type_id)
+            return p.source if p is not None and packed_type_id == p.packed.id else None
+        il = interleaving_for_type_id(packed_type_id)
+        return il.source if il is not None and packed_type_id == il.target.id else None
+
+    def target_of(self, source_type_id: int) -> GGMLType:
+        if self.name == "amx":
+            return amx_params_for_type_id(source_type_id).packed
+        return INTERLEAVINGS[source_type_id].target
+
+    def unit_rows(self, source_type_id: int) -> int:
+        return AMX_TILE_ROWS if self.name == "amx" else INTERLEAVINGS[source_type_id].rows
+
+    # -- chunks ----------------------------------------------------------------------------
+    def chunks(self, source_type_id: int, t: TensorInfo, chunk_bytes: int):
+        """Yield (source byte range, packed byte range, rows) covering the tensor in whole units."""
+        unit = self.unit_rows(source_type_id)
+        src_row = TYPES[source_type_id].row_bytes(t.ne0)
+        dst_row = self.target_of(source_type_id).row_bytes(t.ne0)
+        units = t.rows // unit
+        per_chunk = max(1, chunk_bytes // (unit * src_row))
+        for a in range(0, units, per_chunk):
+            b = min(a + per_chunk, units)
+            r0, r1 = a * unit, b * unit
+            yield (r0 * src_row, r1 * src_row), (r0 * dst_row, r1 * dst_row), r1 - r0
+
+    # -- kernels on one chunk (a whole number of units, seen as a tensor of `rows` rows) ---
+    def pack(self, source_type_id: int, ne0: int, rows: int, src, dst) -> None:
+        if self.name == "amx":
+            amx_kernels.pack(source_type_id, src, dst, rows, ne0)
+        else:
+            interleaved_kernels.interleave(source_type_id, src, dst, ne0, rows)
+
+    def unpack(self, source_type_id: int, ne0: int, rows: int, packed, dst) -> None:
+        if self.name == "amx":
+            amx_kernels.unpack(source_type_id, packed, dst, rows, ne0)
+        else:
+            interleaved_kernels.deinterleave(source_type_id, packed, dst, ne0, rows)
+
+    def first_invalid_row(self, source_type_id: int, ne0: int, rows: int, packed) -> int | None:
+        """Redundant fields a packed layout carries (AMX Q8_0 sums, scale ranges) that do not
+        match its data; None when all are consistent (interleaved layouts carry none)."""
+        if self.name == "amx":
+            return amx_kernels.check(source_type_id, packed, rows, ne0)
+        return None
+
+    def can_dequantize(self, source_type_id: int) -> bool:
+        """Whether both float decoders (source layout and packed layout) exist for this type."""
+        from . import block_decoders   # only verify needs the decoders
+        if not block_decoders.can_dequantize(source_type_id):
+            return False
+        if self.name == "amx":
+            return True
+        return block_decoders.can_dequantize(self.target_of(source_type_id).id)
+
+    def dequantize_packed(self, source_type_id: int, ne0: int, rows: int, packed, dst) -> None:
+        """float32 values straight from the packed layout (not via unpack)."""
+        from . import block_decoders
+        if self.name == "amx":
+            amx_kernels.dequantize(source_type_id, packed, dst, rows, ne0)
+        else:
+            block_decoders.dequantize_interleaved(self.target_of(source_type_id).id, packed, dst,
+                                                  ne0, rows)
+
+
+def dequantize_source(type_id: int, ne0: int, rows: int, src, dst) -> None:
+    from . import block_decoders
+    block_decoders.dequantize_rows(type_id, src, dst, ne0, rows)
+
+
+FAMILIES = {name: Family(name, DECIDERS[name]) for name in ("amx", "interleaved")}
+
+
+def family_of_packed(type_id: int) -> Family | None:
+    for f in FAMILIES.values():
+        if f.source_of(type_id) is not None:
+            return f
+    return None

@@ -1,0 +1,80 @@
+"""inspect: what a file holds and what each layout family would do with every tensor.
+
+Reads only the header (the tensor data is never touched), so it is instant on any model size.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from formats.ggml_types import type_name
+from formats.layouts import DECIDERS
+
+from . import metadata
+from .pipeline import open_input
+
+
+@dataclass
+class TensorRow:
+    name: str
+    type: str
+    shape: list[int]
+    bytes: int
+    offset: int
+    layouts: dict[str, dict]      # family -> {"target": str|None, "packs": bool, "reason": str}
+    original_type: str | None = None   # for a repacked file: the type before conversion
+
+
+@dataclass
+class InspectReport:
+    path: str
+    version: int
+    file_size: int
+    alignment: int
+    data_start: int
+    metadata_count: int
+    repacked_by: dict | None                 # our self-description, if the file has one
+    tensors: list[TensorRow] = field(default_factory=list)
+
+    def bytes_by_type(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for t in self.tensors:
+            row = out.setdefault(t.type, {"tensors": 0, "bytes": 0})
+            row["tensors"] += 1
+            row["bytes"] += t.bytes
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["bytes"]))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bytes_by_type"] = self.bytes_by_type()
+        return d
+
+
+def inspect(path: str | os.PathLike) -> InspectReport:
+    """Parse the header of a GGUF file and decide every tensor for every layout family."""
+    path = os.fspath(path)
+    src = open_input(path)
+    try:
+        info = metadata.read_info(src.kv)
+        originals = {}
+        repacked_by = None
+        if info is not None:
+            originals = dict(zip(info.tensor_names, info.original_types))
+            repacked_by = {"layout": info.layout, "layout_version": info.layout_version,
+                           "tool_version": info.tool_version}
+        report = InspectReport(path, src.version, src.file_size, src.alignment, src.data_start,
+                               len(src.kv), repacked_by)
+        for t in src.tensors:
+            layouts = {}
+            for family, decide in DECIDERS.items():
+                d = decide(t)
+                layouts[family] = {"target": d.target.name if d.target else None,
+                                   "packs": d.packs, "reason": d.reason}
+            orig = originals.get(t.name)
+            report.tensors.append(TensorRow(
+                t.name, t.type.name, list(t.shape), t.nbytes, t.offset, layouts,
+                type_name(orig) if orig is not None and orig != t.type_id else None))
+        return report
+    finally:
+        src.close()

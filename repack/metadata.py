@@ -1,0 +1,101 @@
+"""The KV records by which a repacked file describes itself (all under one prefix).
+
+    amx_repack.layout                 str    "amx" or "interleaved"
+    amx_repack.layout_version         u32    version of our encoding of that layout family
+    amx_repack.tool_version           str    amx-repack version that wrote the file
+    amx_repack.tensor.names           [str]  every tensor, in tensor-info order
+    amx_repack.tensor.original_types  [u32]  its type id before conversion
+    amx_repack.tensor.original_sha256 [str]  sha256 (hex) of its bytes before conversion
+    amx_repack.changed_keys           [str]  other keys whose value the conversion changed ...
+    amx_repack.original.<key>         any    ... with their original value, same type
+    amx_repack.added_keys             [str]  other keys the conversion added
+
+With these, ``verify REPACKED`` needs no other input, and ``unpack`` rebuilds the original header
+exactly: drop the prefix, put changed values back in place, drop added keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from formats.gguf_container import KVRecord, ValueType, encode_kv, rename_kv
+
+PREFIX = "amx_repack."
+ORIGINAL_PREFIX = PREFIX + "original."
+KEY_LAYOUT = PREFIX + "layout"
+KEY_LAYOUT_VERSION = PREFIX + "layout_version"
+KEY_TOOL_VERSION = PREFIX + "tool_version"
+KEY_TENSOR_NAMES = PREFIX + "tensor.names"
+KEY_ORIGINAL_TYPES = PREFIX + "tensor.original_types"
+KEY_ORIGINAL_SHA256 = PREFIX + "tensor.original_sha256"
+KEY_CHANGED_KEYS = PREFIX + "changed_keys"
+KEY_ADDED_KEYS = PREFIX + "added_keys"
+
+DIGEST_PLACEHOLDER = "0" * 64   # same length as a sha256 hex digest: the header size is fixed up front
+
+
+@dataclass
+class RepackInfo:
+    """What a repacked file says about itself."""
+
+    layout: str
+    layout_version: int
+    tool_version: str
+    tensor_names: list[str]
+    original_types: list[int]
+    original_sha256: list[str]
+    changed_keys: list[str]
+    added_keys: list[str]
+
+    def original_type_of(self, name: str) -> int:
+        return self.original_types[self.tensor_names.index(name)]
+
+
+def build_records(layout: str, layout_version: int, tool_version: str, names: list[str],
+                  original_types: list[int], digests: list[str], changed: dict[str, KVRecord],
+                  added: list[str]) -> list[KVRecord]:
+    """Our records, in the order they are appended after the input's own records."""
+    records = [
+        encode_kv(KEY_LAYOUT, ValueType.STRING, layout),
+        encode_kv(KEY_LAYOUT_VERSION, ValueType.UINT32, layout_version),
+        encode_kv(KEY_TOOL_VERSION, ValueType.STRING, tool_version),
+        encode_kv(KEY_TENSOR_NAMES, ValueType.ARRAY, names, ValueType.STRING),
+        encode_kv(KEY_ORIGINAL_TYPES, ValueType.ARRAY, original_types, ValueType.UINT32),
+        encode_kv(KEY_ORIGINAL_SHA256, ValueType.ARRAY, digests, ValueType.STRING),
+        encode_kv(KEY_CHANGED_KEYS, ValueType.ARRAY, list(changed), ValueType.STRING),
+        encode_kv(KEY_ADDED_KEYS, ValueType.ARRAY, added, ValueType.STRING),
+    ]
+    records += [rename_kv(rec, ORIGINAL_PREFIX + key) for key, rec in changed.items()]
+    return records
+
+
+def read_info(kv: dict[str, KVRecord]) -> RepackInfo | None:
+    """Our description of a file, or None when the file was not written by amx-repack."""
+    if KEY_LAYOUT not in kv:
+        return None
+
+    def get(key, default=None):
+        return kv[key].value if key in kv else default
+
+    return RepackInfo(
+        layout=get(KEY_LAYOUT),
+        layout_version=int(get(KEY_LAYOUT_VERSION, 0)),
+        tool_version=get(KEY_TOOL_VERSION, ""),
+        tensor_names=list(get(KEY_TENSOR_NAMES, [])),
+        original_types=[int(x) for x in get(KEY_ORIGINAL_TYPES, [])],
+        original_sha256=list(get(KEY_ORIGINAL_SHA256, [])),
+        changed_keys=list(get(KEY_CHANGED_KEYS, [])),
+        added_keys=list(get(KEY_ADDED_KEYS, [])),
+    )
+
+
+def original_records(kv: dict[str, KVRecord], info: RepackInfo) -> list[KVRecord]:
+    """The input's KV records as they were before conversion (for unpack and verify)."""
+    out = []
+    for key, rec in kv.items():
+        if key.startswith(PREFIX) or key in info.added_keys:
+            continue
+        if key in info.changed_keys:
+            rec = rename_kv(kv[ORIGINAL_PREFIX + key], key)
+        out.append(rec)
+    return out

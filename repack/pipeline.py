@@ -1,0 +1,246 @@
+"""convert: plan the whole output, then fill it in parallel, then commit it atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+
+from formats.ggml_types import TYPES, type_name
+from formats.gguf_container import (GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv,
+                                    plan_layout, read_gguf)
+from formats.interleaved_layout import FILE_TYPE_REPACKED
+from formats.layouts import Decision, compile_patterns, select
+
+from . import __version__, metadata
+from .atomic import AtomicOutputFile
+from .errors import InputError, OutputError, UsageError
+from .families import FAMILIES, LAYOUT_VERSION
+from .runner import ProgressCallback, default_threads, interruptible, run_tasks
+
+LAYOUTS = ("amx", "interleaved", "none")
+CHUNK_BYTES = 16 << 20   # work per task: big enough to amortise a call, small enough to balance
+FILE_TYPE_KEY = "general.file_type"
+
+
+@dataclass
+class TensorPlan:
+    name: str
+    shape: tuple[int, ...]
+    type_id: int               # input type
+    out_type_id: int
+    nbytes: int
+    out_nbytes: int
+    decision: Decision | None  # None for --layout none
+
+    @property
+    def repacked(self) -> bool:
+        return self.out_type_id != self.type_id
+
+
+@dataclass
+class ConvertReport:
+    input: str
+    output: str
+    layout: str
+    threads: int
+    tensors: list[TensorPlan]
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def bytes_out(self) -> int:
+        return sum(t.out_nbytes for t in self.tensors)
+
+    @property
+    def repacked(self) -> list[TensorPlan]:
+        return [t for t in self.tensors if t.repacked]
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes_in / self.seconds / 1e9 if self.seconds else 0.0
+
+    def by_type(self) -> list[tuple[str, str, int, int, int]]:
+        """(input type, output type, tensor count, bytes in, bytes out), sorted."""
+        acc: dict[tuple[str, str], list[int]] = {}
+        for t in self.tensors:
+            row = acc.setdefault((type_name(t.type_id), type_name(t.out_type_id)), [0, 0, 0])
+            row[0] += 1
+            row[1] += t.nbytes
+            row[2] += t.out_nbytes
+        return sorted((a, b, *v) for (a, b), v in acc.items())
+
+
+def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=()) -> list[TensorPlan]:
+    if layout not in LAYOUTS:
+        raise UsageError(f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
+    try:
+        inc = compile_patterns(include, "--include")
+        exc = compile_patterns(exclude, "--exclude")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    plans = []
+    for t in src.tensors:
+        if layout == "none":
+            plans.append(TensorPlan(t.name, t.shape, t.type_id, t.type_id, t.nbytes, t.nbytes, None))
+            continue
+        family = FAMILIES[layout]
+        d = select(family.decide(t), t.name, inc, exc)
+        if d.packs:
+            out_bytes = d.target.tensor_bytes(t.shape)
+            plans.append(TensorPlan(t.name, t.shape, t.type_id, d.target.id, t.nbytes, out_bytes, d))
+        else:
+            plans.append(TensorPlan(t.name, t.shape, t.type_id, t.type_id, t.nbytes, t.nbytes, d))
+    return plans
+
+
+def check_output_path(input_path: str, output_path: str, force: bool) -> None:
+    if os.path.exists(output_path):
+        if os.path.samefile(input_path, output_path):
+            raise OutputError(f"output {output_path} is the input file; choose another name")
+        if not force:
+            raise OutputError(f"output {output_path} already exists (use --force to replace it)")
+    if os.path.isdir(output_path):
+        raise OutputError(f"output {output_path} is a folder")
+
+
+def open_input(path: str) -> GGUFFile:
+    try:
+        return read_gguf(path)
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a GGUF file") from None
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:   # GGUFFormatError
+        raise InputError(f"{path}: {e}") from None
+
+
+def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
+                     digests: list[str]) -> list[KVRecord]:
+    """The input's records (a few changed in place) followed by our own."""
+    if layout == "none":
+        return list(src.kv.values())
+    records = dict(src.kv)
+    changed: dict[str, KVRecord] = {}
+    added: list[str] = []
+    if layout == "interleaved" and FILE_TYPE_KEY in records:
+        # ik relabels general.file_type by the input's file type alone (interleaved.md §7)
+        rec = records[FILE_TYPE_KEY]
+        new = FILE_TYPE_REPACKED.get(int(rec.value)) if rec.value_type != ValueType.STRING else None
+        if new is not None and new != rec.value:
+            changed[FILE_TYPE_KEY] = rec
+            records[FILE_TYPE_KEY] = encode_kv(FILE_TYPE_KEY, rec.value_type, new)
+    ours = metadata.build_records(
+        layout, LAYOUT_VERSION, __version__, [p.name for p in plans],
+        [p.type_id for p in plans], digests, changed, added)
+    return list(records.values()) + ours
+
+
+def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "amx",
+            threads: int | None = None, include=(), exclude=(), force: bool = False,
+            progress: ProgressCallback | None = None) -> ConvertReport:
+    """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
+
+    ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
+    ``include`` / ``exclude`` are regular expressions searched in tensor names. ``progress`` is
+    called with a byte count as work completes. Raises a :class:`repack.errors.RepackError`.
+    """
+    input, output = os.fspath(input), os.fspath(output)
+    threads = threads or default_threads()
+    if threads < 1:
+        raise UsageError("--threads must be at least 1")
+    started = time.perf_counter()
+    src = open_input(input)
+    try:
+        check_output_path(input, output, force)
+        with interruptible():
+            report = _convert_open(src, input, output, layout, threads, include, exclude, progress)
+    finally:
+        src.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: int,
+                  include, exclude, progress) -> ConvertReport:
+    plans = plan_tensors(src, layout, include, exclude)
+    report = ConvertReport(input, output, layout, threads, plans)
+    narrow = [p for p in plans if p.repacked and p.decision and p.decision.reason]
+    if narrow:
+        report.warnings.append(f"{len(narrow)} repacked tensor(s): {narrow[0].decision.reason}"
+                               + (" (and similar)" if len(narrow) > 1 else ""))
+    if layout != "none" and not report.repacked:
+        report.warnings.append(f"no tensor is eligible for the {layout} layout; output is a copy "
+                               f"with amx-repack metadata")
+
+    digests = [metadata.DIGEST_PLACEHOLDER] * len(plans) if layout != "none" else []
+    outputs = [OutputTensor(p.name, p.shape, p.out_type_id, p.out_nbytes) for p in plans]
+    data_order = sorted(range(len(plans)), key=lambda i: src.tensors[i].offset)
+
+    def layout_for(digest_list):
+        return plan_layout(src.version, _output_metadata(src, layout, plans, digest_list), outputs,
+                           src.alignment, data_order, src.tail_padded)
+
+    out_layout = layout_for(digests)
+    with AtomicOutputFile(output, out_layout.total_size) as out:
+        _fill(src, out, out_layout, plans, layout, digests, threads, progress)
+        header = layout_for(digests).header if layout != "none" else out_layout.header
+        assert len(header) == out_layout.data_start
+        out.write_at(0, header)
+        out.commit()
+    return report
+
+
+def _fill(src: GGUFFile, out: AtomicOutputFile, out_layout, plans: list[TensorPlan], layout: str,
+          digests: list[str], threads: int, progress) -> None:
+    """Write every tensor's data; the views into both mappings die with this frame."""
+    in_buf = memoryview(src.buffer)
+    out_buf = memoryview(out.mm) if out.mm is not None else memoryview(bytearray())
+    tasks = []
+    for i, (t, p) in enumerate(zip(src.tensors, plans)):
+        s0 = src.data_start + t.offset
+        d0 = out_layout.data_start + out_layout.offsets[i]
+        src_view = in_buf[s0:s0 + t.nbytes]
+        dst_view = out_buf[d0:d0 + p.out_nbytes]
+        if layout != "none":
+            tasks.append((_digest_task(src_view, digests, i), 0))
+        if p.repacked:
+            tasks += _pack_tasks(FAMILIES[layout], t, src_view, dst_view)
+        else:
+            tasks += _copy_tasks(src_view, dst_view)
+    run_tasks(tasks, threads, progress)
+
+
+def _digest_task(view: memoryview, digests: list[str], i: int):
+    def run():
+        digests[i] = hashlib.sha256(view).hexdigest()
+    return run
+
+
+def _copy_tasks(src: memoryview, dst: memoryview):
+    tasks = []
+    for a in range(0, len(src), CHUNK_BYTES):
+        b = min(a + CHUNK_BYTES, len(src))
+
+        def run(a=a, b=b):
+            dst[a:b] = src[a:b]
+        tasks.append((run, b - a))
+    return tasks
+
+
+def _pack_tasks(family, t, src: memoryview, dst: memoryview):
+    tasks = []
+    for (s0, s1), (d0, d1), rows in family.chunks(t.type_id, t, CHUNK_BYTES):
+        def run(s0=s0, s1=s1, d0=d0, d1=d1, rows=rows):
+            family.pack(t.type_id, t.ne0, rows, src[s0:s1], dst[d0:d1])
+        tasks.append((run, s1 - s0))
+    return tasks

