@@ -2,4 +2,5 @@
 # (``cffi_modules`` has no pyproject.toml spelling). Everything else is in pyproject.toml.
 from setuptools import setup
 
-setup(cffi_modules=["native/build_native.py:amx_ffi", "native/build_native.py:interleaved_ffi"])
+setup(cffi_modules=["native/build_native.py:amx_ffi", "native/build_native.py:interleaved_ffi",
+                     "native/build_native.py:blocks_ffi"])

@@ -18,7 +18,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FAMILIES = ("amx", "interleaved")
+FAMILIES = ("amx", "interleaved", "blocks")
 
 CFLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
           "-Wno-unused-function"]
@@ -50,6 +50,7 @@ def make_ffi(family: str) -> FFI:
 
 amx_ffi = make_ffi("amx")
 interleaved_ffi = make_ffi("interleaved")
+blocks_ffi = make_ffi("blocks")
 
 if __name__ == "__main__":
     os.chdir(ROOT)

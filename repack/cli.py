@@ -202,6 +202,34 @@ def unpack(input, output, threads, force, quiet):
                    f"{_human(r.bytes_out)}, {r.seconds:.2f} s")
 
 
+@cli.command()
+@click.option("--keep", type=click.Path(file_okay=False), default=None,
+              help="Write the demo files into this folder (default: a temporary folder).")
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=None)
+def demo(keep, threads):
+    """Build a small model with every supported source type, convert, verify and unpack it."""
+    import shutil
+    import tempfile
+
+    from .demo import run_demo
+    folder = keep or tempfile.mkdtemp(prefix="amx-repack-demo-")
+    try:
+        model, rows = run_demo(folder, threads)
+        click.echo(f"demo model: {_human(model.stat().st_size)}, every supported source type, "
+                   f"2-D and 3-D (expert) tensors" + (f", in {folder}" if keep else ""))
+        table = [[r.layout, f"{r.repacked}/{r.tensors}", f"{r.convert_s:.2f}", r.verify,
+                  "yes" if r.unpack_identical else "NO", len(r.types.split(", "))] for r in rows]
+        click.echo(_table(["layout", "repacked", "convert s", "verify", "unpack == original",
+                           "packed types"], table, {5}))
+        for r in rows:
+            click.echo(f"{r.layout}: {r.types}")
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    if not all(r.verify == "equivalent" and r.unpack_identical for r in rows):
+        sys.exit(1)
+
+
 def main(argv=None) -> None:
     # Disk quotas (RLIMIT_FSIZE) must surface as EFBIG errors, not kill the process.
     if hasattr(signal, "SIGXFSZ"):

@@ -9,6 +9,7 @@
     amx_repack.changed_keys           [str]  other keys whose value the conversion changed ...
     amx_repack.original.<key>         any    ... with their original value, same type
     amx_repack.added_keys             [str]  other keys the conversion added
+    amx_repack.metadata_sha256        str    sha256 of the original KV records (raw bytes, in order)
 
 With these, ``verify REPACKED`` needs no other input, and ``unpack`` rebuilds the original header
 exactly: drop the prefix, put changed values back in place, drop added keys.
@@ -16,6 +17,7 @@ exactly: drop the prefix, put changed values back in place, drop added keys.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from formats.gguf_container import KVRecord, ValueType, encode_kv, rename_kv
@@ -30,6 +32,7 @@ KEY_ORIGINAL_TYPES = PREFIX + "tensor.original_types"
 KEY_ORIGINAL_SHA256 = PREFIX + "tensor.original_sha256"
 KEY_CHANGED_KEYS = PREFIX + "changed_keys"
 KEY_ADDED_KEYS = PREFIX + "added_keys"
+KEY_METADATA_SHA256 = PREFIX + "metadata_sha256"
 
 DIGEST_PLACEHOLDER = "0" * 64   # same length as a sha256 hex digest: the header size is fixed up front
 
@@ -46,14 +49,23 @@ class RepackInfo:
     original_sha256: list[str]
     changed_keys: list[str]
     added_keys: list[str]
+    metadata_sha256: str | None
 
     def original_type_of(self, name: str) -> int:
         return self.original_types[self.tensor_names.index(name)]
 
 
+def metadata_digest(records) -> str:
+    """sha256 of KV records' raw bytes, in order: what the standalone verify checks."""
+    h = hashlib.sha256()
+    for rec in records:
+        h.update(rec.raw)
+    return h.hexdigest()
+
+
 def build_records(layout: str, layout_version: int, tool_version: str, names: list[str],
                   original_types: list[int], digests: list[str], changed: dict[str, KVRecord],
-                  added: list[str]) -> list[KVRecord]:
+                  added: list[str], original_metadata_sha256: str) -> list[KVRecord]:
     """Our records, in the order they are appended after the input's own records."""
     records = [
         encode_kv(KEY_LAYOUT, ValueType.STRING, layout),
@@ -64,6 +76,7 @@ def build_records(layout: str, layout_version: int, tool_version: str, names: li
         encode_kv(KEY_ORIGINAL_SHA256, ValueType.ARRAY, digests, ValueType.STRING),
         encode_kv(KEY_CHANGED_KEYS, ValueType.ARRAY, list(changed), ValueType.STRING),
         encode_kv(KEY_ADDED_KEYS, ValueType.ARRAY, added, ValueType.STRING),
+        encode_kv(KEY_METADATA_SHA256, ValueType.STRING, original_metadata_sha256),
     ]
     records += [rename_kv(rec, ORIGINAL_PREFIX + key) for key, rec in changed.items()]
     return records
@@ -86,6 +99,7 @@ def read_info(kv: dict[str, KVRecord]) -> RepackInfo | None:
         original_sha256=list(get(KEY_ORIGINAL_SHA256, [])),
         changed_keys=list(get(KEY_CHANGED_KEYS, [])),
         added_keys=list(get(KEY_ADDED_KEYS, [])),
+        metadata_sha256=get(KEY_METADATA_SHA256),
     )
 
 

@@ -141,7 +141,8 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
             records[FILE_TYPE_KEY] = encode_kv(FILE_TYPE_KEY, rec.value_type, new)
     ours = metadata.build_records(
         layout, LAYOUT_VERSION, __version__, [p.name for p in plans],
-        [p.type_id for p in plans], digests, changed, added)
+        [p.type_id for p in plans], digests, changed, added,
+        metadata.metadata_digest(src.kv.values()))
     return list(records.values()) + ours
 
 
