@@ -1,0 +1,120 @@
+"""Thin wrapper over the native ik_llama.cpp row-interleave kernels (``native/interleaved.c``).
+
+Every argument is checked here, before C runs: the C side trusts the buffer sizes it is given, so
+these checks are what keeps it inside the buffers. Buffers may be anything with the buffer protocol
+(bytes, bytearray, memoryview, mmap, numpy arrays); they must be C-contiguous, and outputs writable.
+The C call releases the GIL, so threads working on disjoint group ranges of one tensor run in
+parallel.
+"""
+
+from __future__ import annotations
+
+import operator
+
+from repack._interleaved import ffi, lib
+
+from formats.interleaved_layout import INTERLEAVINGS, Interleaving
+from formats.ggml_types import type_name
+
+
+def _interleaving(src_type_id: int) -> Interleaving:
+    il = INTERLEAVINGS.get(int(src_type_id))
+    if il is None or lib.il_target_type(int(src_type_id)) != il.target.id:
+        raise ValueError(f"{type_name(int(src_type_id))} has no lossless interleaved type")
+    return il
+
+
+def target_type_id(src_type_id: int) -> int:
+    """The ``_R`` type id a source type id becomes (ValueError if none)."""
+    return _interleaving(src_type_id).target.id
+
+
+def rows_per_group(src_type_id: int) -> int:
+    return _interleaving(src_type_id).rows
+
+
+def _nbytes(buf, what: str, writable: bool) -> int:
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise ValueError(f"{what}: not a buffer ({type(buf).__name__})") from None
+    with view:
+        if not view.c_contiguous:
+            raise ValueError(f"{what}: buffer is not C-contiguous")
+        if writable and view.readonly:
+            raise ValueError(f"{what}: buffer is read-only")
+        return view.nbytes
+
+
+def _check(src_type_id: int, in_buf, out_buf, ne0: int, nrows: int, group_begin: int,
+           group_end: int | None, inverse: bool):
+    il = _interleaving(src_type_id)
+    name = il.source.name
+    ne0 = _as_int(ne0, name, "ne0")
+    nrows = _as_int(nrows, name, "nrows")
+    group_begin = _as_int(group_begin, name, "group_begin")
+    if ne0 <= 0 or ne0 % il.column_multiple:
+        raise ValueError(f"{name}: ne0 = {ne0} is not a positive multiple of {il.column_multiple}")
+    if nrows < 0 or nrows % il.rows:
+        raise ValueError(f"{name}: nrows = {nrows} is not a multiple of {il.rows} "
+                         f"({il.target.name} interleaves {il.rows} rows)")
+    ngroups = nrows // il.rows
+    group_end = ngroups if group_end is None else _as_int(group_end, name, "group_end")
+    if not 0 <= group_begin <= group_end <= ngroups:
+        raise ValueError(f"{name}: group range [{group_begin}, {group_end}) is not inside "
+                         f"[0, {ngroups}]")
+    src_bytes = il.source.row_bytes(ne0) * nrows
+    packed_bytes = il.group_bytes(ne0) * ngroups
+    in_need, out_need = (packed_bytes, src_bytes) if inverse else (src_bytes, packed_bytes)
+    in_what = "packed" if inverse else "src"
+    n_in = _nbytes(in_buf, in_what, writable=False)
+    n_out = _nbytes(out_buf, "dst", writable=True)
+    if n_in != in_need:
+        raise ValueError(f"{name}: {in_what} holds {n_in} bytes, expected {in_need} "
+                         f"(ne0={ne0}, nrows={nrows})")
+    if n_out != out_need:
+        raise ValueError(f"{name}: dst holds {n_out} bytes, expected {out_need} "
+                         f"(ne0={ne0}, nrows={nrows})")
+    return ne0, nrows, group_begin, group_end
+
+
+def _as_int(value, name: str, label: str) -> int:
+    """Python or numpy integers (shapes often come as numpy ints); no bools, floats or strings."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: {label} must be an integer, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}: {label} must be an integer, not {type(value).__name__}") from None
+
+
+def _call(fn, src_type_id, in_buf, out_buf, ne0, nrows, group_begin, group_end, inverse):
+    ne0, nrows, group_begin, group_end = _check(src_type_id, in_buf, out_buf, ne0, nrows, group_begin,
+                                                group_end, inverse)
+    if group_end == group_begin:
+        return
+    p_in = ffi.from_buffer(in_buf)
+    p_out = ffi.from_buffer(out_buf, require_writable=True)
+    a_in, a_out = int(ffi.cast("uintptr_t", p_in)), int(ffi.cast("uintptr_t", p_out))
+    if a_in < a_out + len(p_out) and a_out < a_in + len(p_in):
+        raise ValueError("input and output buffers overlap (the repack is not in place)")
+    rc = fn(int(src_type_id), p_in, p_out, ne0, group_begin, group_end)
+    if rc != 0:  # the checks above should make this unreachable
+        raise ValueError(f"native interleave kernel rejected the arguments (code {rc})")
+
+
+def interleave(src_type_id: int, src, dst, ne0: int, nrows: int, group_begin: int = 0,
+               group_end: int | None = None) -> None:
+    """Write the interleaved groups [group_begin, group_end) of a tensor into ``dst``.
+
+    ``src`` is the whole source tensor (``nrows`` rows of ``ne0`` columns; for 3-D tensors
+    ``nrows = ne1 * ne2``), ``dst`` the whole output tensor (``target_bytes`` long); only the bytes
+    of the chosen groups are read and written."""
+    _call(lib.il_interleave, src_type_id, src, dst, ne0, nrows, group_begin, group_end, False)
+
+
+def deinterleave(src_type_id: int, packed, dst, ne0: int, nrows: int, group_begin: int = 0,
+                 group_end: int | None = None) -> None:
+    """Exact inverse of :func:`interleave`: rebuild the source rows of those groups into ``dst``
+    (the whole source tensor). Q8_KV's per-row sum, which the packed type drops, is recomputed."""
+    _call(lib.il_deinterleave, src_type_id, packed, dst, ne0, nrows, group_begin, group_end, True)
