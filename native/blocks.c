@@ -1,0 +1,820 @@
+/* Float decoders for `amx-repack verify`: standard ggml blocks and ik_llama.cpp _R4/_R8 layouts.
+ *
+ * Reference arithmetic: gguf-py's gguf/quants.py (`dequantize_blocks` of each class). Every decoder
+ * here performs the same float32 operations in the same order, so the results are bit-identical to
+ * `gguf.quants.dequantize`, NaN payloads and signs included:
+ *   - fp16 -> f32 is exact bit manipulation, keeping signalling NaNs signalling (as numpy's cast
+ *     does); numpy's first float32 operation on a scale then quiets it, so the decoders quiet it on
+ *     load (ldh), which gives the same bits and survives compiler folds like d * 1.0f -> d;
+ *   - x86 semantics: an operation on one NaN returns it quieted; 0 * Inf gives the default NaN
+ *     0xFFC00000 (what numpy gives on the same machine);
+ *   - no FMA contraction and no reassociation (see the pragmas below; -ffast-math must never be used);
+ *   - sign flips are multiplications by +/-1.0f, never negations (a multiplication keeps a NaN's
+ *     sign, a negation would flip it);
+ *   - where two NaNs can meet in an addition (Q4_1/Q5_1 `d*q + m`), the result is chosen
+ *     explicitly (numpy returns the first operand's NaN; a C compiler may commute an addition).
+ *     Subtractions (`d*q - m` of the K-quants) are never commuted, and x86 returns the first operand's
+ *     NaN there, as numpy does.
+ *
+ * Structure. Each decoder first turns its bytes into per-element integer codes (`v[32]`, one byte
+ * per element of a 32-element sub-block) plus its scale values, then calls an `emit_*` helper that
+ * does the float arithmetic. Source-layout and interleaved-layout decoders of one type differ only
+ * in where they read codes and scales from (the interleaved ones read the _R layout of
+ * shared/spec/interleaved.md §4 directly, never via a rebuilt standard block) and share the
+ * `emit_*` helper, which is what makes them agree bit for bit.
+ *
+ * Byte order: little-endian formats on a little-endian host (checked below); unaligned reads go
+ * through memcpy.
+ */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include "blocks.h"
+
+#include <float.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "blocks_grids.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "blocks.c assumes a little-endian host (the GGUF block formats are little-endian)"
+#endif
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0
+#error "blocks.c needs float arithmetic evaluated in float (FLT_EVAL_METHOD == 0), e.g. SSE on x86"
+#endif
+#if defined(__FAST_MATH__)
+#error "blocks.c must not be compiled with -ffast-math (results must be bit-exact)"
+#endif
+
+/* Bytes per block (ggml-common.h). */
+enum {
+    B_Q4_0 = 2 + 16, B_Q4_1 = 2 + 2 + 16, B_Q5_0 = 2 + 4 + 16, B_Q5_1 = 2 + 2 + 4 + 16, B_Q8_0 = 2 + 32,
+    B_IQ4_NL = 2 + 16, B_MXFP4 = 1 + 16,
+    B_Q2_K = 16 + 64 + 2 + 2, B_Q3_K = 32 + 64 + 12 + 2, B_Q4_K = 2 + 2 + 12 + 128,
+    B_Q5_K = 2 + 2 + 12 + 32 + 128, B_Q6_K = 128 + 64 + 16 + 2, B_IQ4_XS = 2 + 2 + 4 + 128,
+    B_IQ2_XXS = 2 + 64, B_IQ2_XS = 2 + 64 + 8, B_IQ2_S = 2 + 64 + 8 + 8, B_IQ3_XXS = 2 + 64 + 32,
+    B_IQ3_S = 2 + 64 + 8 + 32 + 4,
+};
+_Static_assert(B_Q4_0 == 18 && B_Q4_1 == 20 && B_Q5_0 == 22 && B_Q5_1 == 24 && B_Q8_0 == 34,
+               "legacy block sizes");
+_Static_assert(B_IQ4_NL == 18 && B_MXFP4 == 17, "32-element block sizes");
+_Static_assert(B_Q2_K == 84 && B_Q3_K == 110 && B_Q4_K == 144 && B_Q5_K == 176 && B_Q6_K == 210 &&
+               B_IQ4_XS == 136, "K-quant block sizes");
+_Static_assert(B_IQ2_XXS == 66 && B_IQ2_XS == 74 && B_IQ2_S == 82 && B_IQ3_XXS == 98 && B_IQ3_S == 110,
+               "grid i-quant block sizes");
+_Static_assert(sizeof(float) == 4 && sizeof(uint32_t) == 4, "float32");
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Scalars                                                                                        */
+
+static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* IEEE fp16 bits -> float32, exact; NaN payload kept (<< 13) and not quieted, like numpy's cast. */
+static inline float f16_f32(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
+    if (exp == 0x1F) return bits_f32(sign | 0x7F800000u | man << 13);     /* Inf / NaN */
+    if (exp != 0) return bits_f32(sign | (exp + 112) << 23 | man << 13);  /* normal: bias 15 -> 127 */
+    if (man == 0) return bits_f32(sign);                                  /* +/- 0 */
+    exp = 113;                                                            /* subnormal: normalise */
+    while (!(man & 0x400u)) { man <<= 1; --exp; }
+    return bits_f32(sign | exp << 23 | (man & 0x3FFu) << 13);
+}
+/* An fp16 scale as the decoders use it: f16_f32, with a signalling NaN quieted (bit 22 set). gguf-py
+   multiplies every scale at least once before it reaches an output, which quiets it the same way;
+   doing it here keeps the result independent of compiler folds such as d * 1.0f -> d (legal for
+   GCC unless -fsignaling-nans), which would otherwise let an sNaN through unquieted. */
+static inline float ldh(const uint8_t *p) {
+    float f = f16_f32(ld16(p));
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) u |= 0x00400000u;
+    return bits_f32(u);
+}
+
+/* ggml_e8m0_to_fp32_half as gguf-py writes it (MXFP4): 2^(e-128) as a float32 bit pattern. */
+static inline float e8m0_half(uint8_t e) {
+    return bits_f32(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+}
+
+/* 6-bit scale and min j (0..7) of Q4_K/Q5_K from the 12-byte field s. */
+static inline void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | (s[j - 4] >> 6) << 4;
+        *m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+/* Nibble + 2-bit split 6-bit scale fields of the _R layouts (spec §4.1): value with index n. */
+static inline int split6(const uint8_t *sl, const uint8_t *sh, int n) {
+    return ((sl[n % 32] >> (4 * (n / 32))) & 0xF) | ((sh[n % 16] >> (2 * (n / 16))) & 3) << 4;
+}
+
+/* Inverse of the spec's sign scrambling scr (prefix XOR): s = t ^ (t << 1), 7 bits. */
+static inline int unscr(int t) { return (t ^ (t << 1)) & 127; }
+
+/* Non-linear 4-bit value tables (gguf-py: IQ4_NL.kvalues, MXFP4.kvalues = doubled e2m1). */
+static const float KV_IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1, 13, 25, 38, 53, 69, 89, 113};
+static const float KV_MXFP4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+static const float SIGN_F[2] = {1.0f, -1.0f};
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Float arithmetic, shared by the source and interleaved decoders of each type.                  */
+
+/* y = d * (float)(v - off)          Q4_0, Q5_0, Q3_K (off 4, d = d*scale), Q6_K (off 32) */
+static inline void emit_offset(float *restrict y, const uint8_t *restrict v, int n, float d, int off) {
+    for (int j = 0; j < n; ++j) y[j] = d * (float)((int)v[j] - off);
+}
+/* y = (float)x * d                  Q8_0 */
+static inline void emit_i8(float *restrict y, const int8_t *restrict x, int n, float d) {
+    for (int j = 0; j < n; ++j) y[j] = (float)x[j] * d;
+}
+/* y = d * (float)v + m              Q4_1, Q5_1 (NaN + NaN gives the first operand, as numpy) */
+static inline void emit_add(float *restrict y, const uint8_t *restrict v, int n, float d, float m) {
+    if (m == m) {
+        for (int j = 0; j < n; ++j) y[j] = d * (float)v[j] + m;
+    } else {
+        for (int j = 0; j < n; ++j) {
+            const float a = d * (float)v[j];
+            y[j] = a != a ? a : a + m;
+        }
+    }
+}
+/* y = dl * (float)v - ml            Q2_K, Q4_K, Q5_K */
+static inline void emit_sub(float *restrict y, const uint8_t *restrict v, int n, float dl, float ml) {
+    for (int j = 0; j < n; ++j) y[j] = dl * (float)v[j] - ml;
+}
+/* y = d * (float)table[v]           IQ4_NL, IQ4_XS (d = d*scale), MXFP4. The 16 products d * t[i]
+   are formed once and looked up: each output is still exactly the float32 product d * t[v]. */
+static inline void emit_table(float *restrict y, const uint8_t *restrict v, int n, float d,
+                              const float *table) {
+    float p[16];
+    for (int i = 0; i < 16; ++i) p[i] = d * table[i];
+    for (int j = 0; j < n; ++j) y[j] = p[v[j] & 15];
+}
+/* y = (db * grid[j]) * sign(bit j)  grid i-quants, 8 elements (or 4, from a 4-wide grid) */
+static inline void emit_grid(float *restrict y, const uint8_t *restrict grid, int n, float db, unsigned signs) {
+    for (int j = 0; j < n; ++j) y[j] = db * (float)grid[j] * SIGN_F[(signs >> j) & 1];
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Code extraction helpers                                                                        */
+
+/* Legacy nibble order: v[j] = lo(q[j]), v[j+16] = hi(q[j]). */
+static inline void codes_legacy(uint8_t *v, const uint8_t *q) {
+    for (int j = 0; j < 16; ++j) {
+        v[j] = q[j] & 0xF;
+        v[j + 16] = q[j] >> 4;
+    }
+}
+/* 5th bit of Q5_0/Q5_1: bit j of the 32-bit qh word. */
+static inline void codes_add_bit4_word(uint8_t *v, uint32_t h) {
+    for (int j = 0; j < 32; ++j) v[j] |= (uint8_t)(((h >> j) & 1) << 4);
+}
+
+/* The _R layouts move codes in runs of four consecutive elements (i = 0..3 at bytes 4k+i), so the
+   code extraction below works on 32-bit words: a word of four bytes (one per i) turns into four
+   consecutive codes v[base + 0..3] with one shift and mask. */
+#define M1 0x01010101u
+#define M2 0x03030303u
+#define M4 0x0F0F0F0Fu
+
+/* Code words: c[m] holds codes v[4m .. 4m+3] (one byte each, element 4m in the low byte); the
+   pattern readers below fill c[8] and words_to_codes turns it into the v[32] the emit helpers take. */
+static inline void words_to_codes(uint8_t *v, const uint32_t *c) { memcpy(v, c, 32); }
+
+/* Pattern A (R = 4, 64-byte slab): the 32 4-bit codes of row k, bits 0-3.
+   byte 4k+i: v[i] | v[i+8] << 4; 16+4k+i: v[i+16] | v[i+24] << 4; 32+4k+i: v[i+4] | v[i+12] << 4;
+   48+4k+i: v[i+20] | v[i+28] << 4. */
+static inline void pattern_a(uint32_t *c, const uint8_t *slab, int k) {
+    static const uint8_t lo[4] = {0, 4, 1, 5};  /* word index of the low nibbles; high: +2 */
+    for (int q = 0; q < 4; ++q) {
+        const uint32_t w = ld32(slab + 16 * q + 4 * k);
+        c[lo[q]] = w & M4;
+        c[lo[q] + 2] = (w >> 4) & M4;
+    }
+}
+/* Pattern B (R = 8, 128-byte slab): byte 32l+4k+i = v[8l+i] | v[8l+i+4] << 4. */
+static inline void pattern_b(uint32_t *c, const uint8_t *slab, int k) {
+    for (int l = 0; l < 4; ++l) {
+        const uint32_t w = ld32(slab + 32 * l + 4 * k);
+        c[2 * l] = w & M4;
+        c[2 * l + 1] = (w >> 4) & M4;
+    }
+}
+/* Pattern C (R = 4, 32-byte slab): byte 16h+4k+i, bits 2t..2t+1 = v[16h + i + 4t] (bits 0-1). */
+static inline void pattern_c(uint32_t *c, const uint8_t *slab, int k) {
+    for (int h = 0; h < 2; ++h) {
+        const uint32_t w = ld32(slab + 16 * h + 4 * k);
+        for (int t = 0; t < 4; ++t) c[4 * h + t] = (w >> (2 * t)) & M2;
+    }
+}
+/* Bit-plane bytes (R = 4, 16 bytes): bit t of byte 4k+i = bit `bit` of v[i + order[t]]; the tables
+   hold order[t] / 4 (a word index). */
+static const uint8_t ORD_Q5K[8] = {0, 2, 1, 3, 4, 6, 5, 7};  /* 0, 8, 4, 12, 16, 24, 20, 28 */
+static const uint8_t ORD_Q3K[8] = {0, 1, 2, 3, 4, 5, 6, 7};  /* 0, 4, 8, ..., 28 */
+static const uint8_t ORD_Q50[8] = {0, 4, 1, 5, 2, 6, 3, 7};  /* 0, 16, 4, 20, 8, 24, 12, 28 */
+static inline void bit_plane(uint32_t *c, const uint8_t *plane, int k, const uint8_t *order, int bit) {
+    const uint32_t w = ld32(plane + 4 * k);
+    for (int t = 0; t < 8; ++t) c[order[t]] |= ((w >> t) & M1) << bit;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Source (standard layout) block decoders: one block -> y[0 .. blck-1]                            */
+
+static inline void src_q4_0(const uint8_t *restrict x, float *restrict y) {
+    uint8_t v[32];
+    codes_legacy(v, x + 2);
+    emit_offset(y, v, 32, ldh(x), 8);
+}
+static inline void src_q4_1(const uint8_t *restrict x, float *restrict y) {
+    uint8_t v[32];
+    codes_legacy(v, x + 4);
+    emit_add(y, v, 32, ldh(x), ldh(x + 2));
+}
+static inline void src_q5_0(const uint8_t *restrict x, float *restrict y) {
+    uint8_t v[32];
+    codes_legacy(v, x + 6);
+    codes_add_bit4_word(v, ld32(x + 2));
+    emit_offset(y, v, 32, ldh(x), 16);
+}
+static inline void src_q5_1(const uint8_t *restrict x, float *restrict y) {
+    uint8_t v[32];
+    codes_legacy(v, x + 8);
+    codes_add_bit4_word(v, ld32(x + 4));
+    emit_add(y, v, 32, ldh(x), ldh(x + 2));
+}
+static inline void src_q8_0(const uint8_t *restrict x, float *restrict y) {
+    emit_i8(y, (const int8_t *)(x + 2), 32, ldh(x));
+}
+static inline void src_iq4_nl(const uint8_t *restrict x, float *restrict y) {
+    uint8_t v[32];
+    codes_legacy(v, x + 2);
+    emit_table(y, v, 32, ldh(x), KV_IQ4NL);
+}
+static inline void src_mxfp4(const uint8_t *restrict x, float *restrict y) {
+    uint8_t v[32];
+    codes_legacy(v, x + 1);
+    emit_table(y, v, 32, e8m0_half(x[0]), KV_MXFP4);
+}
+
+/* Q2_K: scales[16] @0, qs[64] @16, d @80, dmin @82. Element 128h + 32p + j = (qs[32h+j] >> 2p) & 3. */
+static inline void q2k_emit16(float *restrict y, const uint8_t *restrict v, float d, float dmin, uint8_t sc) {
+    const float dl = d * (float)(sc & 0xF), ml = dmin * (float)(sc >> 4);
+    emit_sub(y, v, 16, dl, ml);
+}
+static inline void src_q2_k(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x + 80), dmin = ldh(x + 82);
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        const uint8_t *q = x + 16 + 32 * (ib / 4);
+        const int sh = 2 * (ib % 4);
+        for (int j = 0; j < 32; ++j) v[j] = (q[j] >> sh) & 3;
+        q2k_emit16(y + 32 * ib, v, d, dmin, x[2 * ib]);
+        q2k_emit16(y + 32 * ib + 16, v + 16, d, dmin, x[2 * ib + 1]);
+    }
+}
+
+/* Q3_K: hmask[32] @0, qs[64] @32, scales[12] @96, d @108. 3-bit code v = low2 | hmask bit << 2;
+   gguf-py's value low2 - 4*(1 - hbit) equals v - 4. Scales are 6-bit, biased by 32. */
+static inline int q3k_scale(const uint8_t *s, int j) {
+    const int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+    return lo | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4;
+}
+static inline void q3k_emit16(float *restrict y, const uint8_t *restrict v, float d, int sc6) {
+    const float dl = d * (float)(sc6 - 32);
+    emit_offset(y, v, 16, dl, 4);
+}
+static inline void src_q3_k(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x + 108);
+    const uint8_t *hm = x, *s = x + 96;
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        const uint8_t *q = x + 32 + 32 * (ib / 4);
+        const int sh = 2 * (ib % 4);
+        for (int j = 0; j < 32; ++j) v[j] = ((q[j] >> sh) & 3) | ((hm[j] >> ib) & 1) << 2;
+        q3k_emit16(y + 32 * ib, v, d, q3k_scale(s, 2 * ib));
+        q3k_emit16(y + 32 * ib + 16, v + 16, d, q3k_scale(s, 2 * ib + 1));
+    }
+}
+
+/* Q4_K: d @0, dmin @2, scales[12] @4, qs[128] @16. Q5_K: ... qh[32] @16, qs[128] @48. */
+static inline void k4_emit32(float *restrict y, const uint8_t *restrict v, float d, float dmin, int sc, int m) {
+    const float dl = d * (float)sc, ml = dmin * (float)m;
+    emit_sub(y, v, 32, dl, ml);
+}
+static inline void src_q4_k(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x), dmin = ldh(x + 2);
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        const uint8_t *q = x + 16 + 32 * (ib / 2);
+        const int sh = 4 * (ib % 2);
+        for (int j = 0; j < 32; ++j) v[j] = (q[j] >> sh) & 0xF;
+        int sc, m;
+        k4_scale_min(x + 4, ib, &sc, &m);
+        k4_emit32(y + 32 * ib, v, d, dmin, sc, m);
+    }
+}
+static inline void src_q5_k(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x), dmin = ldh(x + 2);
+    const uint8_t *qh = x + 16;
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        const uint8_t *q = x + 48 + 32 * (ib / 2);
+        const int sh = 4 * (ib % 2);
+        for (int j = 0; j < 32; ++j) v[j] = ((q[j] >> sh) & 0xF) | ((qh[j] >> ib) & 1) << 4;
+        int sc, m;
+        k4_scale_min(x + 4, ib, &sc, &m);
+        k4_emit32(y + 32 * ib, v, d, dmin, sc, m);
+    }
+}
+
+/* Q6_K: ql[128] @0, qh[64] @128, scales[16] int8 @192, d @208. Value (d * scale) * (v - 32). */
+static inline void q6k_emit16(float *restrict y, const uint8_t *restrict v, float d, int8_t sc) {
+    const float dl = d * (float)sc;
+    emit_offset(y, v, 16, dl, 32);
+}
+static inline void src_q6_k(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x + 208);
+    const int8_t *sc = (const int8_t *)(x + 192);
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        const int h = ib / 4, p = ib % 4;
+        const uint8_t *ql = x + 64 * h + 32 * (p & 1), *qh = x + 128 + 32 * h;
+        const int sl = 4 * (p >> 1), shh = 2 * p;
+        for (int j = 0; j < 32; ++j) v[j] = ((ql[j] >> sl) & 0xF) | ((qh[j] >> shh) & 3) << 4;
+        q6k_emit16(y + 32 * ib, v, d, sc[2 * ib]);
+        q6k_emit16(y + 32 * ib + 16, v + 16, d, sc[2 * ib + 1]);
+    }
+}
+
+/* IQ4_XS: d @0, scales_h u16 @2, scales_l[4] @4, qs[128] @8. Value (d * (sc - 32)) * kvalue. */
+static inline void iq4xs_emit32(float *restrict y, const uint8_t *restrict v, float d, int sc6) {
+    const float dl = d * (float)(sc6 - 32);
+    emit_table(y, v, 32, dl, KV_IQ4NL);
+}
+static inline void src_iq4_xs(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x);
+    const uint16_t sh = ld16(x + 2);
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        codes_legacy(v, x + 8 + 16 * ib);
+        const int sc = ((x[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | ((sh >> (2 * ib)) & 3) << 4;
+        iq4xs_emit32(y + 32 * ib, v, d, sc);
+    }
+}
+
+/* Grid i-quants. Scales: db = d * (0.5 + s) * 0.25 (IQ2_*), d * (0.5 + s) * 0.5 (IQ3_XXS),
+   d * (1 + 2s) (IQ3_S), evaluated left to right in float32 as gguf-py does. */
+static inline float db_iq2(float d, int s) { return d * (0.5f + (float)s) * 0.25f; }
+static inline float db_iq3xxs(float d, int s) { return d * (0.5f + (float)s) * 0.5f; }
+static inline float db_iq3s(float d, int s) { return d * (float)(1 + 2 * s); }
+
+/* IQ2_XXS: d @0; sub-block ib: 4 grid bytes @2+8ib, then u32 a (4 x 7-bit sign index, 4-bit scale). */
+static inline void iq2xxs_emit32(float *y, const uint8_t *g, float db, const int *sidx) {
+    for (int l = 0; l < 4; ++l) emit_grid(y + 8 * l, GRID_IQ2_XXS[g[l]], 8, db, KSIGNS[sidx[l]]);
+}
+static inline void src_iq2_xxs(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x);
+    for (int ib = 0; ib < 8; ++ib) {
+        const uint8_t *p = x + 2 + 8 * ib;
+        const uint32_t a = ld32(p + 4);
+        int sidx[4];
+        for (int l = 0; l < 4; ++l) sidx[l] = (a >> (7 * l)) & 127;
+        iq2xxs_emit32(y + 32 * ib, p, db_iq2(d, (int)(a >> 28)), sidx);
+    }
+}
+
+/* IQ2_XS: d @0, qs u16[32] @2 (9-bit grid index | 7-bit sign index << 9), scales[8] @66
+   (one 4-bit scale per 16 elements). */
+static inline void src_iq2_xs(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x);
+    for (int ib = 0; ib < 8; ++ib)
+        for (int l = 0; l < 4; ++l) {
+            const uint16_t w = ld16(x + 2 + 2 * (4 * ib + l));
+            const float db = db_iq2(d, (x[66 + ib] >> (4 * (l / 2))) & 0xF);
+            emit_grid(y + 32 * ib + 8 * l, GRID_IQ2_XS[w & 511], 8, db, KSIGNS[w >> 9]);
+        }
+}
+
+/* IQ2_S: d @0, qs[32] @2 (grid low bytes), signs[32] @34, qh[8] @66, scales[8] @74. */
+static inline void src_iq2_s(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x);
+    for (int ib = 0; ib < 8; ++ib)
+        for (int l = 0; l < 4; ++l) {
+            const int g = 4 * ib + l;
+            const int idx = x[2 + g] | ((x[66 + ib] >> (2 * l)) & 3) << 8;
+            const float db = db_iq2(d, (x[74 + ib] >> (4 * (l / 2))) & 0xF);
+            emit_grid(y + 8 * g, GRID_IQ2_S[idx], 8, db, x[34 + g]);
+        }
+}
+
+/* IQ3_XXS: d @0, qs[64] @2 (grid indexes, 4 values each), 8 x u32 scale-and-sign words @66. */
+static inline void iq3xxs_emit32(float *y, const uint8_t *g, float db, const int *sidx) {
+    for (int l = 0; l < 4; ++l) {
+        const unsigned s = KSIGNS[sidx[l]];
+        emit_grid(y + 8 * l, GRID_IQ3_XXS[g[2 * l]], 4, db, s);
+        emit_grid(y + 8 * l + 4, GRID_IQ3_XXS[g[2 * l + 1]], 4, db, s >> 4);
+    }
+}
+static inline void src_iq3_xxs(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x);
+    for (int ib = 0; ib < 8; ++ib) {
+        const uint32_t a = ld32(x + 66 + 4 * ib);
+        int sidx[4];
+        for (int l = 0; l < 4; ++l) sidx[l] = (a >> (7 * l)) & 127;
+        iq3xxs_emit32(y + 32 * ib, x + 2 + 8 * ib, db_iq3xxs(d, (int)(a >> 28)), sidx);
+    }
+}
+
+/* IQ3_S: d @0, qs[64] @2, qh[8] @66, signs[32] @74, scales[4] @106 (one 4-bit scale per 32). */
+static inline void iq3s_emit32(float *y, const uint8_t *qs, uint8_t qh, const uint8_t *signs, float db) {
+    for (int m = 0; m < 8; ++m) {
+        const int idx = qs[m] | ((qh >> m) & 1) << 8;
+        emit_grid(y + 4 * m, GRID_IQ3_S[idx], 4, db, (unsigned)signs[m / 2] >> (4 * (m % 2)));
+    }
+}
+static inline void src_iq3_s(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x);
+    for (int ib = 0; ib < 8; ++ib) {
+        const float db = db_iq3s(d, (x[106 + ib / 2] >> (4 * (ib % 2))) & 0xF);
+        iq3s_emit32(y + 32 * ib, x + 2 + 8 * ib, x[66 + ib], x + 74 + 4 * ib, db);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Interleaved block decoders (spec §4): one interleaved block of R rows -> y[k*ne0 + j]           */
+
+/* §4.3 Q4_0_R8 (144 B): d_k @2k; @16 + 32c + 4k + i = qs[4c + i] of row k. */
+static inline void il_q4_0_r8(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 8; ++k) {
+        uint32_t c[8];
+        uint8_t v[32];
+        for (int m = 0; m < 4; ++m) {
+            const uint32_t w = ld32(x + 16 + 32 * m + 4 * k);
+            c[m] = w & M4;
+            c[m + 4] = (w >> 4) & M4;
+        }
+        words_to_codes(v, c);
+        emit_offset(y + k * ne0, v, 32, ldh(x + 2 * k), 8);
+    }
+}
+/* §4.2 Q8_0_R8 (272 B): d_k @2k; @16 + 32c + 4k + i = qs[4c + i] of row k (c = 0..7). */
+static inline void il_q8_0_r8(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 8; ++k) {
+        int8_t q[32];
+        for (int c = 0; c < 8; ++c) memcpy(q + 4 * c, x + 16 + 32 * c + 4 * k, 4);
+        emit_i8(y + k * ne0, q, 32, ldh(x + 2 * k));
+    }
+}
+/* §4.4 MXFP4_R8 (136 B): e_k @k; @8 + 32c + 4k + i = qs[4c + i] of row k. */
+static inline void il_mxfp4_r8(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 8; ++k) {
+        uint32_t c[8];
+        uint8_t v[32];
+        for (int m = 0; m < 4; ++m) {
+            const uint32_t w = ld32(x + 8 + 32 * m + 4 * k);
+            c[m] = w & M4;
+            c[m + 4] = (w >> 4) & M4;
+        }
+        words_to_codes(v, c);
+        emit_table(y + k * ne0, v, 32, e8m0_half(x[k]), KV_MXFP4);
+    }
+}
+/* §4.5 IQ4_NL_R4 (72 B): d_k @2k; Pattern A @8. */
+static inline void il_iq4_nl_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        uint32_t c[8];
+        uint8_t v[32];
+        pattern_a(c, x + 8, k);
+        words_to_codes(v, c);
+        emit_table(y + k * ne0, v, 32, ldh(x + 2 * k), KV_IQ4NL);
+    }
+}
+/* §4.6 Q5_0_R4 (88 B): d_k @2k; bit-plane (bit 4, ORD_Q50) @8; Pattern A @24. */
+static inline void il_q5_0_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        uint32_t c[8];
+        uint8_t v[32];
+        pattern_a(c, x + 24, k);
+        bit_plane(c, x + 8, k, ORD_Q50, 4);
+        words_to_codes(v, c);
+        emit_offset(y + k * ne0, v, 32, ldh(x + 2 * k), 16);
+    }
+}
+/* §4.8 IQ4_XS_R8 (1088 B): d_k @2k; SH @16, SL @32 (index 8ib + k); Pattern B @64 + 128ib. */
+static inline void il_iq4_xs_r8(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 8; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_b(c, x + 64 + 128 * ib, k);
+            words_to_codes(v, c);
+            iq4xs_emit32(y + k * ne0 + 32 * ib, v, d, split6(x + 32, x + 16, 8 * ib + k));
+        }
+    }
+}
+/* §4.9 Q4_K_R4 / §4.10 Q5_K_R4 header: d_k @2k, dmin_k @8+2k, scales_h @16, scales_l @32. */
+static inline void k4_r4_scale_min(const uint8_t *x, int n, int *sc, int *m) {
+    const uint8_t l = x[32 + n], h = (x[16 + n % 16] >> (4 * (n / 16))) & 0xF;
+    *sc = (l & 0xF) | (h & 3) << 4;
+    *m = (l >> 4) | (h >> 2) << 4;
+}
+static inline void il_q4_k_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k), dmin = ldh(x + 8 + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_a(c, x + 64 + 64 * ib, k);
+            words_to_codes(v, c);
+            int sc, m;
+            k4_r4_scale_min(x, 4 * ib + k, &sc, &m);
+            k4_emit32(y + k * ne0 + 32 * ib, v, d, dmin, sc, m);
+        }
+    }
+}
+/* Q5_K_R4 (704 B): bit-plane (bit 4, ORD_Q5K) @64 + 16ib; Pattern A @192 + 64ib. */
+static inline void il_q5_k_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k), dmin = ldh(x + 8 + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_a(c, x + 192 + 64 * ib, k);
+            bit_plane(c, x + 64 + 16 * ib, k, ORD_Q5K, 4);
+            words_to_codes(v, c);
+            int sc, m;
+            k4_r4_scale_min(x, 4 * ib + k, &sc, &m);
+            k4_emit32(y + k * ne0 + 32 * ib, v, d, dmin, sc, m);
+        }
+    }
+}
+/* §4.11 Q6_K_R4 (840 B): d_k @2k; scales @8 + 8ib + k (first half), +4 (second half);
+   high 2 bits @72 + 32ib; Pattern A of bits 0-3 @328 + 64ib. */
+static inline void il_q6_k_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_a(c, x + 328 + 64 * ib, k);
+            /* byte 4k+i: u(v[i]) | u(v[i+8]) << 2 | u(v[i+4]) << 4 | u(v[i+12]) << 6 (+16: v[i+16..]) */
+            static const uint8_t pos[4] = {0, 2, 1, 3};  /* word index */
+            for (int h = 0; h < 2; ++h) {
+                const uint32_t w = ld32(x + 72 + 32 * ib + 16 * h + 4 * k);
+                for (int t = 0; t < 4; ++t) c[4 * h + pos[t]] |= ((w >> (2 * t)) & M2) << 4;
+            }
+            words_to_codes(v, c);
+            const int8_t s0 = (int8_t)x[8 + 8 * ib + k], s1 = (int8_t)x[8 + 8 * ib + 4 + k];
+            q6k_emit16(y + k * ne0 + 32 * ib, v, d, s0);
+            q6k_emit16(y + k * ne0 + 32 * ib + 16, v + 16, d, s1);
+        }
+    }
+}
+/* §4.12 Q2_K_R4 (336 B): d_k @2k, dmin_k @8+2k; scales[j] of row k @16 + 4j + k; Pattern C @80+32ib
+   (read byte-wise here rather than with pattern_c: GCC vectorises this form better for Q2_K). */
+static inline void il_q2_k_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k), dmin = ldh(x + 8 + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint8_t v[32];
+            const uint8_t *slab = x + 80 + 32 * ib;
+            for (int h = 0; h < 2; ++h)
+                for (int t = 0; t < 4; ++t)
+                    for (int i = 0; i < 4; ++i) v[16 * h + 4 * t + i] = (slab[16 * h + 4 * k + i] >> (2 * t)) & 3;
+            q2k_emit16(y + k * ne0 + 32 * ib, v, d, dmin, x[16 + 4 * (2 * ib) + k]);
+            q2k_emit16(y + k * ne0 + 32 * ib + 16, v + 16, d, dmin, x[16 + 4 * (2 * ib + 1) + k]);
+        }
+    }
+}
+/* Q3_K_R4 (440 B): d_k @2k; SH @8, SL @24 (scale j of row k at n = 8(j/2) + 4(j%2) + k);
+   bit-plane (bit 2, ORD_Q3K) @56 + 16ib; Pattern C @184 + 32ib. */
+static inline void il_q3_k_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_c(c, x + 184 + 32 * ib, k);
+            bit_plane(c, x + 56 + 16 * ib, k, ORD_Q3K, 2);
+            words_to_codes(v, c);
+            q3k_emit16(y + k * ne0 + 32 * ib, v, d, split6(x + 24, x + 8, 8 * ib + k));
+            q3k_emit16(y + k * ne0 + 32 * ib + 16, v + 16, d, split6(x + 24, x + 8, 8 * ib + 4 + k));
+        }
+    }
+}
+
+/* §4.14 grid i-quants (R = 4). conv() words: byte j = scr(sign index j) << 1 | scale bit j. */
+static inline int conv_word_decode(uint32_t w, int *sidx) {
+    int scale = 0;
+    for (int j = 0; j < 4; ++j) {
+        const int byte = (w >> (8 * j)) & 0xFF;
+        sidx[j] = unscr(byte >> 1);
+        scale |= (byte & 1) << j;
+    }
+    return scale;
+}
+/* IQ2_XXS_R4 (264 B): d_k @2k; conv(a) @8 + 4(4ib + k); grid byte i @136 + 16ib + 4k + i. */
+static inline void il_iq2_xxs_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            int sidx[4];
+            const int s = conv_word_decode(ld32(x + 8 + 4 * (4 * ib + k)), sidx);
+            iq2xxs_emit32(y + k * ne0 + 32 * ib, x + 136 + 16 * ib + 4 * k, db_iq2(d, s), sidx);
+        }
+    }
+}
+/* IQ3_XXS_R4 (392 B): d_k @2k; conv(word ib) @8 + 4(4ib + k); qs[8ib + i] @136 + 32ib + 8k + i. */
+static inline void il_iq3_xxs_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            int sidx[4];
+            const int s = conv_word_decode(ld32(x + 8 + 4 * (4 * ib + k)), sidx);
+            iq3xxs_emit32(y + k * ne0 + 32 * ib, x + 136 + 32 * ib + 8 * k, db_iq3xxs(d, s), sidx);
+        }
+    }
+}
+/* IQ2_XS_R4 (296 B): d_k @2k; u16 @8 + 2(16ib + 4k + i) = (w & 511) | scr(w >> 9) << 9;
+   scales[ib] of row k @264 + 4ib + k. */
+static inline void il_iq2_xs_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            const uint8_t sc = x[264 + 4 * ib + k];
+            for (int l = 0; l < 4; ++l) {
+                const uint16_t w = ld16(x + 8 + 2 * (16 * ib + 4 * k + l));
+                const float db = db_iq2(d, (sc >> (4 * (l / 2))) & 0xF);
+                emit_grid(y + k * ne0 + 32 * ib + 8 * l, GRID_IQ2_XS[w & 511], 8, db,
+                          KSIGNS[unscr(w >> 9)]);
+            }
+        }
+    }
+}
+/* IQ2_S_R4 (328 B): d_k @2k; qs[4ib+i] @8 + 16ib + 4k + i; qh[ib] @136 + 4ib + k;
+   signs qs[32+4ib+i] @168 + 16ib + 4k + i; scales[ib] @296 + 4ib + k. */
+static inline void il_iq2_s_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            const uint8_t qh = x[136 + 4 * ib + k], sc = x[296 + 4 * ib + k];
+            for (int l = 0; l < 4; ++l) {
+                const int idx = x[8 + 16 * ib + 4 * k + l] | ((qh >> (2 * l)) & 3) << 8;
+                const float db = db_iq2(d, (sc >> (4 * (l / 2))) & 0xF);
+                emit_grid(y + k * ne0 + 32 * ib + 8 * l, GRID_IQ2_S[idx], 8, db,
+                          x[168 + 16 * ib + 4 * k + l]);
+            }
+        }
+    }
+}
+/* IQ3_S_R4 (440 B): d_k @2k; qs[8ib + m] @8 + 32ib + k + 8(m%4) + 4(m/4); qh[ib] @264 + 4ib + k;
+   signs @296 + 16ib + 4k + i (bit 2m = bit i, bit 2m+1 = bit 4+i of signs[4ib + m]);
+   scale nibble of sub-block ib at n = 4ib + k of the 16 bytes @424 (nibble n/16 of byte n%16). */
+static inline void il_iq3_s_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint8_t qs[8], signs[4] = {0, 0, 0, 0};
+            for (int m = 0; m < 8; ++m) qs[m] = x[8 + 32 * ib + k + 8 * (m % 4) + 4 * (m / 4)];
+            for (int i = 0; i < 4; ++i) {
+                const uint8_t b = x[296 + 16 * ib + 4 * k + i];
+                for (int m = 0; m < 4; ++m)
+                    signs[m] |= (uint8_t)(((b >> (2 * m)) & 1) << i | ((b >> (2 * m + 1)) & 1) << (4 + i));
+            }
+            const int n = 4 * ib + k;
+            const float db = db_iq3s(d, (x[424 + n % 16] >> (4 * (n / 16))) & 0xF);
+            iq3s_emit32(y + k * ne0 + 32 * ib, qs, x[264 + 4 * ib + k], signs, db);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Type tables and drivers                                                                        */
+
+typedef void (*src_rows_fn)(const uint8_t *x, float *y, int64_t nb);
+typedef void (*il_group_fn)(const uint8_t *x, float *y, int64_t ne0, int64_t nb);
+
+/* One row of nb source blocks / one group of nb interleaved blocks; the block decoders inline. */
+#define SRC_ROWS(name, BLCK, BYTES)                                                  \
+    static void rows_##name(const uint8_t *restrict x, float *restrict y, int64_t nb) {                \
+        for (int64_t b = 0; b < nb; ++b) src_##name(x + b * (BYTES), y + b * (BLCK)); \
+    }
+#define IL_GROUP(name, BLCK, BYTES, R)                                                          \
+    static void group_##name(const uint8_t *restrict x, float *restrict y, int64_t ne0, int64_t nb) {              \
+        for (int64_t b = 0; b < nb; ++b) il_##name(x + b * (R) * (BYTES), y + b * (BLCK), ne0);  \
+    }
+
+SRC_ROWS(q4_0, 32, B_Q4_0)
+SRC_ROWS(q4_1, 32, B_Q4_1)
+SRC_ROWS(q5_0, 32, B_Q5_0)
+SRC_ROWS(q5_1, 32, B_Q5_1)
+SRC_ROWS(q8_0, 32, B_Q8_0)
+SRC_ROWS(iq4_nl, 32, B_IQ4_NL)
+SRC_ROWS(mxfp4, 32, B_MXFP4)
+SRC_ROWS(q2_k, 256, B_Q2_K)
+SRC_ROWS(q3_k, 256, B_Q3_K)
+SRC_ROWS(q4_k, 256, B_Q4_K)
+SRC_ROWS(q5_k, 256, B_Q5_K)
+SRC_ROWS(q6_k, 256, B_Q6_K)
+SRC_ROWS(iq4_xs, 256, B_IQ4_XS)
+SRC_ROWS(iq2_xxs, 256, B_IQ2_XXS)
+SRC_ROWS(iq2_xs, 256, B_IQ2_XS)
+SRC_ROWS(iq2_s, 256, B_IQ2_S)
+SRC_ROWS(iq3_xxs, 256, B_IQ3_XXS)
+SRC_ROWS(iq3_s, 256, B_IQ3_S)
+
+IL_GROUP(q4_0_r8, 32, B_Q4_0, 8)
+IL_GROUP(q8_0_r8, 32, B_Q8_0, 8)
+IL_GROUP(mxfp4_r8, 32, B_MXFP4, 8)
+IL_GROUP(iq4_nl_r4, 32, B_IQ4_NL, 4)
+IL_GROUP(q5_0_r4, 32, B_Q5_0, 4)
+IL_GROUP(iq4_xs_r8, 256, B_IQ4_XS, 8)
+IL_GROUP(q2_k_r4, 256, B_Q2_K, 4)
+IL_GROUP(q3_k_r4, 256, B_Q3_K, 4)
+IL_GROUP(q4_k_r4, 256, B_Q4_K, 4)
+IL_GROUP(q5_k_r4, 256, B_Q5_K, 4)
+IL_GROUP(q6_k_r4, 256, B_Q6_K, 4)
+IL_GROUP(iq2_xxs_r4, 256, B_IQ2_XXS, 4)
+IL_GROUP(iq2_xs_r4, 256, B_IQ2_XS, 4)
+IL_GROUP(iq2_s_r4, 256, B_IQ2_S, 4)
+IL_GROUP(iq3_xxs_r4, 256, B_IQ3_XXS, 4)
+IL_GROUP(iq3_s_r4, 256, B_IQ3_S, 4)
+
+struct src_type { int32_t id, blck, bytes; src_rows_fn fn; };
+struct il_type { int32_t id, blck, bytes, rows; il_group_fn fn; };
+
+/* Type ids: formats/ggml_types.py (ggml / ik_llama.cpp enum values). */
+static const struct src_type SRC_TYPES[] = {
+    {2, 32, B_Q4_0, rows_q4_0},       {3, 32, B_Q4_1, rows_q4_1},
+    {6, 32, B_Q5_0, rows_q5_0},       {7, 32, B_Q5_1, rows_q5_1},
+    {8, 32, B_Q8_0, rows_q8_0},       {10, 256, B_Q2_K, rows_q2_k},
+    {11, 256, B_Q3_K, rows_q3_k},     {12, 256, B_Q4_K, rows_q4_k},
+    {13, 256, B_Q5_K, rows_q5_k},     {14, 256, B_Q6_K, rows_q6_k},
+    {16, 256, B_IQ2_XXS, rows_iq2_xxs}, {17, 256, B_IQ2_XS, rows_iq2_xs},
+    {18, 256, B_IQ3_XXS, rows_iq3_xxs}, {20, 32, B_IQ4_NL, rows_iq4_nl},
+    {21, 256, B_IQ3_S, rows_iq3_s},   {22, 256, B_IQ2_S, rows_iq2_s},
+    {23, 256, B_IQ4_XS, rows_iq4_xs}, {39, 32, B_MXFP4, rows_mxfp4},
+};
+static const struct il_type IL_TYPES[] = {
+    {202, 32, B_Q4_0, 8, group_q4_0_r8},       {206, 32, B_Q5_0, 4, group_q5_0_r4},
+    {208, 32, B_Q8_0, 8, group_q8_0_r8},       {210, 256, B_Q2_K, 4, group_q2_k_r4},
+    {211, 256, B_Q3_K, 4, group_q3_k_r4},      {212, 256, B_Q4_K, 4, group_q4_k_r4},
+    {213, 256, B_Q5_K, 4, group_q5_k_r4},      {214, 256, B_Q6_K, 4, group_q6_k_r4},
+    {216, 256, B_IQ2_XXS, 4, group_iq2_xxs_r4}, {217, 256, B_IQ2_XS, 4, group_iq2_xs_r4},
+    {218, 256, B_IQ3_XXS, 4, group_iq3_xxs_r4}, {220, 32, B_IQ4_NL, 4, group_iq4_nl_r4},
+    {221, 256, B_IQ3_S, 4, group_iq3_s_r4},    {222, 256, B_IQ2_S, 4, group_iq2_s_r4},
+    {223, 256, B_IQ4_XS, 8, group_iq4_xs_r8},  {353, 32, B_MXFP4, 8, group_mxfp4_r8},
+};
+
+static const struct src_type *find_src(int32_t id) {
+    for (size_t i = 0; i < sizeof SRC_TYPES / sizeof SRC_TYPES[0]; ++i)
+        if (SRC_TYPES[i].id == id) return &SRC_TYPES[i];
+    return NULL;
+}
+static const struct il_type *find_il(int32_t id) {
+    for (size_t i = 0; i < sizeof IL_TYPES / sizeof IL_TYPES[0]; ++i)
+        if (IL_TYPES[i].id == id) return &IL_TYPES[i];
+    return NULL;
+}
+
+int blk_can_dequantize(int32_t type_id) {
+    return find_src(type_id) != NULL || find_il(type_id) != NULL;
+}
+
+int blk_dequantize_rows(int32_t type_id, const uint8_t *src, float *dst, int64_t ne0,
+                        int64_t row_begin, int64_t row_end) {
+    const struct src_type *t = find_src(type_id);
+    if (!t) return -1;
+    if (ne0 <= 0 || ne0 % t->blck || row_begin < 0 || row_end < row_begin) return -2;
+    if (row_begin == row_end) return 0;
+    if (!src || !dst) return -2;
+    const int64_t nb = ne0 / t->blck, row_bytes = nb * t->bytes;
+    for (int64_t r = row_begin; r < row_end; ++r) t->fn(src + r * row_bytes, dst + r * ne0, nb);
+    return 0;
+}
+
+int blk_dequantize_interleaved(int32_t type_id, const uint8_t *src, float *dst, int64_t ne0,
+                               int64_t group_begin, int64_t group_end) {
+    const struct il_type *t = find_il(type_id);
+    if (!t) return -1;
+    if (ne0 <= 0 || ne0 % t->blck || group_begin < 0 || group_end < group_begin) return -2;
+    if (group_begin == group_end) return 0;
+    if (!src || !dst) return -2;
+    const int64_t nb = ne0 / t->blck, group_bytes = nb * t->bytes * t->rows;
+    for (int64_t g = group_begin; g < group_end; ++g)
+        t->fn(src + g * group_bytes, dst + g * t->rows * ne0, ne0, nb);
+    return 0;
+}
