@@ -289,6 +289,19 @@ class GGUFFile:
         start = self.data_start + t.offset
         return memoryview(self.buffer)[start:start + t.nbytes]
 
+    def fileno(self) -> int:
+        return self._fd
+
+    def release(self, start: int, end: int) -> None:
+        """Drop our mapping's pages of a processed file range (they stay in the page cache), so
+        resident memory does not grow with the model while we stream through it."""
+        if self._mm is None:
+            return
+        first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        last = end // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first:
+            self._mm.madvise(mmap.MADV_DONTNEED, first, last - first)
+
     @property
     def data_end(self) -> int:
         return max((self.data_start + t.offset + t.nbytes for t in self.tensors),

@@ -818,3 +818,16 @@ int blk_dequantize_interleaved(int32_t type_id, const uint8_t *src, float *dst, 
         t->fn(src + g * group_bytes, dst + g * t->rows * ne0, ne0, nb);
     return 0;
 }
+
+int64_t blk_first_difference(const uint8_t *a, const uint8_t *b, int64_t n) {
+    /* memcmp on 4 KiB pieces finds the piece, a byte loop the position inside it */
+    const int64_t piece = 4096;
+    for (int64_t start = 0; start < n; start += piece) {
+        int64_t len = n - start < piece ? n - start : piece;
+        if (memcmp(a + start, b + start, (size_t)len) != 0) {
+            for (int64_t i = start; i < start + len; i++)
+                if (a[i] != b[i]) return i;
+        }
+    }
+    return -1;
+}

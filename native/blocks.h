@@ -21,4 +21,8 @@ int blk_dequantize_rows(int32_t type_id, const uint8_t *src, float *dst, int64_t
 int blk_dequantize_interleaved(int32_t type_id, const uint8_t *src, float *dst, int64_t ne0,
                                int64_t group_begin, int64_t group_end);
 
+/* Index of the first byte where a and b differ, or -1 when the n bytes are equal. verify uses it
+   on float32 bit patterns and on rebuilt blocks: memcmp speed, no temporary arrays. */
+int64_t blk_first_difference(const uint8_t *a, const uint8_t *b, int64_t n);
+
 #endif

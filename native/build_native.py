@@ -18,7 +18,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FAMILIES = ("amx", "interleaved", "blocks")
+FAMILIES = ("amx", "interleaved", "blocks", "checksum")
 
 CFLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
           "-Wno-unused-function"]
@@ -51,6 +51,7 @@ def make_ffi(family: str) -> FFI:
 amx_ffi = make_ffi("amx")
 interleaved_ffi = make_ffi("interleaved")
 blocks_ffi = make_ffi("blocks")
+checksum_ffi = make_ffi("checksum")
 
 if __name__ == "__main__":
     os.chdir(ROOT)

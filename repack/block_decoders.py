@@ -126,3 +126,12 @@ def dequantize_interleaved(type_id: int, src, dst_f32, ne0: int, nrows: int, gro
     name, ne0, b, e = _check(type_id, src, dst_f32, ne0, nrows, group_begin, group_end, rows,
                              "group")
     _call(lib.blk_dequantize_interleaved, type_id, src, dst_f32, ne0, b, e, name)
+
+
+def first_difference(a, b) -> int | None:
+    """Byte index of the first difference between two equally long buffers, or None."""
+    na, nb = _nbytes(a, "a", False), _nbytes(b, "b", False)
+    if na != nb:
+        raise ValueError(f"buffers differ in length: {na} and {nb} bytes")
+    i = lib.blk_first_difference(ffi.from_buffer("uint8_t[]", a), ffi.from_buffer("uint8_t[]", b), na)
+    return None if i < 0 else int(i)

@@ -19,6 +19,7 @@ from . import __version__
 from .errors import RepackError
 from .inspect import inspect as inspect_file
 from .pipeline import LAYOUTS, ConvertReport, convert as convert_file
+from .runner import install_signal_handlers
 from .unpack import unpack as unpack_file
 from .verify import VerifyReport, verify as verify_file
 
@@ -234,6 +235,9 @@ def main(argv=None) -> None:
     # Disk quotas (RLIMIT_FSIZE) must surface as EFBIG errors, not kill the process.
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # SIGTERM like Ctrl-C from the start (exit 130, one line), and neither of them turns a command
+    # whose output is already committed into an "interrupted" one (runner.py).
+    install_signal_handlers()
     try:
         cli.main(args=argv, prog_name=PROG, standalone_mode=False)
     except click.exceptions.Abort:

@@ -95,9 +95,9 @@ def build_demo_model(path: Path, seed: int = 0) -> list[str]:
         add(f"blk.{i}.attn_norm.weight", "f32", (256,), np.ones(256, dtype=np.float32))
     layout = plan_layout(3, kv, tensors, 32)
     with AtomicOutputFile(path, layout.total_size) as out:
-        out.write_at(0, layout.header)
+        out.pwrite(0, layout.header)
         for i, blob in enumerate(blobs):
-            out.write_at(layout.data_start + layout.offsets[i], blob)
+            out.pwrite(layout.data_start + layout.offsets[i], blob)
         out.commit()
     return names
 

@@ -5,7 +5,7 @@
     amx_repack.tool_version           str    amx-repack version that wrote the file
     amx_repack.tensor.names           [str]  every tensor, in tensor-info order
     amx_repack.tensor.original_types  [u32]  its type id before conversion
-    amx_repack.tensor.original_sha256 [str]  sha256 (hex) of its bytes before conversion
+    amx_repack.tensor.original_xxh64  [str]  XXH64 (16 hex digits) of its bytes before conversion
     amx_repack.changed_keys           [str]  other keys whose value the conversion changed ...
     amx_repack.original.<key>         any    ... with their original value, same type
     amx_repack.added_keys             [str]  other keys the conversion added
@@ -29,12 +29,12 @@ KEY_LAYOUT_VERSION = PREFIX + "layout_version"
 KEY_TOOL_VERSION = PREFIX + "tool_version"
 KEY_TENSOR_NAMES = PREFIX + "tensor.names"
 KEY_ORIGINAL_TYPES = PREFIX + "tensor.original_types"
-KEY_ORIGINAL_SHA256 = PREFIX + "tensor.original_sha256"
+KEY_ORIGINAL_DIGESTS = PREFIX + "tensor.original_xxh64"
 KEY_CHANGED_KEYS = PREFIX + "changed_keys"
 KEY_ADDED_KEYS = PREFIX + "added_keys"
 KEY_METADATA_SHA256 = PREFIX + "metadata_sha256"
 
-DIGEST_PLACEHOLDER = "0" * 64   # same length as a sha256 hex digest: the header size is fixed up front
+DIGEST_PLACEHOLDER = "0" * 16   # same length as an XXH64 hex digest: the header size is fixed up front
 
 
 @dataclass
@@ -46,7 +46,7 @@ class RepackInfo:
     tool_version: str
     tensor_names: list[str]
     original_types: list[int]
-    original_sha256: list[str]
+    original_digests: list[str]
     changed_keys: list[str]
     added_keys: list[str]
     metadata_sha256: str | None
@@ -73,7 +73,7 @@ def build_records(layout: str, layout_version: int, tool_version: str, names: li
         encode_kv(KEY_TOOL_VERSION, ValueType.STRING, tool_version),
         encode_kv(KEY_TENSOR_NAMES, ValueType.ARRAY, names, ValueType.STRING),
         encode_kv(KEY_ORIGINAL_TYPES, ValueType.ARRAY, original_types, ValueType.UINT32),
-        encode_kv(KEY_ORIGINAL_SHA256, ValueType.ARRAY, digests, ValueType.STRING),
+        encode_kv(KEY_ORIGINAL_DIGESTS, ValueType.ARRAY, digests, ValueType.STRING),
         encode_kv(KEY_CHANGED_KEYS, ValueType.ARRAY, list(changed), ValueType.STRING),
         encode_kv(KEY_ADDED_KEYS, ValueType.ARRAY, added, ValueType.STRING),
         encode_kv(KEY_METADATA_SHA256, ValueType.STRING, original_metadata_sha256),
@@ -96,7 +96,7 @@ def read_info(kv: dict[str, KVRecord]) -> RepackInfo | None:
         tool_version=get(KEY_TOOL_VERSION, ""),
         tensor_names=list(get(KEY_TENSOR_NAMES, [])),
         original_types=[int(x) for x in get(KEY_ORIGINAL_TYPES, [])],
-        original_sha256=list(get(KEY_ORIGINAL_SHA256, [])),
+        original_digests=list(get(KEY_ORIGINAL_DIGESTS, [])),
         changed_keys=list(get(KEY_CHANGED_KEYS, [])),
         added_keys=list(get(KEY_ADDED_KEYS, [])),
         metadata_sha256=get(KEY_METADATA_SHA256),

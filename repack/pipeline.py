@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,10 +13,11 @@ from formats.interleaved_layout import FILE_TYPE_REPACKED
 from formats.layouts import Decision, compile_patterns, select
 
 from . import __version__, metadata
+from .checksum import XXH64
 from .atomic import AtomicOutputFile
 from .errors import InputError, OutputError, UsageError
 from .families import FAMILIES, LAYOUT_VERSION
-from .runner import ProgressCallback, default_threads, interruptible, run_tasks
+from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
 LAYOUTS = ("amx", "interleaved", "none")
 CHUNK_BYTES = 16 << 20   # work per task: big enough to amortise a call, small enough to balance
@@ -196,52 +196,58 @@ def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: 
         _fill(src, out, out_layout, plans, layout, digests, threads, progress)
         header = layout_for(digests).header if layout != "none" else out_layout.header
         assert len(header) == out_layout.data_start
-        out.write_at(0, header)
+        out.pwrite(0, header)
         out.commit()
     return report
 
 
 def _fill(src: GGUFFile, out: AtomicOutputFile, out_layout, plans: list[TensorPlan], layout: str,
           digests: list[str], threads: int, progress) -> None:
-    """Write every tensor's data; the views into both mappings die with this frame."""
-    in_buf = memoryview(src.buffer)
-    out_buf = memoryview(out.mm) if out.mm is not None else memoryview(bytearray())
+    """Write every tensor's data, one task per tensor, chunk by chunk through per-thread scratch
+    buffers: read (pread), digest, repack, write (pwrite). Nothing of the input or output is
+    mapped, so resident memory is a few chunks per thread whatever the model size."""
     tasks = []
     for i, (t, p) in enumerate(zip(src.tensors, plans)):
         s0 = src.data_start + t.offset
         d0 = out_layout.data_start + out_layout.offsets[i]
-        src_view = in_buf[s0:s0 + t.nbytes]
-        dst_view = out_buf[d0:d0 + p.out_nbytes]
-        if layout != "none":
-            tasks.append((_digest_task(src_view, digests, i), 0))
-        if p.repacked:
-            tasks += _pack_tasks(FAMILIES[layout], t, src_view, dst_view)
-        else:
-            tasks += _copy_tasks(src_view, dst_view)
+        family = FAMILIES[layout] if p.repacked else None
+        want_digest = layout != "none"
+        tasks.append((_tensor_task(src, out, t, family, s0, d0, digests, i, want_digest), t.nbytes))
     run_tasks(tasks, threads, progress)
 
 
-def _digest_task(view: memoryview, digests: list[str], i: int):
+def _read(fd: int, offset: int, nbytes: int):
+    buf = scratch("input", nbytes)
+    view = memoryview(buf)
+    done = 0
+    while done < nbytes:
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            raise InputError(f"unexpected end of input file at offset {offset + done}")
+        done += n
+    return buf
+
+
+def _tensor_task(src: GGUFFile, out: AtomicOutputFile, t, family, s0: int, d0: int,
+                 digests: list[str], i: int, want_digest: bool):
     def run():
-        digests[i] = hashlib.sha256(view).hexdigest()
+        h = XXH64() if want_digest else None
+        if family is None:
+            pieces = (((a, min(a + CHUNK_BYTES, t.nbytes)), None, 0)
+                      for a in range(0, t.nbytes, CHUNK_BYTES))
+        else:
+            pieces = family.chunks(t.type_id, t, CHUNK_BYTES)
+        for (a, b), dst_range, rows in pieces:
+            data = _read(src.fileno(), s0 + a, b - a)
+            if h is not None:
+                h.update(data)
+            if family is None:
+                out.pwrite(d0 + a, data)
+            else:
+                c, d = dst_range
+                packed = scratch("packed", d - c)
+                family.pack(t.type_id, t.ne0, rows, data, packed)
+                out.pwrite(d0 + c, packed)
+        if h is not None:
+            digests[i] = h.hexdigest()
     return run
-
-
-def _copy_tasks(src: memoryview, dst: memoryview):
-    tasks = []
-    for a in range(0, len(src), CHUNK_BYTES):
-        b = min(a + CHUNK_BYTES, len(src))
-
-        def run(a=a, b=b):
-            dst[a:b] = src[a:b]
-        tasks.append((run, b - a))
-    return tasks
-
-
-def _pack_tasks(family, t, src: memoryview, dst: memoryview):
-    tasks = []
-    for (s0, s1), (d0, d1), rows in family.chunks(t.type_id, t, CHUNK_BYTES):
-        def run(s0=s0, s1=s1, d0=d0, d1=d1, rows=rows):
-            family.pack(t.type_id, t.ne0, rows, src[s0:s1], dst[d0:d1])
-        tasks.append((run, s1 - s0))
-    return tasks

@@ -16,6 +16,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Callable, Iterable
 
+import numpy as np
+
 from .errors import Interrupted
 
 ProgressCallback = Callable[[int], None]
@@ -26,6 +28,20 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+_scratch = threading.local()
+
+
+def scratch(name: str, nbytes: int, dtype=np.uint8) -> np.ndarray:
+    """A per-thread reusable buffer: workers pack/unpack into it and write it out, so memory use
+    is a few chunks per thread whatever the model size."""
+    buffers = _scratch.__dict__
+    buf = buffers.get(name)
+    need = nbytes * np.dtype(dtype).itemsize
+    if buf is None or buf.nbytes < need:
+        buf = buffers[name] = np.empty(max(need, 1 << 20), dtype=np.uint8)
+    return buf[:need].view(dtype)
 
 
 def run_tasks(tasks: Iterable[tuple[Callable[[], object], int]], threads: int,
@@ -57,20 +73,61 @@ def run_tasks(tasks: Iterable[tuple[Callable[[], object], int]], threads: int,
     return results
 
 
+# The point of no return of the running command: AtomicOutputFile.commit sets it right before the
+# rename that puts the output in place. A SIGINT/SIGTERM that arrives after it can no longer undo
+# anything, and turning it into "interrupted; no output was written" (exit 130) would be false
+# while the complete output is already there: such a late signal is ignored and the command
+# finishes normally. Reset when a command starts; it stays set after the command returns so that
+# the CLI, whose handlers are these same ones (see install_signal_handlers), does not report a
+# finished command as interrupted either.
+_in_command = False
+_committed = False
+
+
+def mark_committed() -> None:
+    """Called by AtomicOutputFile.commit just before its rename (no-op outside a command)."""
+    global _committed
+    if _in_command:
+        _committed = True
+
+
+def _on_signal(signum, frame):
+    if _committed:
+        return          # too late to interrupt: the output is in place; finish normally
+    raise KeyboardInterrupt
+
+
+def _install(sig) -> object:
+    """Our handler for SIGINT/SIGTERM; a SIGINT that the parent set to be ignored (a background
+    job of a shell script) or handled its own way stays as it is."""
+    current = signal.getsignal(sig)
+    if sig == signal.SIGINT and current not in (signal.default_int_handler, _on_signal):
+        return current
+    return signal.signal(sig, _on_signal)
+
+
+def install_signal_handlers() -> None:
+    """For the command line: SIGINT and SIGTERM unwind cleanly (exit 130) from the start."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            _install(sig)
+
+
 @contextmanager
 def interruptible():
     """Turn SIGTERM into the same clean unwinding as Ctrl-C, and both into ``Interrupted``."""
+    global _in_command, _committed
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {sig: _install(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _in_command, _committed = True, False
     try:
         yield
     except KeyboardInterrupt:
         raise Interrupted("interrupted; no output was written") from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _in_command = False
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -2,12 +2,11 @@
 
 The header comes back from our own records (our keys dropped, changed values put back in place),
 every packed tensor is decoded back to its source blocks by the family's unpack kernel, and each
-tensor's bytes are checked against the sha256 recorded at conversion before the file is committed.
+tensor's bytes are checked against the digest recorded at conversion before the file is committed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -17,10 +16,11 @@ from formats.gguf_container import OutputTensor, plan_layout
 
 from . import metadata
 from .atomic import AtomicOutputFile
+from .checksum import XXH64
 from .errors import InputError
 from .families import family_of_packed
 from .pipeline import check_output_path, open_input
-from .runner import ProgressCallback, default_threads, interruptible, run_tasks
+from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
 CHUNK_BYTES = 16 << 20
 
@@ -57,7 +57,7 @@ def _unpack_open(src, input: str, output: str, threads: int, progress) -> Unpack
     if info is None:
         raise InputError(f"{input} was not written by amx-repack (no amx_repack.* records)")
     if info.tensor_names != [t.name for t in src.tensors] or \
-            len(info.original_types) != len(src.tensors) or len(info.original_sha256) != len(src.tensors):
+            len(info.original_types) != len(src.tensors) or len(info.original_digests) != len(src.tensors):
         raise InputError(f"{input}: amx_repack.tensor.* records do not match the file's tensors")
     plans = []
     for t, orig_type in zip(src.tensors, info.original_types):
@@ -73,7 +73,7 @@ def _unpack_open(src, input: str, output: str, threads: int, progress) -> Unpack
     layout = plan_layout(src.version, metadata.original_records(src.kv, info), outputs,
                          src.alignment, data_order, src.tail_padded)
     with AtomicOutputFile(output, layout.total_size) as out:
-        out.write_at(0, layout.header)
+        out.pwrite(0, layout.header)
         _fill(src, out, layout, plans, outputs, info, threads, progress)
         out.commit()
     unpacked = sum(1 for _, family, _ in plans if family is not None)
@@ -81,16 +81,11 @@ def _unpack_open(src, input: str, output: str, threads: int, progress) -> Unpack
 
 
 def _fill(src, out, layout, plans, outputs, info, threads, progress) -> None:
-    """Write every tensor's data; the views into both mappings die with this frame."""
-    in_buf = memoryview(src.buffer)
-    out_buf = memoryview(out.mm)
     tasks = []
     for i, (t, family, source) in enumerate(plans):
         s0 = src.data_start + t.offset
         d0 = layout.data_start + layout.offsets[i]
-        packed = in_buf[s0:s0 + t.nbytes]
-        dst = out_buf[d0:d0 + outputs[i].nbytes]
-        tasks.append((_tensor_task(t, family, source, packed, dst, info.original_sha256[i]),
+        tasks.append((_tensor_task(src, out, t, family, source, s0, d0, info.original_digests[i]),
                       t.nbytes))
     run_tasks(tasks, threads, progress)
 
@@ -99,15 +94,24 @@ def _source_bytes(source_type_id: int, t) -> int:
     return TYPES[source_type_id].tensor_bytes(t.shape)
 
 
-def _tensor_task(t, family, source: int, packed: memoryview, dst: memoryview, digest: str):
+def _tensor_task(src, out, t, family, source: int, s0: int, d0: int, digest: str):
+    """Unpack one tensor chunk by chunk through a scratch buffer, hashing what is written."""
     def run():
+        h = XXH64()
         if family is None:
-            for a in range(0, len(dst), CHUNK_BYTES):
-                dst[a:a + CHUNK_BYTES] = packed[a:a + CHUNK_BYTES]
+            for a in range(0, t.nbytes, CHUNK_BYTES):
+                piece = memoryview(src.buffer)[s0 + a:s0 + min(a + CHUNK_BYTES, t.nbytes)]
+                h.update(piece)
+                out.pwrite(d0 + a, piece)
+                src.release(s0 + a, s0 + a + len(piece))
         else:
-            for (s0, s1), (p0, p1), rows in family.chunks(source, t, CHUNK_BYTES):
-                family.unpack(source, t.ne0, rows, packed[p0:p1], dst[s0:s1])
-        if hashlib.sha256(dst).hexdigest() != digest:
+            for (a, b), (c, d), rows in family.chunks(source, t, CHUNK_BYTES):
+                rebuilt = scratch("rebuilt", b - a)
+                family.unpack(source, t.ne0, rows, memoryview(src.buffer)[s0 + c:s0 + d], rebuilt)
+                h.update(rebuilt)
+                out.pwrite(d0 + a, rebuilt)
+                src.release(s0 + c, s0 + d)
+        if h.hexdigest() != digest:
             raise InputError(f"tensor '{t.name}' does not match the digest recorded at conversion: "
                              f"the repacked file is corrupt (run verify for details)")
     return run

@@ -4,7 +4,7 @@ For every repacked tensor two independent checks run, chunk by chunk:
 
 1. *bytes*: the packed layout is decoded back to source blocks (the family's unpack kernel) and
    compared with the original bytes (or, given only the repacked file, hashed and compared with
-   the sha256 recorded at conversion);
+   the digest recorded at conversion);
 2. *values*: the original is dequantized by the source-type decoder and the packed tensor by a
    decoder that reads the packed layout directly; the float32 bit patterns must be equal.
 
@@ -14,7 +14,6 @@ original's apart from the keys the conversion is documented to change or add.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,11 +25,14 @@ from formats.gguf_container import GGUFFile, TensorInfo
 
 from . import metadata
 from .errors import InputError
+from .block_decoders import first_difference
+from .checksum import XXH64
 from .families import Family, dequantize_source, family_of_packed
 from .pipeline import open_input
-from .runner import ProgressCallback, default_threads, interruptible, run_tasks
+from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
-CHUNK_BYTES = 8 << 20
+# Small chunks keep the float32 decodes (7-8x the packed size) in cache between decode and compare.
+CHUNK_BYTES = 1 << 20
 # Keys ik_llama.cpp's own --repack changes, accepted when a file carries no record of its changes.
 IK_CHANGED_KEYS = ("general.file_type", "general.quantization_version")
 
@@ -42,7 +44,7 @@ class TensorResult:
     type_before: str
     type_after: str
     bytes: int
-    checks: list[str] = field(default_factory=list)   # "bytes", "sha256", "values", "valid"
+    checks: list[str] = field(default_factory=list)   # "bytes", "digest", "values", "valid"
     detail: str = ""
 
     @property
@@ -77,9 +79,9 @@ class VerifyReport:
 
 
 def _first_difference(a: np.ndarray, b: np.ndarray) -> int | None:
-    if np.array_equal(a, b):
-        return None
-    return int(np.flatnonzero(a != b)[0])
+    """Index of the first differing element (native memcmp on the raw bits; NaN-safe)."""
+    i = first_difference(a, b)
+    return None if i is None else i // a.itemsize
 
 
 def _byte_location(t: TensorInfo, type_id: int, byte_index: int) -> str:
@@ -103,13 +105,14 @@ class _Mismatch(Exception):
 
 
 def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, packed: memoryview,
-                  original: memoryview | None, digest: str | None) -> tuple[list[str], str]:
+                  original: memoryview | None, digest: str | None,
+                  done=lambda packed_range, source_range: None) -> tuple[list[str], str]:
     """Run checks 1 and 2 over a packed tensor, chunk by chunk; returns (checks, problem)."""
-    checks = ["bytes" if original is not None else "sha256"]
+    checks = ["bytes" if original is not None else "digest"]
     do_values = family.can_dequantize(src_type)
     if do_values:
         checks.append("values")
-    hasher = hashlib.sha256() if original is None else None
+    hasher = XXH64() if original is None else None
     ne0 = t_packed.ne0
     if family.name == "amx":
         checks.append("valid")
@@ -118,7 +121,7 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, packed: m
         if bad is not None:
             row = s0 // TYPES[src_type].row_bytes(ne0) + bad
             return checks, f"packed data is inconsistent (redundant sums or scale ranges) in row {row}"
-        rebuilt = np.empty(s1 - s0, dtype=np.uint8)
+        rebuilt = scratch("rebuilt", s1 - s0)
         family.unpack(src_type, ne0, rows, packed[p0:p1], rebuilt)
         if original is not None:
             want = np.frombuffer(original[s0:s1], dtype=np.uint8)
@@ -131,8 +134,8 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, packed: m
             hasher.update(rebuilt)
             source_blocks = rebuilt
         if do_values:
-            expect = np.empty(rows * ne0, dtype=np.float32)
-            got = np.empty(rows * ne0, dtype=np.float32)
+            expect = scratch("expect", rows * ne0, np.float32)
+            got = scratch("got", rows * ne0, np.float32)
             dequantize_source(src_type, ne0, rows, source_blocks, expect)
             family.dequantize_packed(src_type, ne0, rows, packed[p0:p1], got)
             i = _first_difference(expect.view(np.uint32), got.view(np.uint32))
@@ -141,13 +144,15 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, packed: m
                 return checks, (f"dequantized values differ at {where}: original {expect[i]!r} "
                                 f"(0x{expect.view(np.uint32)[i]:08x}), repacked {got[i]!r} "
                                 f"(0x{got.view(np.uint32)[i]:08x})")
+        done((p0, p1), (s0, s1))
     if hasher is not None and hasher.hexdigest() != digest:
-        return checks, "sha256 of the unpacked tensor differs from the digest recorded at conversion"
+        return checks, "the unpacked tensor differs from the digest recorded at conversion"
     return checks, ""
 
 
 def _check_plain(t: TensorInfo, data: memoryview, original: memoryview | None,
-                 digest: str | None) -> tuple[list[str], str]:
+                 digest: str | None, done=lambda packed_range, source_range: None
+                 ) -> tuple[list[str], str]:
     if original is not None:
         for a in range(0, len(data), CHUNK_BYTES):
             got = np.frombuffer(data[a:a + CHUNK_BYTES], dtype=np.uint8)
@@ -156,12 +161,13 @@ def _check_plain(t: TensorInfo, data: memoryview, original: memoryview | None,
             if i is not None:
                 return ["bytes"], (f"bytes differ at {_byte_location(t, t.type_id, a + i)}: "
                                    f"original 0x{want[i]:02x}, repacked 0x{got[i]:02x}")
+            done((a, a + len(got)), (a, a + len(got)))
         return ["bytes"], ""
     if digest is None:
         return [], "no digest recorded for this tensor"
-    if hashlib.sha256(data).hexdigest() != digest:
-        return ["sha256"], "sha256 differs from the digest recorded at conversion"
-    return ["sha256"], ""
+    if XXH64(data).hexdigest() != digest:
+        return ["digest"], "bytes differ from the digest recorded at conversion"
+    return ["digest"], ""
 
 
 def _metadata_problems(orig: GGUFFile | None, rep: GGUFFile, info) -> list[str]:
@@ -169,7 +175,7 @@ def _metadata_problems(orig: GGUFFile | None, rep: GGUFFile, info) -> list[str]:
     if info is not None:
         names = [t.name for t in rep.tensors]
         if info.tensor_names != names or len(info.original_types) != len(names) \
-                or len(info.original_sha256) != len(names):
+                or len(info.original_digests) != len(names):
             problems.append("amx_repack.tensor.* records do not match the file's tensors")
         for key in info.changed_keys:
             if metadata.ORIGINAL_PREFIX + key not in rep.kv:
@@ -229,9 +235,9 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
     report = VerifyReport(orig.path if orig else None, rep.path, info.layout if info else None)
     report.metadata_problems = _metadata_problems(orig, rep, info)
     recorded = {}
-    if info is not None and len(info.tensor_names) == len(info.original_types) == len(info.original_sha256):
+    if info is not None and len(info.tensor_names) == len(info.original_types) == len(info.original_digests):
         recorded = {n: (ty, d) for n, ty, d in zip(info.tensor_names, info.original_types,
-                                                   info.original_sha256)}
+                                                   info.original_digests)}
     orig_by_name = {t.name: t for t in orig.tensors} if orig else {}
     if orig is not None:
         names = {t.name for t in rep.tensors}
@@ -272,10 +278,18 @@ def _tensor_task(res: TensorResult, family: Family | None, src_type: int, t: Ten
     def run():
         data = rep.tensor_data(t)
         original = orig.tensor_data(o) if orig is not None else None
+
+        def done(packed_range, source_range):   # keep resident memory bounded
+            rep.release(rep.data_start + t.offset + packed_range[0],
+                        rep.data_start + t.offset + packed_range[1])
+            if orig is not None:
+                orig.release(orig.data_start + o.offset + source_range[0],
+                             orig.data_start + o.offset + source_range[1])
+
         if family is None:
-            res.checks, problem = _check_plain(t, data, original, digest)
+            res.checks, problem = _check_plain(t, data, original, digest, done)
         else:
-            res.checks, problem = _check_packed(family, src_type, t, data, original, digest)
+            res.checks, problem = _check_packed(family, src_type, t, data, original, digest, done)
         if problem:
             res.status, res.detail = "mismatch", problem
     return run
