@@ -204,13 +204,39 @@ def main() -> None:
         for p in (verify_il, verify_amx, out):
             p.unlink(missing_ok=True)
 
+    load_rows = ik_load_rows(inputs, work, args.threads) if quantize else []
     headers = ["input", "command", "size", "seconds", "GB/s", "vs cp", "vs cp+sync",
                "vs ik --repack / note", "peak RSS"]
+    print_table(headers, rows)
+    if load_rows:
+        print()
+        print_table(["input", "ik_llama.cpp load", "seconds (process)", "peak RSS"], load_rows)
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+
+
+def ik_load_rows(inputs, work: Path, threads: int) -> list[list[str]]:
+    """ik_llama.cpp model load: our pre-repacked file with mmap vs the original with -rtr."""
+    script = Path(__file__).with_name("ik_load.py")
+    rows = []
+    for label, path in inputs:
+        if "(real)" not in label:     # synthetic files have no vocabulary: ik cannot load them
+            continue
+        repacked = work / "load-interleaved.gguf"
+        run(amx_repack("convert", "--force", "-q", "--layout", "interleaved", path, repacked))
+        for name, model, mode in (("original, run-time repack (-rtr, no mmap)", path, "rtr"),
+                                  ("amx-repack interleaved, mmap", repacked, "mmap")):
+            warm(model)
+            s, rss = run([sys.executable, str(script), str(model), mode])
+            rows.append([label, name, f"{s:.2f}", f"{rss / 2**20:.0f} MiB"])
+        repacked.unlink()
+    return rows
 
 
 def _cpu_model() -> str:
