@@ -19,7 +19,7 @@ from . import __version__
 from .errors import RepackError
 from .inspect import inspect as inspect_file
 from .pipeline import LAYOUTS, ConvertReport, convert as convert_file
-from .runner import install_signal_handlers
+from .runner import install_signal_handlers, output_committed
 from .unpack import unpack as unpack_file
 from .verify import VerifyReport, verify as verify_file
 
@@ -122,7 +122,8 @@ def inspect(file, as_json):
         click.echo(json.dumps(r.to_dict(), indent=2))
         return
     click.echo(f"{r.path}: GGUF v{r.version}, {len(r.tensors)} tensors, {r.metadata_count} "
-               f"metadata keys, {_human(r.file_size)}, alignment {r.alignment}")
+               f"metadata keys, {_human(r.file_size)}, alignment {r.alignment}"
+               + (f", {len(r.shards)} shards" if len(r.shards) > 1 else ""))
     if r.repacked_by:
         click.echo(f"repacked by amx-repack {r.repacked_by['tool_version']}: layout "
                    f"{r.repacked_by['layout']} v{r.repacked_by['layout_version']}")
@@ -262,3 +263,8 @@ def main(argv=None) -> None:
         click.echo(f"{PROG}: internal error: {type(e).__name__}: {e} "
                    f"(set AMX_REPACK_DEBUG=1 for a traceback)", err=True)
         sys.exit(3)
+    if output_committed():
+        # The output is in place and the command succeeded: a signal arriving while the interpreter
+        # shuts down (which resets Python-level handlers) must not turn that into a kill.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)

@@ -11,8 +11,7 @@ from dataclasses import asdict, dataclass, field
 from formats.ggml_types import type_name
 from formats.layouts import DECIDERS
 
-from . import metadata
-from .pipeline import open_input
+from . import metadata, shards
 
 
 @dataclass
@@ -24,6 +23,7 @@ class TensorRow:
     offset: int
     layouts: dict[str, dict]      # family -> {"target": str|None, "packs": bool, "reason": str}
     original_type: str | None = None   # for a repacked file: the type before conversion
+    shard: int = 0                     # index of the file holding it (split models)
 
 
 @dataclass
@@ -36,6 +36,7 @@ class InspectReport:
     metadata_count: int
     repacked_by: dict | None                 # our self-description, if the file has one
     tensors: list[TensorRow] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)   # every file of the model
 
     def bytes_by_type(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -52,29 +53,30 @@ class InspectReport:
 
 
 def inspect(path: str | os.PathLike) -> InspectReport:
-    """Parse the header of a GGUF file and decide every tensor for every layout family."""
+    """Parse the header of a GGUF file (every shard of a split model) and decide every tensor
+    for every layout family."""
     path = os.fspath(path)
-    src = open_input(path)
-    try:
-        info = metadata.read_info(src.kv)
-        originals = {}
+    with shards.open_model(path) as model:
+        first = model.files[0]
+        info = metadata.read_info(first.kv)
         repacked_by = None
         if info is not None:
-            originals = dict(zip(info.tensor_names, info.original_types))
             repacked_by = {"layout": info.layout, "layout_version": info.layout_version,
                            "tool_version": info.tool_version}
-        report = InspectReport(path, src.version, src.file_size, src.alignment, src.data_start,
-                               len(src.kv), repacked_by)
-        for t in src.tensors:
-            layouts = {}
-            for family, decide in DECIDERS.items():
-                d = decide(t)
-                layouts[family] = {"target": d.target.name if d.target else None,
-                                   "packs": d.packs, "reason": d.reason}
-            orig = originals.get(t.name)
-            report.tensors.append(TensorRow(
-                t.name, t.type.name, list(t.shape), t.nbytes, t.offset, layouts,
-                type_name(orig) if orig is not None and orig != t.type_id else None))
+        report = InspectReport(path, first.version, sum(f.file_size for f in model.files),
+                               first.alignment, first.data_start, len(first.kv), repacked_by,
+                               shards=model.paths)
+        for shard, src in enumerate(model.files):
+            shard_info = metadata.read_info(src.kv)
+            originals = dict(zip(shard_info.tensor_names, shard_info.original_types)) if shard_info else {}
+            for t in src.tensors:
+                layouts = {}
+                for family, decide in DECIDERS.items():
+                    d = decide(t)
+                    layouts[family] = {"target": d.target.name if d.target else None,
+                                       "packs": d.packs, "reason": d.reason}
+                orig = originals.get(t.name)
+                report.tensors.append(TensorRow(
+                    t.name, t.type.name, list(t.shape), t.nbytes, t.offset, layouts,
+                    type_name(orig) if orig is not None and orig != t.type_id else None, shard))
         return report
-    finally:
-        src.close()

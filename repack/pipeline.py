@@ -7,15 +7,14 @@ import time
 from dataclasses import dataclass, field
 
 from formats.ggml_types import TYPES, type_name
-from formats.gguf_container import (GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv,
-                                    plan_layout, read_gguf)
+from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
 from formats.interleaved_layout import FILE_TYPE_REPACKED
 from formats.layouts import Decision, compile_patterns, select
 
-from . import __version__, metadata
+from . import __version__, metadata, shards
 from .checksum import XXH64
 from .atomic import AtomicOutputFile
-from .errors import InputError, OutputError, UsageError
+from .errors import InputError, UsageError
 from .families import FAMILIES, LAYOUT_VERSION
 from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
@@ -48,6 +47,10 @@ class ConvertReport:
     tensors: list[TensorPlan]
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)   # every file written (shards)
+
+    def __post_init__(self):
+        self.outputs = self.outputs or [self.output]
 
     @property
     def bytes_in(self) -> int:
@@ -64,6 +67,15 @@ class ConvertReport:
     @property
     def gb_per_s(self) -> float:
         return self.bytes_in / self.seconds / 1e9 if self.seconds else 0.0
+
+    @classmethod
+    def merge(cls, reports: list["ConvertReport"], output: str) -> "ConvertReport":
+        """One report for the shards of a split model."""
+        merged = cls(reports[0].input, output, reports[0].layout, reports[0].threads,
+                     [t for r in reports for t in r.tensors])
+        merged.outputs = [r.output for r in reports]
+        merged.warnings = sorted({w for r in reports for w in r.warnings})
+        return merged
 
     def by_type(self) -> list[tuple[str, str, int, int, int]]:
         """(input type, output type, tensor count, bytes in, bytes out), sorted."""
@@ -97,31 +109,6 @@ def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=()) -> list[Ten
         else:
             plans.append(TensorPlan(t.name, t.shape, t.type_id, t.type_id, t.nbytes, t.nbytes, d))
     return plans
-
-
-def check_output_path(input_path: str, output_path: str, force: bool) -> None:
-    if os.path.exists(output_path):
-        if os.path.samefile(input_path, output_path):
-            raise OutputError(f"output {output_path} is the input file; choose another name")
-        if not force:
-            raise OutputError(f"output {output_path} already exists (use --force to replace it)")
-    if os.path.isdir(output_path):
-        raise OutputError(f"output {output_path} is a folder")
-
-
-def open_input(path: str) -> GGUFFile:
-    try:
-        return read_gguf(path)
-    except FileNotFoundError:
-        raise InputError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder, not a GGUF file") from None
-    except PermissionError:
-        raise InputError(f"cannot read {path}: permission denied") from None
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError as e:   # GGUFFormatError
-        raise InputError(f"{path}: {e}") from None
 
 
 def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
@@ -160,19 +147,32 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     if threads < 1:
         raise UsageError("--threads must be at least 1")
     started = time.perf_counter()
-    src = open_input(input)
-    try:
-        check_output_path(input, output, force)
-        with interruptible():
-            report = _convert_open(src, input, output, layout, threads, include, exclude, progress)
-    finally:
-        src.close()
+    with shards.open_model(input) as model:
+        out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
+        for a, b in zip(model.paths, out_paths):
+            shards.check_output_path(a, b, force)
+        pending: list[AtomicOutputFile] = []
+        try:
+            with interruptible():
+                reports = []
+                for src, a, b in zip(model.files, model.paths, out_paths):
+                    r, out = _convert_open(src, a, b, layout, threads, include, exclude, progress)
+                    reports.append(r)
+                    pending.append(out)
+                # every output is complete: only now does any of them take its final name
+                for out in pending:
+                    out.commit()
+        except BaseException:
+            for out in pending:
+                out.abort()
+            raise
+    report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: int,
-                  include, exclude, progress) -> ConvertReport:
+                  include, exclude, progress) -> tuple[ConvertReport, AtomicOutputFile]:
     plans = plan_tensors(src, layout, include, exclude)
     report = ConvertReport(input, output, layout, threads, plans)
     narrow = [p for p in plans if p.repacked and p.decision and p.decision.reason]
@@ -192,13 +192,16 @@ def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: 
                            src.alignment, data_order, src.tail_padded)
 
     out_layout = layout_for(digests)
-    with AtomicOutputFile(output, out_layout.total_size) as out:
+    out = AtomicOutputFile(output, out_layout.total_size)
+    try:
         _fill(src, out, out_layout, plans, layout, digests, threads, progress)
         header = layout_for(digests).header if layout != "none" else out_layout.header
         assert len(header) == out_layout.data_start
         out.pwrite(0, header)
-        out.commit()
-    return report
+    except BaseException:
+        out.abort()
+        raise
+    return report, out   # the caller commits once every output of the command is complete
 
 
 def _fill(src: GGUFFile, out: AtomicOutputFile, out_layout, plans: list[TensorPlan], layout: str,

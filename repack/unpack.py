@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from formats.ggml_types import TYPES
 from formats.gguf_container import OutputTensor, plan_layout
 
-from . import metadata
+from . import metadata, shards
 from .atomic import AtomicOutputFile
 from .checksum import XXH64
 from .errors import InputError
 from .families import family_of_packed
-from .pipeline import check_output_path, open_input
 from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
 CHUNK_BYTES = 16 << 20
@@ -33,6 +32,7 @@ class UnpackReport:
     unpacked: int
     bytes_out: int
     seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)   # every file written (shards)
 
 
 def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | None = None,
@@ -41,18 +41,36 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     input, output = os.fspath(input), os.fspath(output)
     started = time.perf_counter()
     threads = threads or default_threads()
-    src = open_input(input)
-    try:
-        check_output_path(input, output, force)
-        with interruptible():
-            report = _unpack_open(src, input, output, threads, progress)
-    finally:
-        src.close()
+    with shards.open_model(input) as model:
+        out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
+        for a, b in zip(model.paths, out_paths):
+            shards.check_output_path(a, b, force)
+        pending: list[AtomicOutputFile] = []
+        try:
+            with interruptible():
+                reports = []
+                for src, a, b in zip(model.files, model.paths, out_paths):
+                    r, out = _unpack_open(src, a, b, threads, progress)
+                    reports.append(r)
+                    pending.append(out)
+                for out in pending:      # every shard is complete: now they take their names
+                    out.commit()
+        except BaseException:
+            for out in pending:
+                out.abort()
+            raise
+    report = reports[0]
+    for r in reports[1:]:
+        report.tensors += r.tensors
+        report.unpacked += r.unpacked
+        report.bytes_out += r.bytes_out
+    report.outputs = out_paths
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _unpack_open(src, input: str, output: str, threads: int, progress) -> UnpackReport:
+def _unpack_open(src, input: str, output: str, threads: int,
+                 progress) -> tuple[UnpackReport, AtomicOutputFile]:
     info = metadata.read_info(src.kv)
     if info is None:
         raise InputError(f"{input} was not written by amx-repack (no amx_repack.* records)")
@@ -72,12 +90,15 @@ def _unpack_open(src, input: str, output: str, threads: int, progress) -> Unpack
     data_order = sorted(range(len(plans)), key=lambda i: src.tensors[i].offset)
     layout = plan_layout(src.version, metadata.original_records(src.kv, info), outputs,
                          src.alignment, data_order, src.tail_padded)
-    with AtomicOutputFile(output, layout.total_size) as out:
+    out = AtomicOutputFile(output, layout.total_size)
+    try:
         out.pwrite(0, layout.header)
         _fill(src, out, layout, plans, outputs, info, threads, progress)
-        out.commit()
+    except BaseException:
+        out.abort()
+        raise
     unpacked = sum(1 for _, family, _ in plans if family is not None)
-    return UnpackReport(input, output, len(plans), unpacked, layout.total_size)
+    return UnpackReport(input, output, len(plans), unpacked, layout.total_size), out
 
 
 def _fill(src, out, layout, plans, outputs, info, threads, progress) -> None:

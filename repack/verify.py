@@ -14,6 +14,7 @@ original's apart from the keys the conversion is documented to change or add.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,12 +24,11 @@ import numpy as np
 from formats.ggml_types import TYPES, type_name
 from formats.gguf_container import GGUFFile, TensorInfo
 
-from . import metadata
+from . import metadata, shards
 from .errors import InputError
 from .block_decoders import first_difference
 from .checksum import XXH64
 from .families import Family, dequantize_source, family_of_packed
-from .pipeline import open_input
 from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
 # Small chunks keep the float32 decodes (7-8x the packed size) in cache between decode and compare.
@@ -214,15 +214,19 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
     unreadable input."""
     started = time.perf_counter()
     threads = threads or default_threads()
-    rep = open_input(os.fspath(repacked))
-    orig = open_input(os.fspath(original)) if original is not None else None
-    try:
-        with interruptible():
-            report = _verify_open(orig, rep, threads, progress)
-    finally:
-        rep.close()
-        if orig is not None:
-            orig.close()
+    with shards.open_model(os.fspath(repacked)) as rep:
+        with (shards.open_model(os.fspath(original)) if original is not None
+              else contextlib.nullcontext()) as orig:
+            if orig is not None and orig.count != rep.count:
+                raise InputError(f"the original has {orig.count} file(s), the repacked model "
+                                 f"{rep.count}")
+            with interruptible():
+                reports = [_verify_open(orig.files[i] if orig else None, f, threads, progress)
+                           for i, f in enumerate(rep.files)]
+    report = reports[0]
+    for r in reports[1:]:   # shards: one report for the model
+        report.tensors += r.tensors
+        report.metadata_problems += [f"{r.repacked}: {p}" for p in r.metadata_problems]
     report.seconds = time.perf_counter() - started
     return report
 

@@ -1,0 +1,146 @@
+"""Opening models: one GGUF file, or the shards of a split model, and checking output paths.
+
+Split GGUF files (llama.cpp's gguf-split) are ``NAME-00001-of-00005.gguf`` ... with ``split.*`` keys.
+Every shard is a complete GGUF file of its own (the first holds the model's metadata, all hold
+``split.no`` (0-based), ``split.count`` and ``split.tensors.count``), so each shard is converted,
+verified and unpacked on its own; this module finds the shards, checks that they belong together,
+and names the output shards after the same pattern.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from dataclasses import dataclass, field
+
+from formats.gguf_container import GGUFFile, read_gguf
+
+from .errors import InputError, OutputError, UsageError
+
+KEY_SPLIT_NO = "split.no"
+KEY_SPLIT_COUNT = "split.count"
+KEY_SPLIT_TENSORS = "split.tensors.count"
+_SHARD_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def shard_count(f: GGUFFile) -> int:
+    """Number of shards the file says the model has (1 for an ordinary file)."""
+    rec = f.kv.get(KEY_SPLIT_COUNT)
+    return int(rec.value) if rec is not None and rec.value_type != 8 else 1
+
+
+def shard_name(prefix: str, no: int, count: int) -> str:
+    return f"{prefix}-{no:05d}-of-{count:05d}.gguf"
+
+
+def input_shards(first: str, first_file: GGUFFile) -> list[str]:
+    """All shard paths of a split model, given its first shard."""
+    count = shard_count(first_file)
+    m = _SHARD_NAME.match(first)
+    if m is None:
+        raise InputError(f"{first} declares {count} shards, but its name does not follow the "
+                         f"NAME-00001-of-{count:05d}.gguf pattern, so the other shards cannot be found")
+    if int(m["no"]) != 1 or int(m["count"]) != count:
+        raise UsageError(f"{first} is not the first shard of a {count}-shard model: give "
+                         f"{shard_name(m['prefix'], 1, count)}")
+    no = first_file.get(KEY_SPLIT_NO, 0)
+    if int(no) != 0:
+        raise InputError(f"{first}: split.no is {no}, expected 0 for the first shard")
+    paths = [shard_name(m["prefix"], i, count) for i in range(1, count + 1)]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise InputError(f"missing shard {missing[0]} of a {count}-shard model"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return paths
+
+
+def check_shard(path: str, f: GGUFFile, index: int, count: int, total_tensors: int | None) -> None:
+    """A shard must say it is shard `index` of `count` of the same model."""
+    if shard_count(f) != count:
+        raise InputError(f"{path}: split.count is {shard_count(f)}, but the first shard says {count}")
+    if int(f.get(KEY_SPLIT_NO, -1)) != index:
+        raise InputError(f"{path}: split.no is {f.get(KEY_SPLIT_NO)}, expected {index}")
+    if total_tensors is not None and KEY_SPLIT_TENSORS in f.kv and int(f.get(KEY_SPLIT_TENSORS)) != total_tensors:
+        raise InputError(f"{path}: split.tensors.count is {f.get(KEY_SPLIT_TENSORS)}, but the first "
+                         f"shard says {total_tensors}")
+
+
+def output_shards(output: str, count: int) -> list[str]:
+    """Output shard names: OUTPUT may itself be a first-shard name, else the pattern is added."""
+    m = _SHARD_NAME.match(output)
+    if m is not None:
+        if int(m["no"]) != 1 or int(m["count"]) != count:
+            raise UsageError(f"output {output} must name the first of {count} shards "
+                             f"({shard_name(m['prefix'], 1, count)})")
+        prefix = m["prefix"]
+    else:
+        prefix = output[:-len(".gguf")] if output.endswith(".gguf") else output
+    return [shard_name(prefix, i, count) for i in range(1, count + 1)]
+
+
+def open_input(path: str) -> GGUFFile:
+    """Parse one GGUF file, turning every failure into a one-line InputError."""
+    try:
+        return read_gguf(path)
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a GGUF file") from None
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:   # GGUFFormatError
+        raise InputError(f"{path}: {e}") from None
+
+
+def check_output_path(input_path: str, output_path: str, force: bool) -> None:
+    """Refuse to overwrite the input (also through a link) or, without --force, any file."""
+    if os.path.isdir(output_path):
+        raise OutputError(f"output {output_path} is a folder")
+    if os.path.exists(output_path):
+        if os.path.samefile(input_path, output_path):
+            raise OutputError(f"output {output_path} is the input file; choose another name")
+        if not force:
+            raise OutputError(f"output {output_path} already exists (use --force to replace it)")
+
+
+@dataclass
+class Model:
+    """The opened files of a model: one, or every shard in order."""
+
+    paths: list[str]
+    files: list[GGUFFile] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.paths)
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_model(path: str) -> Model:
+    """Open a GGUF file; given the first shard of a split model, open and check every shard."""
+    first = open_input(path)
+    model = Model([path], [first])
+    try:
+        count = shard_count(first)
+        if count > 1:
+            model.paths = input_shards(path, first)
+            total = first.get(KEY_SPLIT_TENSORS)
+            for i, shard in enumerate(model.paths[1:], start=1):
+                model.files.append(open_input(shard))
+                check_shard(shard, model.files[-1], i, count, total)
+    except BaseException:
+        model.close()
+        raise
+    return model
