@@ -73,6 +73,10 @@ _U64 = struct.Struct("<Q")
 _MIN_KV_BYTES = 8 + 1 + 4 + 1          # key length, 1-char key, value type, 1-byte value
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 8 + 4 + 8   # name length, n_dims, one ne, type, offset
 _INT64_MAX = (1 << 63) - 1
+# Arrays of arrays are walked recursively: without a bound, a few KB of nested array headers
+# (12 bytes a level) overflow Python's stack (RecursionError instead of GGUFFormatError).
+# llama.cpp reads no nested arrays at all; gguf-py writes them one level deep.
+MAX_ARRAY_NESTING = 16
 
 
 def align_up(n: int, alignment: int) -> int:
@@ -181,7 +185,7 @@ class _Cursor:
         except UnicodeDecodeError:
             raise GGUFFormatError(f"{what} at offset {self.pos - n - 8} is not valid UTF-8") from None
 
-    def skip_value(self, vtype: int, what: str) -> tuple[ValueType | None, int]:
+    def skip_value(self, vtype: int, what: str, depth: int = 0) -> tuple[ValueType | None, int]:
         """Move past one value; returns (array item type, array count) for arrays."""
         if vtype in _SCALAR_SIZE:
             self.need(_SCALAR_SIZE[vtype], what)
@@ -195,6 +199,9 @@ class _Cursor:
             self.pos += n
             return None, 0
         if vtype == ValueType.ARRAY:
+            if depth >= MAX_ARRAY_NESTING:
+                raise GGUFFormatError(f"arrays nested more than {MAX_ARRAY_NESTING} deep in {what} "
+                                      f"at offset {self.pos}")
             itype = self.u32(f"array type of {what}")
             count = self.u64(f"array length of {what}")
             if itype in _SCALAR_SIZE:
@@ -213,7 +220,7 @@ class _Cursor:
                     raise GGUFFormatError(f"truncated file: array {what} claims {count} arrays, "
                                           f"past the end of the file")
                 for _ in range(count):
-                    self.skip_value(ValueType.ARRAY, what)
+                    self.skip_value(ValueType.ARRAY, what, depth + 1)
             else:
                 raise GGUFFormatError(f"unknown array item type {itype} in {what}")
             return ValueType(itype), count

@@ -91,6 +91,10 @@ def mark_committed() -> None:
         _committed = True
 
 
+def output_committed() -> bool:
+    return _committed
+
+
 def _on_signal(signum, frame):
     if _committed:
         return          # too late to interrupt: the output is in place; finish normally
