@@ -366,8 +366,10 @@ def _check_count(count: int, what: str, min_bytes: int, remaining: int, size: in
     raise GGUFFormatError(f"absurd {what} count {count} for a file of {size} bytes")
 
 
-def parse_header(buf, size: int) -> GGUFFile:
-    """Parse everything up to the data section of a GGUF image held in ``buf``."""
+def parse_header(buf, size: int, file_size: int | None = None) -> GGUFFile:
+    """Parse everything up to the data section of a GGUF image whose first ``size`` bytes are in
+    ``buf``. The tensors' data ranges are checked against ``file_size`` (default ``size``; -1
+    when the total size is not known yet, as for a compressed stream)."""
     magic = bytes(buf[0:4])
     if magic != GGUF_MAGIC:
         raise GGUFFormatError(f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
@@ -435,12 +437,22 @@ def parse_header(buf, size: int) -> GGUFFile:
         tensors.append(TensorInfo(name, shape, type_id, offset, ttype.tensor_bytes(shape), i))
 
     data_start = align_up(cur.pos, alignment)
-    if data_start > size and tensors:
-        raise GGUFFormatError(f"truncated file: the data section would start at {data_start}, past "
-                              f"the end of the file ({size} bytes)")
-    data_size = size - data_start
+    parsed = GGUFFile("", version, kv, tensors, alignment, data_start, size, False)
+    if file_size is None:
+        file_size = size
+    if file_size >= 0:
+        check_data_section(parsed, file_size)
+    return parsed
+
+
+def check_data_section(f: GGUFFile, file_size: int) -> None:
+    """Every tensor's data lies inside a file of ``file_size`` bytes, and no two overlap."""
+    if f.data_start > file_size and f.tensors:
+        raise GGUFFormatError(f"truncated file: the data section would start at {f.data_start}, "
+                              f"past the end of the file ({file_size} bytes)")
+    data_size = file_size - f.data_start
     previous = None
-    for t in sorted(tensors, key=lambda t: (t.offset, t.nbytes)):
+    for t in sorted(f.tensors, key=lambda t: (t.offset, t.nbytes)):
         if t.offset + t.nbytes > data_size:
             raise GGUFFormatError(f"tensor '{t.name}': data [{t.offset}, {t.offset + t.nbytes}) lies "
                                   f"beyond the end of the file (data section has {data_size} bytes)")
@@ -448,9 +460,9 @@ def parse_header(buf, size: int) -> GGUFFile:
             raise GGUFFormatError(f"tensor '{t.name}' overlaps tensor '{previous.name}' in the data "
                                   f"section")
         previous = t
-    end = max((data_start + t.offset + t.nbytes for t in tensors), default=data_start)
-    tail_padded = size == align_up(end, alignment) and size > end
-    return GGUFFile("", version, kv, tensors, alignment, data_start, size, tail_padded)
+    end = max((f.data_start + t.offset + t.nbytes for t in f.tensors), default=f.data_start)
+    f.file_size = file_size
+    f.tail_padded = file_size == align_up(end, f.alignment) and file_size > end
 
 
 # --------------------------------------------------------------------------------------------

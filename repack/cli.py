@@ -91,14 +91,17 @@ def cli():
                    "defaults (embeddings, runtime row multiples) for matching tensors.")
 @click.option("--exclude", multiple=True, metavar="REGEX",
               help="Never repack tensors whose name matches (repeatable).")
+@click.option("--compress", is_flag=True,
+              help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-def convert(input, output, layout, threads, include, exclude, force, quiet):
+def convert(input, output, layout, threads, include, exclude, compress, force, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
     progress = _Progress(_input_size(input), quiet, "convert")
     try:
         report = convert_file(input, output, layout=layout, threads=threads, include=include,
-                              exclude=exclude, force=force, progress=progress)
+                              exclude=exclude, force=force, progress=progress,
+                              compress=compress)
     finally:
         progress.close()
     if not quiet:

@@ -56,7 +56,7 @@ def inspect(path: str | os.PathLike) -> InspectReport:
     """Parse the header of a GGUF file (every shard of a split model) and decide every tensor
     for every layout family."""
     path = os.fspath(path)
-    with shards.open_model(path) as model:
+    with shards.open_model(path, header_only=True) as model:
         first = model.files[0]
         info = metadata.read_info(first.kv)
         repacked_by = None

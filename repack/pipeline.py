@@ -11,7 +11,7 @@ from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, 
 from formats.interleaved_layout import FILE_TYPE_REPACKED
 from formats.layouts import Decision, compile_patterns, select
 
-from . import __version__, metadata, shards
+from . import __version__, metadata, shards, zst
 from .checksum import XXH64
 from .atomic import AtomicOutputFile
 from .errors import InputError, UsageError
@@ -135,21 +135,24 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
 
 def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "amx",
             threads: int | None = None, include=(), exclude=(), force: bool = False,
-            progress: ProgressCallback | None = None) -> ConvertReport:
+            progress: ProgressCallback | None = None, compress: bool = False) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
     ``include`` / ``exclude`` are regular expressions searched in tensor names. ``progress`` is
-    called with a byte count as work completes. Raises a :class:`repack.errors.RepackError`.
+    called with a byte count as work completes. ``compress`` writes ``output + ".zst"`` (a
+    multi-threaded zstd stream); a ``.gguf.zst`` input is streamed, never held in memory.
+    Raises a :class:`repack.errors.RepackError`.
     """
     input, output = os.fspath(input), os.fspath(output)
     threads = threads or default_threads()
     if threads < 1:
         raise UsageError("--threads must be at least 1")
     started = time.perf_counter()
-    with shards.open_model(input) as model:
+    with shards.open_model(input, scratch_dir=os.path.dirname(os.path.abspath(output))) as model:
         out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
-        for a, b in zip(model.paths, out_paths):
+        final_paths = [zst.compressed_name(p) for p in out_paths] if compress else out_paths
+        for a, b in zip(model.paths, final_paths):
             shards.check_output_path(a, b, force)
         pending: list[AtomicOutputFile] = []
         try:
@@ -157,6 +160,9 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
                 reports = []
                 for src, a, b in zip(model.files, model.paths, out_paths):
                     r, out = _convert_open(src, a, b, layout, threads, include, exclude, progress)
+                    if compress:
+                        out = zst.compress_output(out, zst.compressed_name(b), threads)
+                        r.output = r.outputs[0] = zst.compressed_name(b)
                     reports.append(r)
                     pending.append(out)
                 # every output is complete: only now does any of them take its final name

@@ -112,6 +112,7 @@ class Model:
 
     paths: list[str]
     files: list[GGUFFile] = field(default_factory=list)
+    temporaries: list[str] = field(default_factory=list)   # decompressed copies of .zst inputs
 
     @property
     def count(self) -> int:
@@ -120,6 +121,11 @@ class Model:
     def close(self) -> None:
         for f in self.files:
             f.close()
+        for path in self.temporaries:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def __enter__(self):
         return self
@@ -128,8 +134,32 @@ class Model:
         self.close()
 
 
-def open_model(path: str) -> Model:
-    """Open a GGUF file; given the first shard of a split model, open and check every shard."""
+def open_model(path: str, scratch_dir: str | None = None, header_only: bool = False) -> Model:
+    """Open a GGUF file; given the first shard of a split model, open and check every shard.
+
+    A zstd-compressed file is streamed: with ``header_only`` just far enough to parse the header,
+    otherwise into a temporary plain copy in ``scratch_dir`` that ``close`` removes."""
+    from . import zst
+
+    if zst.is_zst(path):
+        if header_only:
+            return Model([path], [zst.read_header(path)])
+        model = Model([path])
+        try:
+            temp = zst.decompress_to_temp(path, scratch_dir)
+            model.temporaries.append(temp)
+            try:
+                model.files.append(open_input(temp))
+            except InputError as e:   # name the user's file, not our temporary copy
+                raise InputError(str(e).replace(temp, path)) from None
+            model.files[0].path = path
+            if shard_count(model.files[0]) > 1:
+                raise InputError(f"{path}: compressed split models are not supported; "
+                                 f"decompress the shards first")
+        except BaseException:
+            model.close()
+            raise
+        return model
     first = open_input(path)
     model = Model([path], [first])
     try:

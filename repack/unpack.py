@@ -41,7 +41,7 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     input, output = os.fspath(input), os.fspath(output)
     started = time.perf_counter()
     threads = threads or default_threads()
-    with shards.open_model(input) as model:
+    with shards.open_model(input, scratch_dir=os.path.dirname(os.path.abspath(output))) as model:
         out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
         for a, b in zip(model.paths, out_paths):
             shards.check_output_path(a, b, force)
