@@ -225,6 +225,18 @@ def main() -> None:
     if load_rows:
         print()
         print_table(["input", "ik_llama.cpp load", "seconds (process)", "peak RSS"], load_rows)
+    print()
+    print_throughput_chart(rows)
+
+
+def print_throughput_chart(rows: list[list[str]]) -> None:
+    """Text chart: convert throughput (GB/s) by input size and thread count, with cp beside it."""
+    picked = [r for r in rows if r[1].startswith(("convert amx", "cp + sync", "ik llama"))]
+    top = max(float(r[4]) for r in picked)
+    print("convert throughput, GB/s (each # = 0.05 GB/s)")
+    for r in picked:
+        gbs = float(r[4])
+        print(f"  {r[0][:30]:30} {r[2]:>8} {r[1][:27]:27} {'#' * round(gbs / 0.05):{round(top / 0.05)}} {gbs:.2f}")
 
 
 def bench_input(label: str, paths: list[Path], full: bool, quantize, threads: int, work: Path,
