@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .amx_layout import AMX_PARAMS, amx_params_for_type_id
+from .amx_layout import amx_params_for_type_id
 from .ggml_types import GGMLType
 from .gguf_container import TensorInfo
 from .interleaved_layout import INTERLEAVINGS, interleaving_for_type_id

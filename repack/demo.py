@@ -9,9 +9,7 @@ the fp16/f32 scales are small finite values, which is what such blocks hold in a
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from formats.ggml_types import TYPES, type_name
+from formats.ggml_types import type_name
 from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
 from formats.interleaved_layout import FILE_TYPE_REPACKED
 from formats.layouts import Decision, compile_patterns, select
@@ -149,32 +149,44 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     if threads < 1:
         raise UsageError("--threads must be at least 1")
     started = time.perf_counter()
+    def produce(src, in_path, out_path):
+        r, out = _convert_open(src, in_path, out_path, layout, threads, include, exclude, progress)
+        if compress:
+            out = zst.compress_output(out, zst.compressed_name(out_path), threads)
+            r.output = r.outputs[0] = zst.compressed_name(out_path)
+        return r, out
+
+    reports = write_outputs(input, output, force, produce,
+                            final_name=zst.compressed_name if compress else None)
+    report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def write_outputs(input: str, output: str, force: bool, produce, final_name=None) -> list:
+    """Run ``produce(src, in_path, out_path) -> (report, uncommitted output)`` for every file of
+    the input model (each shard of a split model, output shards named after the same pattern)
+    and return the reports. The outputs take their final names only once all of them are
+    complete; on any error or interruption every temporary file is removed."""
     with shards.open_model(input, scratch_dir=os.path.dirname(os.path.abspath(output))) as model:
         out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
-        final_paths = [zst.compressed_name(p) for p in out_paths] if compress else out_paths
-        for a, b in zip(model.paths, final_paths):
-            shards.check_output_path(a, b, force)
+        for a, b in zip(model.paths, out_paths):
+            shards.check_output_path(a, final_name(b) if final_name else b, force)
         pending: list[AtomicOutputFile] = []
         try:
             with interruptible():
                 reports = []
                 for src, a, b in zip(model.files, model.paths, out_paths):
-                    r, out = _convert_open(src, a, b, layout, threads, include, exclude, progress)
-                    if compress:
-                        out = zst.compress_output(out, zst.compressed_name(b), threads)
-                        r.output = r.outputs[0] = zst.compressed_name(b)
-                    reports.append(r)
+                    report, out = produce(src, a, b)
+                    reports.append(report)
                     pending.append(out)
-                # every output is complete: only now does any of them take its final name
                 for out in pending:
                     out.commit()
         except BaseException:
             for out in pending:
                 out.abort()
             raise
-    report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
-    report.seconds = time.perf_counter() - started
-    return report
+    return reports
 
 
 def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: int,

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from formats.ggml_types import TYPES
 from formats.gguf_container import OutputTensor, plan_layout
 
-from . import metadata, shards
+from . import metadata
 from .atomic import AtomicOutputFile
 from .checksum import XXH64
 from .errors import InputError
 from .families import family_of_packed
-from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
+from .pipeline import write_outputs
+from .runner import ProgressCallback, default_threads, run_tasks, scratch
 
 CHUNK_BYTES = 16 << 20
 
@@ -41,30 +42,14 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     input, output = os.fspath(input), os.fspath(output)
     started = time.perf_counter()
     threads = threads or default_threads()
-    with shards.open_model(input, scratch_dir=os.path.dirname(os.path.abspath(output))) as model:
-        out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
-        for a, b in zip(model.paths, out_paths):
-            shards.check_output_path(a, b, force)
-        pending: list[AtomicOutputFile] = []
-        try:
-            with interruptible():
-                reports = []
-                for src, a, b in zip(model.files, model.paths, out_paths):
-                    r, out = _unpack_open(src, a, b, threads, progress)
-                    reports.append(r)
-                    pending.append(out)
-                for out in pending:      # every shard is complete: now they take their names
-                    out.commit()
-        except BaseException:
-            for out in pending:
-                out.abort()
-            raise
+    reports = write_outputs(input, output, force,
+                            lambda src, a, b: _unpack_open(src, a, b, threads, progress))
     report = reports[0]
     for r in reports[1:]:
         report.tensors += r.tensors
         report.unpacked += r.unpacked
         report.bytes_out += r.bytes_out
-    report.outputs = out_paths
+    report.outputs = [r.output for r in reports]
     report.seconds = time.perf_counter() - started
     return report
 
