@@ -6,7 +6,6 @@ Prints one JSON line: {"tokens": [...], "load_s": ..., "mmap": true}. The model 
 mmap on; sampling is argmax over the logits (no Python loop over the vocabulary).
 """
 
-import ctypes
 import json
 import sys
 import time
