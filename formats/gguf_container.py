@@ -37,6 +37,18 @@ ALIGNMENT_KEY = "general.alignment"
 class GGUFFormatError(ValueError):
     """The file is not a GGUF file this tool can read; the message is one line for the user."""
 
+    def __init__(self, message: str):
+        # Messages quote keys and tensor names from the file, which may hold newlines or terminal
+        # escape sequences: escape every non-printable character, so the message stays one line.
+        super().__init__(printable(str(message)))
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (newline, ESC, ...) written as an escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
 
 class ValueType(IntEnum):
     UINT8 = 0
@@ -77,6 +89,10 @@ _INT64_MAX = (1 << 63) - 1
 # (12 bytes a level) overflow Python's stack (RecursionError instead of GGUFFormatError).
 # llama.cpp reads no nested arrays at all; gguf-py writes them one level deep.
 MAX_ARRAY_NESTING = 16
+# A power-of-two alignment up to 2^31 is "valid", but a 57-byte file with no tensors and
+# alignment 2^31 made `convert` write a 2 GiB header of padding (4 GB of memory). Real files use
+# 32 (some 64..4096); 1 MiB leaves a wide margin.
+MAX_ALIGNMENT = 1 << 20
 
 
 def align_up(n: int, alignment: int) -> int:
@@ -405,6 +421,9 @@ def parse_header(buf, size: int, file_size: int | None = None) -> GGUFFile:
         alignment = rec.value
         if alignment == 0 or alignment & (alignment - 1):
             raise GGUFFormatError(f"'{ALIGNMENT_KEY}' = {alignment} is not a power of two")
+        if alignment > MAX_ALIGNMENT:
+            raise GGUFFormatError(f"'{ALIGNMENT_KEY}' = {alignment} is absurd (at most "
+                                  f"{MAX_ALIGNMENT} is accepted)")
 
     tensors: list[TensorInfo] = []
     names: set[str] = set()

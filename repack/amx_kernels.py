@@ -12,6 +12,8 @@ A 3-D expert tensor [k, N, E] is passed with n_rows = N * E (spec section 11).
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from formats.amx_layout import AmxParams, amx_params
@@ -31,15 +33,26 @@ def packed_nbytes(type_name_or_id, n_rows: int, k: int) -> int:
     return n_rows * (k // p.qk) * (p.bs + p.extra)
 
 
+def _int(value, what: str) -> int:
+    """Python or numpy integers only. int() would truncate 32.5 rows to 32 (or parse "32") and
+    the kernel would then run on a shape nobody asked for; bools are not shapes either."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer, not {type(value).__name__}") from None
+
+
 def _shape(p: AmxParams, n_rows: int, k: int, strip_begin: int, strip_end: int | None):
-    n_rows, k = int(n_rows), int(k)
+    n_rows, k = _int(n_rows, "n_rows"), _int(k, "k")
     if n_rows < 0 or n_rows % TILE_N:
         raise ValueError(f"{p.source.name}: n_rows={n_rows} is not a multiple of {TILE_N}")
     if k < 0 or k % p.qk:
         raise ValueError(f"{p.source.name}: k={k} is not a multiple of the block size {p.qk}")
     n_strips = n_rows // TILE_N
-    strip_end = n_strips if strip_end is None else int(strip_end)
-    strip_begin = int(strip_begin)
+    strip_end = n_strips if strip_end is None else _int(strip_end, "strip_end")
+    strip_begin = _int(strip_begin, "strip_begin")
     if not 0 <= strip_begin <= strip_end <= n_strips:
         raise ValueError(f"strip range [{strip_begin}, {strip_end}) is outside 0..{n_strips}")
     return n_rows, k, strip_begin, strip_end

@@ -64,7 +64,12 @@ class AtomicOutputFile:
         """Write all of ``data`` at ``offset`` (safe from several threads at once)."""
         view = memoryview(data).cast("B")
         while view:
-            n = os.pwrite(self.fd, view, offset)
+            try:
+                n = os.pwrite(self.fd, view, offset)
+            except OSError as e:
+                # The disk filled up (or a quota was hit) after the free-space check: say which
+                # file could not be written, not only "No space left on device".
+                raise OutputError(f"cannot write {self.dest}: {e.strerror}") from None
             view, offset = view[n:], offset + n
 
     def copy_from(self, fd_in: int, src_offset: int, dst_offset: int, count: int) -> None:
@@ -73,6 +78,8 @@ class AtomicOutputFile:
             try:
                 n = os.copy_file_range(fd_in, self.fd, count, src_offset, dst_offset)
             except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):   # as in pwrite
+                    raise OutputError(f"cannot write {self.dest}: {e.strerror}") from None
                 if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
                     raise
                 n = 0

@@ -15,6 +15,8 @@ import sys
 import click
 from tqdm import tqdm
 
+from formats.gguf_container import printable
+
 from . import __version__
 from .errors import RepackError
 from .inspect import inspect as inspect_file
@@ -251,7 +253,8 @@ def main(argv=None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except RepackError as e:
-        click.echo(f"{PROG}: error: {e}", err=True)
+        # one line, even when the message quotes a tensor name holding a newline
+        click.echo(f"{PROG}: error: {printable(str(e))}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo(f"{PROG}: interrupted", err=True)
@@ -263,7 +266,7 @@ def main(argv=None) -> None:
     except Exception as e:  # a bug: still one line, the traceback on request
         if os.environ.get("AMX_REPACK_DEBUG"):
             raise
-        click.echo(f"{PROG}: internal error: {type(e).__name__}: {e} "
+        click.echo(f"{PROG}: internal error: {type(e).__name__}: {printable(str(e))} "
                    f"(set AMX_REPACK_DEBUG=1 for a traceback)", err=True)
         sys.exit(3)
     if output_committed():

@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from formats.gguf_container import KVRecord, ValueType, encode_kv, rename_kv
+from formats.gguf_container import GGUFFormatError, KVRecord, ValueType, encode_kv, rename_kv
+
+from .errors import InputError
 
 PREFIX = "amx_repack."
 ORIGINAL_PREFIX = PREFIX + "original."
@@ -87,20 +89,46 @@ def read_info(kv: dict[str, KVRecord]) -> RepackInfo | None:
     if KEY_LAYOUT not in kv:
         return None
 
-    def get(key, default=None):
-        return kv[key].value if key in kv else default
+    def get(key, kind, default=None):
+        # A hostile or damaged file can give our keys any type (or strings that are not UTF-8):
+        # refuse with one line (InputError) instead of a TypeError/ValueError deep in a command.
+        rec = kv.get(key)
+        if rec is None:
+            return default
+        vt, it = rec.value_type, rec.array_type
+        if kind == "int":
+            ok = vt in INTEGER_VALUE_TYPES
+        elif kind == "str":
+            ok = vt == ValueType.STRING
+        else:   # "[int]" or "[str]"
+            ok = vt == ValueType.ARRAY and (it == ValueType.STRING if kind == "[str]"
+                                            else it in INTEGER_VALUE_TYPES)
+        if not ok:
+            found = vt.name.lower() + (f" of {it.name.lower()}" if vt == ValueType.ARRAY else "")
+            raise InputError(f"damaged amx-repack records: '{key}' is {found}, expected "
+                             f"{_KIND_NAMES[kind]}")
+        try:
+            return rec.value
+        except GGUFFormatError as e:
+            raise InputError(f"damaged amx-repack records: '{key}': {e}") from None
 
     return RepackInfo(
-        layout=get(KEY_LAYOUT),
-        layout_version=int(get(KEY_LAYOUT_VERSION, 0)),
-        tool_version=get(KEY_TOOL_VERSION, ""),
-        tensor_names=list(get(KEY_TENSOR_NAMES, [])),
-        original_types=[int(x) for x in get(KEY_ORIGINAL_TYPES, [])],
-        original_digests=list(get(KEY_ORIGINAL_DIGESTS, [])),
-        changed_keys=list(get(KEY_CHANGED_KEYS, [])),
-        added_keys=list(get(KEY_ADDED_KEYS, [])),
-        metadata_sha256=get(KEY_METADATA_SHA256),
+        layout=get(KEY_LAYOUT, "str"),
+        layout_version=int(get(KEY_LAYOUT_VERSION, "int", 0)),
+        tool_version=get(KEY_TOOL_VERSION, "str", ""),
+        tensor_names=list(get(KEY_TENSOR_NAMES, "[str]", [])),
+        original_types=[int(x) for x in get(KEY_ORIGINAL_TYPES, "[int]", [])],
+        original_digests=list(get(KEY_ORIGINAL_DIGESTS, "[str]", [])),
+        changed_keys=list(get(KEY_CHANGED_KEYS, "[str]", [])),
+        added_keys=list(get(KEY_ADDED_KEYS, "[str]", [])),
+        metadata_sha256=get(KEY_METADATA_SHA256, "str"),
     )
+
+
+INTEGER_VALUE_TYPES = (ValueType.UINT8, ValueType.INT8, ValueType.UINT16, ValueType.INT16,
+                  ValueType.UINT32, ValueType.INT32, ValueType.UINT64, ValueType.INT64)
+_KIND_NAMES = {"int": "an integer", "str": "a string", "[int]": "an array of integers",
+               "[str]": "an array of strings"}
 
 
 def original_records(kv: dict[str, KVRecord], info: RepackInfo) -> list[KVRecord]:

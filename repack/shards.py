@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from formats.gguf_container import GGUFFile, read_gguf
 
 from .errors import InputError, OutputError, UsageError
+from .metadata import INTEGER_VALUE_TYPES
 
 KEY_SPLIT_NO = "split.no"
 KEY_SPLIT_COUNT = "split.count"
@@ -24,10 +25,20 @@ KEY_SPLIT_TENSORS = "split.tensors.count"
 _SHARD_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
+def _split_int(f: GGUFFile, key: str, default):
+    """An integer split.* record. A hostile or damaged file can give it any type (an array, a
+    float NaN): refused in one line (InputError), not a TypeError/ValueError from int()."""
+    rec = f.kv.get(key)
+    if rec is None:
+        return default
+    if rec.value_type not in INTEGER_VALUE_TYPES:
+        raise InputError(f"{f.path}: '{key}' is {rec.value_type.name.lower()}, expected an integer")
+    return int(rec.value)
+
+
 def shard_count(f: GGUFFile) -> int:
     """Number of shards the file says the model has (1 for an ordinary file)."""
-    rec = f.kv.get(KEY_SPLIT_COUNT)
-    return int(rec.value) if rec is not None and rec.value_type != 8 else 1
+    return _split_int(f, KEY_SPLIT_COUNT, 1)
 
 
 def shard_name(prefix: str, no: int, count: int) -> str:
@@ -44,8 +55,8 @@ def input_shards(first: str, first_file: GGUFFile) -> list[str]:
     if int(m["no"]) != 1 or int(m["count"]) != count:
         raise UsageError(f"{first} is not the first shard of a {count}-shard model: give "
                          f"{shard_name(m['prefix'], 1, count)}")
-    no = first_file.get(KEY_SPLIT_NO, 0)
-    if int(no) != 0:
+    no = _split_int(first_file, KEY_SPLIT_NO, 0)
+    if no != 0:
         raise InputError(f"{first}: split.no is {no}, expected 0 for the first shard")
     paths = [shard_name(m["prefix"], i, count) for i in range(1, count + 1)]
     missing = [p for p in paths if not os.path.exists(p)]
@@ -59,9 +70,10 @@ def check_shard(path: str, f: GGUFFile, index: int, count: int, total_tensors: i
     """A shard must say it is shard `index` of `count` of the same model."""
     if shard_count(f) != count:
         raise InputError(f"{path}: split.count is {shard_count(f)}, but the first shard says {count}")
-    if int(f.get(KEY_SPLIT_NO, -1)) != index:
+    if _split_int(f, KEY_SPLIT_NO, -1) != index:
         raise InputError(f"{path}: split.no is {f.get(KEY_SPLIT_NO)}, expected {index}")
-    if total_tensors is not None and KEY_SPLIT_TENSORS in f.kv and int(f.get(KEY_SPLIT_TENSORS)) != total_tensors:
+    if total_tensors is not None and KEY_SPLIT_TENSORS in f.kv and \
+            _split_int(f, KEY_SPLIT_TENSORS, None) != total_tensors:
         raise InputError(f"{path}: split.tensors.count is {f.get(KEY_SPLIT_TENSORS)}, but the first "
                          f"shard says {total_tensors}")
 
@@ -166,7 +178,7 @@ def open_model(path: str, scratch_dir: str | None = None, header_only: bool = Fa
         count = shard_count(first)
         if count > 1:
             model.paths = input_shards(path, first)
-            total = first.get(KEY_SPLIT_TENSORS)
+            total = _split_int(first, KEY_SPLIT_TENSORS, None)
             for i, shard in enumerate(model.paths[1:], start=1):
                 model.files.append(open_input(shard))
                 check_shard(shard, model.files[-1], i, count, total)

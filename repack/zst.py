@@ -23,6 +23,7 @@ from .errors import InputError
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STREAM_CHUNK = 4 << 20
 COMPRESSION_LEVEL = 3
+MAX_HEADER_BYTES = 128 << 20   # real headers, vocabularies included, take a few MB
 
 
 def is_zst(path: str) -> bool:
@@ -48,14 +49,23 @@ def read_header(path: str) -> GGUFFile:
         fh.seek(0)
         reader = zstandard.ZstdDecompressor().stream_reader(fh)
         buf = bytearray()
+        want = STREAM_CHUNK
         while True:
-            chunk = _read(reader, path, STREAM_CHUNK)
+            chunk = _read(reader, path, want)
             buf += chunk
             try:
                 parsed = parse_header(bytes(buf), len(buf), file_size=-1)
             except GGUFFormatError as e:
                 if chunk and str(e).startswith("truncated file"):
-                    continue   # the header goes on past what was decompressed so far
+                    # The header goes on past what was decompressed so far. A hostile stream can
+                    # claim a header of terabytes (one huge string length) and decompress zeros
+                    # for ever from a few KB: stop at a bound far above real headers, and read in
+                    # doubling steps so that parsing again from the start stays linear overall.
+                    if len(buf) >= MAX_HEADER_BYTES:
+                        raise InputError(f"{path}: the GGUF header does not end within the first "
+                                         f"{MAX_HEADER_BYTES >> 20} MiB of the stream") from None
+                    want = min(len(buf), MAX_HEADER_BYTES - len(buf))
+                    continue
                 raise InputError(f"{path}: {e}") from None
             break
     if content_size >= 0:

@@ -1,0 +1,143 @@
+"""Write tests/fuzz_corpus/: small hostile (and a few valid) GGUF files for test_fuzz_container.
+
+expected.tsv lists, for every file, a piece of the one-line error that `amx-repack inspect` must
+print ("ok" when the file must be accepted). Files the fuzzer found can be added to CASES (or
+dropped into the folder with a line in expected.tsv). Run from the repository root:
+python tests/tools/make_fuzz_corpus.py [FOLDER]
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import zstandard  # noqa: E402
+
+from tests.ggufbuild import (ARR, F32, STR, U8, U32, RawGGUF, RawTensor, gstr, kv_str,  # noqa: E402
+                             kv_str_array, kv_u32, valid_small)
+
+FOLDER = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "tests" / "fuzz_corpus"
+EXPECTED = "expected.tsv"
+
+
+def kv_raw(key: str, vtype: int, payload: bytes) -> bytes:
+    return gstr(key) + struct.pack("<I", vtype) + payload
+
+
+def with_kvs(*kvs: bytes) -> bytes:
+    raw = valid_small()
+    raw.kvs += list(kvs)
+    return raw.tobytes()
+
+
+def repacked(*kvs: bytes) -> bytes:
+    """valid_small claiming to be written by amx-repack, with the given records of ours."""
+    return with_kvs(kv_str("amx_repack.layout", "amx"), *kvs)
+
+
+def tensors(*ts: RawTensor, data: bytes = b"") -> bytes:
+    raw = valid_small()
+    raw.tensors = list(ts)
+    raw.data = data
+    return raw.tobytes()
+
+
+def nested(depth: int) -> bytes:
+    return with_kvs(kv_raw("nested", ARR, struct.pack("<IQ", ARR, 1) * depth
+                           + struct.pack("<IQ", U8, 0)))
+
+
+def header_only(n_tensors: int, n_kv: int, body: bytes = b"") -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + body
+
+
+def zst(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=19).compress(data)
+
+
+def zst_bomb() -> bytes:
+    """A few KB of zstd that claims a 1 GiB string in the header and then streams 1 GiB of zeros:
+    inspect must not decompress (and keep) the lot to find the end of the header."""
+    head = header_only(0, 1, gstr("general.name")[:0] + struct.pack("<Q", 4) + b"name"
+                       + struct.pack("<IQ", STR, 1 << 30))
+    cctx = zstandard.ZstdCompressor(level=3)
+    chunk = bytes(16 << 20)
+    out = bytearray()
+    obj = cctx.compressobj(size=len(head) + (1 << 30))
+    out += obj.compress(head)
+    for _ in range((1 << 30) // len(chunk)):
+        out += obj.compress(chunk)
+    out += obj.flush()
+    return bytes(out)
+
+
+CASES: dict[str, tuple[bytes, str]] = {
+    # accepted
+    "valid-small.gguf": (valid_small().tobytes(), "ok"),
+    "empty-model.gguf": (header_only(0, 0), "ok"),
+    "nested-shallow.gguf": (nested(3), "ok"),
+    "value-not-utf8.gguf": (with_kvs(kv_raw("general.name", STR, gstr(b"\xff\xfe"))), "ok"),
+    "zero-dimension.gguf": (tensors(RawTensor("w", (32, 0), 8, 0)), "ok"),
+    # refused by the header parser
+    "nested-5000.gguf": (nested(5000), "nested more than"),
+    "tensor-count-max.gguf": (header_only((1 << 64) - 1, 0), "absurd tensor count"),
+    "kv-count-2p63.gguf": (header_only(0, 1 << 63), "absurd metadata count"),
+    "array-count-max.gguf": (with_kvs(kv_raw("a", ARR, struct.pack("<IQ", U8, (1 << 64) - 1))),
+                             "past the end"),
+    "string-array-count-2p32.gguf": (
+        with_kvs(kv_raw("a", ARR, struct.pack("<IQ", STR, 1 << 32) + gstr("x"))), "past the end"),
+    "array-item-type-max.gguf": (with_kvs(kv_raw("a", ARR, struct.pack("<IQ", 0xFFFFFFFF, 1))),
+                                 "unknown array item type"),
+    "key-not-utf8.gguf": (with_kvs(gstr(b"\xc3\x28") + struct.pack("<IB", U8, 1)), "UTF-8"),
+    "key-with-newline-and-escape.gguf": (with_kvs(gstr("evil\n\x1b[31mkey") + struct.pack("<I", 42)),
+                                         "'evil\\n\\x1b[31mkey'"),
+    "tensor-name-with-newline.gguf": (tensors(RawTensor("line1\nline2", (32, 1), 77, 0)),
+                                      "tensor 'line1\\nline2' has unknown type id 77"),
+    "dims-zero.gguf": (tensors(RawTensor("w", (), 0, 0)), "0 dimensions"),
+    "dim-max.gguf": (tensors(RawTensor("w", (32, (1 << 64) - 1), 8, 0)), "absurd dimension"),
+    "elements-overflow.gguf": (tensors(RawTensor("w", (1 << 40, 1 << 40), 0, 0)),
+                               "absurd element count"),
+    "type-id-max.gguf": (tensors(RawTensor("w", (32, 1), 0xFFFFFFFF, 0)), "unknown type id"),
+    "offset-max.gguf": (tensors(RawTensor("w", (8,), 0, (1 << 64) - 32)), "beyond the end"),
+    "huge-alignment-no-tensors.gguf": (   # convert used to write 2 GiB of header padding
+        header_only(0, 1, kv_u32("general.alignment", 1 << 31)), "is absurd"),
+    "alignment-string.gguf": (header_only(0, 1, kv_str("general.alignment", "32")),
+                              "must be a uint32"),
+    # parsed, then refused by what reads our own records or the split records
+    "ours-layout-version-string.gguf": (repacked(kv_str("amx_repack.layout_version", "one")),
+                                        "amx_repack.layout_version"),
+    "ours-names-u32.gguf": (repacked(kv_u32("amx_repack.tensor.names", 7)),
+                            "amx_repack.tensor.names"),
+    "ours-types-strings.gguf": (
+        repacked(kv_str_array("amx_repack.tensor.original_types", ["q4_0", "f32"])),
+        "amx_repack.tensor.original_types"),
+    "ours-layout-not-utf8.gguf": (
+        with_kvs(kv_raw("amx_repack.layout", STR, gstr(b"\xff"))), "UTF-8"),
+    "split-count-float.gguf": (with_kvs(kv_raw("split.count", F32, struct.pack("<f", float("nan")))),
+                               "split.count"),
+    "split-count-array.gguf": (
+        with_kvs(kv_raw("split.count", ARR, struct.pack("<IQII", U32, 2, 2, 2))), "split.count"),
+    # compressed
+    "truncated-stream.gguf.zst": (zst(valid_small().tobytes())[:-9], "error: "),
+    "bomb.gguf.zst": (zst_bomb(), "header"),
+}
+
+
+def main() -> None:
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    for old in FOLDER.iterdir():
+        old.unlink()
+    lines = []
+    for name, (data, expect) in CASES.items():
+        (FOLDER / name).write_bytes(data)
+        lines.append(f"{name}\t{expect}\n")
+    (FOLDER / EXPECTED).write_text("".join(lines))
+    print(f"wrote {len(CASES)} files to {FOLDER}")
+
+
+if __name__ == "__main__":
+    main()
