@@ -12,13 +12,13 @@ A 3-D expert tensor [k, N, E] is passed with n_rows = N * E (spec section 11).
 
 from __future__ import annotations
 
-import operator
 
 import numpy as np
 
 from formats.amx_layout import AmxParams, amx_params
 
 from ._amx import ffi, lib
+from .native_args import buffer_nbytes, shape_int
 
 TILE_N = 16
 
@@ -33,42 +33,24 @@ def packed_nbytes(type_name_or_id, n_rows: int, k: int) -> int:
     return n_rows * (k // p.qk) * (p.bs + p.extra)
 
 
-def _int(value, what: str) -> int:
-    """Python or numpy integers only. int() would truncate 32.5 rows to 32 (or parse "32") and
-    the kernel would then run on a shape nobody asked for; bools are not shapes either."""
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be an integer, not bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{what} must be an integer, not {type(value).__name__}") from None
-
-
 def _shape(p: AmxParams, n_rows: int, k: int, strip_begin: int, strip_end: int | None):
-    n_rows, k = _int(n_rows, "n_rows"), _int(k, "k")
+    n_rows, k = shape_int(n_rows, "n_rows"), shape_int(k, "k")
     if n_rows < 0 or n_rows % TILE_N:
         raise ValueError(f"{p.source.name}: n_rows={n_rows} is not a multiple of {TILE_N}")
     if k < 0 or k % p.qk:
         raise ValueError(f"{p.source.name}: k={k} is not a multiple of the block size {p.qk}")
     n_strips = n_rows // TILE_N
-    strip_end = n_strips if strip_end is None else _int(strip_end, "strip_end")
-    strip_begin = _int(strip_begin, "strip_begin")
+    strip_end = n_strips if strip_end is None else shape_int(strip_end, "strip_end")
+    strip_begin = shape_int(strip_begin, "strip_begin")
     if not 0 <= strip_begin <= strip_end <= n_strips:
         raise ValueError(f"strip range [{strip_begin}, {strip_end}) is outside 0..{n_strips}")
     return n_rows, k, strip_begin, strip_end
 
 
 def _buffer(obj, nbytes: int, what: str, writable: bool = False, ctype: str = "uint8_t[]"):
-    try:
-        view = memoryview(obj)
-    except TypeError:
-        raise ValueError(f"{what}: {type(obj).__name__} does not expose a buffer") from None
-    if not view.c_contiguous:
-        raise ValueError(f"{what}: buffer is not C-contiguous")
-    if view.nbytes != nbytes:
-        raise ValueError(f"{what}: buffer has {view.nbytes} bytes, expected {nbytes}")
-    if writable and view.readonly:
-        raise ValueError(f"{what}: buffer is read-only")
+    have = buffer_nbytes(obj, what, writable)
+    if have != nbytes:
+        raise ValueError(f"{what}: buffer has {have} bytes, expected {nbytes}")
     return ffi.from_buffer(ctype, obj, require_writable=writable)
 
 

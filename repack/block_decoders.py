@@ -15,6 +15,7 @@ group) ranges of one tensor run in parallel.
 from __future__ import annotations
 
 from repack._blocks import ffi, lib
+from repack.native_args import buffer_nbytes, shape_int
 
 from formats.ggml_types import TYPES, type_name
 
@@ -40,39 +41,14 @@ def can_dequantize(type_id: int) -> bool:
         return False
 
 
-def _int(value, label: str, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            import numpy as np
-            if isinstance(value, np.integer):
-                return int(value)
-        except ImportError:  # pragma: no cover
-            pass
-        raise ValueError(f"{name}: {label} must be an int, not {type(value).__name__}")
-    return value
-
-
-def _nbytes(buf, what: str, writable: bool) -> int:
-    try:
-        view = memoryview(buf)
-    except TypeError:
-        raise ValueError(f"{what}: not a buffer ({type(buf).__name__})") from None
-    with view:
-        if not view.c_contiguous:
-            raise ValueError(f"{what}: buffer is not C-contiguous")
-        if writable and view.readonly:
-            raise ValueError(f"{what}: buffer is read-only")
-        return view.nbytes
-
-
 def _check(type_id, src, dst, ne0, nrows, begin, end, rows_per_unit: int, unit: str):
     """Validate everything; return (name, begin, end) with end resolved."""
     type_id = int(type_id)
     name = type_name(type_id) if type_id in TYPES else f"type {type_id}"
     t = TYPES.get(type_id)
-    ne0 = _int(ne0, "ne0", name)
-    nrows = _int(nrows, "nrows", name)
-    begin = _int(begin, f"{unit}_begin", name)
+    ne0 = shape_int(ne0, f"{name}: ne0")
+    nrows = shape_int(nrows, f"{name}: nrows")
+    begin = shape_int(begin, f"{name}: {unit}_begin")
     if t is None or not t.is_quantized:
         raise ValueError(f"{name}: no float decoder for this type")
     if ne0 <= 0 or ne0 % t.block_size:
@@ -80,13 +56,13 @@ def _check(type_id, src, dst, ne0, nrows, begin, end, rows_per_unit: int, unit: 
     if nrows < 0 or nrows % rows_per_unit:
         raise ValueError(f"{name}: nrows = {nrows} is not a multiple of {rows_per_unit}")
     nunits = nrows // rows_per_unit
-    end = nunits if end is None else _int(end, f"{unit}_end", name)
+    end = nunits if end is None else shape_int(end, f"{name}: {unit}_end")
     if not 0 <= begin <= end <= nunits:
         raise ValueError(f"{name}: {unit} range [{begin}, {end}) is not inside [0, {nunits}]")
     src_need = t.row_bytes(ne0) * nrows
     dst_need = 4 * ne0 * nrows
-    n_src = _nbytes(src, "src", writable=False)
-    n_dst = _nbytes(dst, "dst", writable=True)
+    n_src = buffer_nbytes(src, "src")
+    n_dst = buffer_nbytes(dst, "dst", writable=True)
     if n_src != src_need:
         raise ValueError(f"{name}: src holds {n_src} bytes, expected {src_need} "
                          f"(ne0={ne0}, nrows={nrows})")
@@ -130,7 +106,7 @@ def dequantize_interleaved(type_id: int, src, dst_f32, ne0: int, nrows: int, gro
 
 def first_difference(a, b) -> int | None:
     """Byte index of the first difference between two equally long buffers, or None."""
-    na, nb = _nbytes(a, "a", False), _nbytes(b, "b", False)
+    na, nb = buffer_nbytes(a, "a"), buffer_nbytes(b, "b")
     if na != nb:
         raise ValueError(f"buffers differ in length: {na} and {nb} bytes")
     i = lib.blk_first_difference(ffi.from_buffer("uint8_t[]", a), ffi.from_buffer("uint8_t[]", b), na)

@@ -9,9 +9,9 @@ parallel.
 
 from __future__ import annotations
 
-import operator
 
 from repack._interleaved import ffi, lib
+from repack.native_args import buffer_nbytes, shape_int
 
 from formats.interleaved_layout import INTERLEAVINGS, Interleaving
 from formats.ggml_types import type_name
@@ -33,33 +33,20 @@ def rows_per_group(src_type_id: int) -> int:
     return _interleaving(src_type_id).rows
 
 
-def _nbytes(buf, what: str, writable: bool) -> int:
-    try:
-        view = memoryview(buf)
-    except TypeError:
-        raise ValueError(f"{what}: not a buffer ({type(buf).__name__})") from None
-    with view:
-        if not view.c_contiguous:
-            raise ValueError(f"{what}: buffer is not C-contiguous")
-        if writable and view.readonly:
-            raise ValueError(f"{what}: buffer is read-only")
-        return view.nbytes
-
-
 def _check(src_type_id: int, in_buf, out_buf, ne0: int, nrows: int, group_begin: int,
            group_end: int | None, inverse: bool):
     il = _interleaving(src_type_id)
     name = il.source.name
-    ne0 = _as_int(ne0, name, "ne0")
-    nrows = _as_int(nrows, name, "nrows")
-    group_begin = _as_int(group_begin, name, "group_begin")
+    ne0 = shape_int(ne0, f"{name}: ne0")
+    nrows = shape_int(nrows, f"{name}: nrows")
+    group_begin = shape_int(group_begin, f"{name}: group_begin")
     if ne0 <= 0 or ne0 % il.column_multiple:
         raise ValueError(f"{name}: ne0 = {ne0} is not a positive multiple of {il.column_multiple}")
     if nrows < 0 or nrows % il.rows:
         raise ValueError(f"{name}: nrows = {nrows} is not a multiple of {il.rows} "
                          f"({il.target.name} interleaves {il.rows} rows)")
     ngroups = nrows // il.rows
-    group_end = ngroups if group_end is None else _as_int(group_end, name, "group_end")
+    group_end = ngroups if group_end is None else shape_int(group_end, f"{name}: group_end")
     if not 0 <= group_begin <= group_end <= ngroups:
         raise ValueError(f"{name}: group range [{group_begin}, {group_end}) is not inside "
                          f"[0, {ngroups}]")
@@ -67,8 +54,8 @@ def _check(src_type_id: int, in_buf, out_buf, ne0: int, nrows: int, group_begin:
     packed_bytes = il.group_bytes(ne0) * ngroups
     in_need, out_need = (packed_bytes, src_bytes) if inverse else (src_bytes, packed_bytes)
     in_what = "packed" if inverse else "src"
-    n_in = _nbytes(in_buf, in_what, writable=False)
-    n_out = _nbytes(out_buf, "dst", writable=True)
+    n_in = buffer_nbytes(in_buf, in_what)
+    n_out = buffer_nbytes(out_buf, "dst", writable=True)
     if n_in != in_need:
         raise ValueError(f"{name}: {in_what} holds {n_in} bytes, expected {in_need} "
                          f"(ne0={ne0}, nrows={nrows})")
@@ -76,16 +63,6 @@ def _check(src_type_id: int, in_buf, out_buf, ne0: int, nrows: int, group_begin:
         raise ValueError(f"{name}: dst holds {n_out} bytes, expected {out_need} "
                          f"(ne0={ne0}, nrows={nrows})")
     return ne0, nrows, group_begin, group_end
-
-
-def _as_int(value, name: str, label: str) -> int:
-    """Python or numpy integers (shapes often come as numpy ints); no bools, floats or strings."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name}: {label} must be an integer, not bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name}: {label} must be an integer, not {type(value).__name__}") from None
 
 
 def _call(fn, src_type_id, in_buf, out_buf, ne0, nrows, group_begin, group_end, inverse):
