@@ -78,3 +78,11 @@ def test_ik_runtime_generates_same_tokens(fixture, gemma_path, requantized, llam
     record_property("same_as_original", from_ours["tokens"] == from_original["tokens"])
     print(f"{fixture}: ours == ik --repack: True; == original: "
           f"{from_ours['tokens'] == from_original['tokens']}; text: {from_ours['text']!r}")
+
+
+def test_verify_proves_iks_own_repack(gemma_path, llama_quantize):
+    """verify needs no records of ours: given the original, it checks ik's own --repack file too
+    (only general.file_type / quantization_version may differ, as ik documents)."""
+    report = repack.verify(gemma_path, ik_repacked(llama_quantize, gemma_path))
+    assert report.ok, [t.detail for t in report.failures] + report.metadata_problems
+    assert sum(t.type_before != t.type_after for t in report.tensors) == 126
