@@ -1,6 +1,8 @@
-/* Float decoders for `amx-repack verify`: standard ggml blocks and ik_llama.cpp _R4/_R8 layouts.
+/* Float decoders for `amx-repack verify`: standard ggml blocks and ik_llama.cpp _R4/_R8/_R16 layouts.
  *
- * Reference arithmetic: gguf-py's gguf/quants.py (`dequantize_blocks` of each class). Every decoder
+ * Reference arithmetic: gguf-py's gguf/quants.py (`dequantize_blocks` of each class); for the
+ * ik_llama.cpp-only types, which gguf-py cannot decode, ik's own dequantizers (see the section
+ * "ik_llama.cpp source types"; the rules below hold there too). Every decoder
  * here performs the same float32 operations in the same order, so the results are bit-identical to
  * `gguf.quants.dequantize`, NaN payloads and signs included:
  *   - fp16 -> f32 is exact bit manipulation, keeping signalling NaNs signalling (as numpy's cast
@@ -58,6 +60,13 @@ enum {
     B_Q5_K = 2 + 2 + 12 + 32 + 128, B_Q6_K = 128 + 64 + 16 + 2, B_IQ4_XS = 2 + 2 + 4 + 128,
     B_IQ2_XXS = 2 + 64, B_IQ2_XS = 2 + 64 + 8, B_IQ2_S = 2 + 64 + 8 + 8, B_IQ3_XXS = 2 + 64 + 32,
     B_IQ3_S = 2 + 64 + 8 + 32 + 4,
+    /* ik_llama.cpp types (ik's ggml-common.h); IQ4_KS/IQ5_KS/IQ2_BN rows start with an f32 scale
+       (M_F32 bytes), Q8_KV rows with an f32 scale and an i32 sum (M_Q8_KV), Q8_KV_R8 rows carry only
+       the scale (M_F32). BF16 has no blocks: B_BF16 is one value. */
+    B_Q6_0 = 2 + 8 + 16, B_IQ2_K = 2 + 2 + 8 + 64, B_IQ3_K = 2 + 2 + 2 + 8 + 64 + 32,
+    B_IQ4_K = 2 + 2 + 4 + 8 + 128, B_IQ5_K = 2 + 2 + 4 + 8 + 128 + 32, B_IQ4_KS = 8 + 128,
+    B_IQ5_KS = 8 + 128 + 32, B_IQ2_BN = 16, B_Q8_KV = 32, B_BF16 = 2,
+    M_F32 = 4, M_Q8_KV = 4 + 4,
 };
 _Static_assert(B_Q4_0 == 18 && B_Q4_1 == 20 && B_Q5_0 == 22 && B_Q5_1 == 24 && B_Q8_0 == 34,
                "legacy block sizes");
@@ -66,6 +75,9 @@ _Static_assert(B_Q2_K == 84 && B_Q3_K == 110 && B_Q4_K == 144 && B_Q5_K == 176 &
                B_IQ4_XS == 136, "K-quant block sizes");
 _Static_assert(B_IQ2_XXS == 66 && B_IQ2_XS == 74 && B_IQ2_S == 82 && B_IQ3_XXS == 98 && B_IQ3_S == 110,
                "grid i-quant block sizes");
+_Static_assert(B_Q6_0 == 26 && B_IQ2_K == 76 && B_IQ3_K == 110 && B_IQ4_K == 144 && B_IQ5_K == 176 &&
+               B_IQ4_KS == 136 && B_IQ5_KS == 168 && B_IQ2_BN == 16 && B_Q8_KV == 32,
+               "ik block sizes");
 _Static_assert(sizeof(float) == 4 && sizeof(uint32_t) == 4, "float32");
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -98,6 +110,17 @@ static inline float ldh(const uint8_t *p) {
     return bits_f32(u);
 }
 
+/* An f32 row scale (IQ4_KS, IQ5_KS, IQ2_BN, Q8_KV): raw bits, a signalling NaN quieted for the
+   same reason as in ldh (every decoder multiplies the scale before it reaches an output). */
+static inline float ldf(const uint8_t *p) {
+    uint32_t u = ld32(p);
+    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) u |= 0x00400000u;
+    return bits_f32(u);
+}
+/* bf16 bits -> float32: the upper half of the f32 pattern, exact (NaNs, signalling ones included,
+   are copied unchanged: no arithmetic touches a bf16 value, in gguf-py or in ik). */
+static inline float bf16_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
 /* ggml_e8m0_to_fp32_half as gguf-py writes it (MXFP4): 2^(e-128) as a float32 bit pattern. */
 static inline float e8m0_half(uint8_t e) {
     return bits_f32(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
@@ -127,6 +150,18 @@ static const float KV_IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                    1, 13, 25, 38, 53, 69, 89, 113};
 static const float KV_MXFP4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 static const float SIGN_F[2] = {1.0f, -1.0f};
+/* ik_llama.cpp's non-linear tables (iq4k_values, iq5nl_values, iq2nl_values, iq3nl_values), read
+   off ik's own dequantizers: a block's `extra` bit (IQ*_K) or the scale's bit 0 (IQ*_KS) selects
+   the second half, the same values shifted. */
+static const float KV_IQ4K[32] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+                                  -123, -100, -79, -61, -45, -31, -18, -6, 5, 17, 29, 42, 57, 73, 93, 117};
+static const float KV_IQ5K[64] = {
+    -126, -114, -103, -92, -83, -74, -65, -57, -50, -43, -36, -30, -24, -18, -12, -6,
+    -1, 5, 11, 17, 23, 29, 36, 43, 51, 59, 68, 77, 87, 97, 109, 121,
+    -124, -112, -101, -90, -81, -72, -63, -55, -48, -41, -34, -28, -22, -16, -10, -4,
+    1, 7, 13, 19, 25, 31, 38, 45, 53, 61, 70, 79, 89, 99, 111, 123};
+static const float KV_IQ2K[8] = {-31, -13, 1, 17, -26, -8, 6, 22};
+static const float KV_IQ3K[16] = {-63, -40, -23, -10, 1, 13, 28, 47, -59, -36, -19, -6, 5, 17, 32, 51};
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Float arithmetic, shared by the source and interleaved decoders of each type.                  */
@@ -161,6 +196,20 @@ static inline void emit_table(float *restrict y, const uint8_t *restrict v, int 
     float p[16];
     for (int i = 0; i < 16; ++i) p[i] = d * table[i];
     for (int j = 0; j < n; ++j) y[j] = p[v[j] & 15];
+}
+/* y = d * table[v]                 ik's IQ*_K / IQ*_KS (d = d * scale), v already offset into the
+   table half that `extra` selects; ik multiplies the float scale by the int8 table value. */
+static inline void emit_lut(float *restrict y, const uint8_t *restrict v, int n, float d,
+                            const float *restrict table) {
+    for (int j = 0; j < n; ++j) y[j] = d * table[v[j]];
+}
+/* The same with the 32 products d * table[0..31] formed first and looked up (as in emit_table;
+   each output is still exactly d * table[v]): faster for IQ4_KS/IQ5_KS's 32-element sub-blocks. */
+static inline void emit_lut32(float *restrict y, const uint8_t *restrict v, float d,
+                              const float *restrict table) {
+    float p[32];
+    for (int i = 0; i < 32; ++i) p[i] = d * table[i];
+    for (int j = 0; j < 32; ++j) y[j] = p[v[j]];
 }
 /* y = (db * grid[j]) * sign(bit j)  grid i-quants, 8 elements (or 4, from a 4-wide grid) */
 static inline void emit_grid(float *restrict y, const uint8_t *restrict grid, int n, float db, unsigned signs) {
@@ -224,6 +273,7 @@ static inline void pattern_c(uint32_t *c, const uint8_t *slab, int k) {
 static const uint8_t ORD_Q5K[8] = {0, 2, 1, 3, 4, 6, 5, 7};  /* 0, 8, 4, 12, 16, 24, 20, 28 */
 static const uint8_t ORD_Q3K[8] = {0, 1, 2, 3, 4, 5, 6, 7};  /* 0, 4, 8, ..., 28 */
 static const uint8_t ORD_Q50[8] = {0, 4, 1, 5, 2, 6, 3, 7};  /* 0, 16, 4, 20, 8, 24, 12, 28 */
+static const uint8_t ORD_IQ5[8] = {0, 2, 4, 6, 1, 3, 5, 7};  /* 0, 8, 16, 24, 4, 12, 20, 28 */
 static inline void bit_plane(uint32_t *c, const uint8_t *plane, int k, const uint8_t *order, int bit) {
     const uint32_t w = ld32(plane + 4 * k);
     for (int t = 0; t < 8; ++t) c[order[t]] |= ((w >> t) & M1) << bit;
@@ -450,6 +500,154 @@ static inline void src_iq3_s(const uint8_t *restrict x, float *restrict y) {
         const float db = db_iq3s(d, (x[106 + ib / 2] >> (4 * (ib % 2))) & 0xF);
         iq3s_emit32(y + 32 * ib, x + 2 + 8 * ib, x[66 + ib], x + 74 + 4 * ib, db);
     }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* ik_llama.cpp source types (gguf-py cannot decode them). Reference arithmetic: ik's own
+   dequantizers (the to_float of its libggml), which these match bit for bit, with finite and with
+   special (Inf/NaN/zero/subnormal) scales alike (tests/test_block_decoders.py). Sub-block scales
+   are formed first as float32 products `d * (float)integer_scale`, then multiplied by the table
+   value, as ik does. IQ2_BN's value is d * (code - 1) with the row scale d: ik's plain IQ2_BN
+   dequantizer leaves d out, its matrix multiply and its IQ2_BN_R4 dequantizer apply it. Codes are
+   extracted into v[] as for the ggml types above.                                                 */
+
+/* Q6_0: d @0, qh[8] @2, qs[16] @10. Codes: legacy nibbles, bits 4-5 from h = qh[j % 8] >> 4(j / 8)
+   (bits 0-1 for element j, bits 2-3 for element j + 16), j = 0..15; i.e. qh[j] (j < 8) holds bits
+   4-5 of elements j, j + 16, j + 8, j + 24 in that order. Value d * (v - 32). */
+static inline void src_q6_0(const uint8_t *restrict x, float *restrict y) {
+    uint8_t v[32];
+    codes_legacy(v, x + 10);
+    for (int j = 0; j < 8; ++j) {
+        const int h = x[2 + j];
+        v[j] |= (uint8_t)((h & 3) << 4);
+        v[j + 16] |= (uint8_t)(((h >> 2) & 3) << 4);
+        v[j + 8] |= (uint8_t)(((h >> 4) & 3) << 4);
+        v[j + 24] |= (uint8_t)(((h >> 6) & 3) << 4);
+    }
+    emit_offset(y, v, 32, ldh(x), 32);
+}
+
+/* IQ*_K half-blocks (16 elements; h = 0: elements 0-15 of sub-block ib, h = 1: 16-31): scale
+   dl = d * (float)s (s: the signed integer scale), value dl * table[e * TN + v] where e is the
+   half-block's `extra` bit and TN the table half size. */
+static inline void iq2k_emit16(float *restrict y, const uint8_t *restrict v, float d, int nib, int e) {
+    emit_lut(y, v, 16, d * (float)(nib - 8), KV_IQ2K + 4 * e);
+}
+static inline void iq3k_emit16(float *restrict y, const uint8_t *restrict v, float d, int nib, int neg, int e) {
+    emit_lut(y, v, 16, d * (float)((2 * nib + 1) * (neg ? -1 : 1)), KV_IQ3K + 8 * e);
+}
+static inline void iq4k_emit16(float *restrict y, const uint8_t *restrict v, float d, int sc6, int e) {
+    emit_lut(y, v, 16, d * (float)(sc6 - 32), KV_IQ4K + 16 * e);
+}
+static inline void iq5k_emit16(float *restrict y, const uint8_t *restrict v, float d, int sc6, int e) {
+    emit_lut(y, v, 16, d * (float)(sc6 - 32), KV_IQ5K + 32 * e);
+}
+/* IQ4_KS / IQ5_KS sub-block (32 elements): scale byte s, dl = d * (float)((s & 254) - 127), table
+   half s & 1. */
+static inline void iq4ks_emit32(float *restrict y, const uint8_t *restrict v, float d, uint8_t s) {
+    emit_table(y, v, 32, d * (float)((s & 254) - 127), KV_IQ4K + 16 * (s & 1));
+}
+static inline void iq5ks_emit32(float *restrict y, const uint8_t *restrict v, float d, uint8_t s) {
+    emit_lut32(y, v, d * (float)((s & 254) - 127), KV_IQ5K + 32 * (s & 1));
+}
+
+/* Source code orders (spec §4.1): 2-bit order (IQ2_K, IQ3_K: element 128h + 32p + j of qs[32h + j]
+   bits 2p..2p+1) and K-quant 4-bit order (IQ5_K, IQ5_KS: nibble ib % 2 of qs[32(ib / 2) + j]),
+   each with an optional extra bit `bit` taken from bit ib of qh[j]. */
+static inline void codes_2bit(uint8_t *v, const uint8_t *qs, int ib) {
+    const uint8_t *q = qs + 32 * (ib / 4);
+    const int sh = 2 * (ib % 4);
+    for (int j = 0; j < 32; ++j) v[j] = (q[j] >> sh) & 3;
+}
+static inline void codes_k4(uint8_t *v, const uint8_t *qs, int ib) {
+    const uint8_t *q = qs + 32 * (ib / 2);
+    const int sh = 4 * (ib % 2);
+    for (int j = 0; j < 32; ++j) v[j] = (q[j] >> sh) & 0xF;
+}
+static inline void codes_add_qh(uint8_t *v, const uint8_t *qh, int ib, int bit) {
+    for (int j = 0; j < 32; ++j) v[j] |= (uint8_t)(((qh[j] >> ib) & 1) << bit);
+}
+
+/* IQ2_K: d @0, extra u16 @2, scales[8] @4 (nibble h of scales[ib] = half h, biased by 8), qs[64] @12. */
+static inline void src_iq2_k(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x);
+    const uint16_t extra = ld16(x + 2);
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        codes_2bit(v, x + 12, ib);
+        for (int h = 0; h < 2; ++h)
+            iq2k_emit16(y + 32 * ib + 16 * h, v + 16 * h, d, (x[4 + ib] >> (4 * h)) & 0xF,
+                        (extra >> (2 * ib + h)) & 1);
+    }
+}
+/* IQ3_K: d @0, extra @2, scales_h u16 @4 (bit 2ib + h: the half's scale is negative), scales_l[8]
+   @6 (nibble h: s, scale 2s + 1), qs[64] @14, qh[32] @78 (bit 2 of the code). */
+static inline void src_iq3_k(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x);
+    const uint16_t extra = ld16(x + 2), sh = ld16(x + 4);
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        codes_2bit(v, x + 14, ib);
+        codes_add_qh(v, x + 78, ib, 2);
+        for (int h = 0; h < 2; ++h)
+            iq3k_emit16(y + 32 * ib + 16 * h, v + 16 * h, d, (x[6 + ib] >> (4 * h)) & 0xF,
+                        (sh >> (2 * ib + h)) & 1, (extra >> (2 * ib + h)) & 1);
+    }
+}
+/* IQ4_K / IQ5_K 6-bit half-block scale: nibble h of scales_l[ib] @8, bits 2..3 << 4 from
+   scales_h[ib / 2] @4 at bit 4(ib % 2) + 2h. */
+static inline int iq4k_scale(const uint8_t *x, int ib, int h) {
+    return ((x[8 + ib] >> (4 * h)) & 0xF) | ((x[4 + ib / 2] >> (4 * (ib % 2) + 2 * h)) & 3) << 4;
+}
+/* IQ4_K: d @0, extra @2, scales_h[4] @4, scales_l[8] @8, qs[128] @16 (legacy nibbles per sub-block). */
+static inline void src_iq4_k(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x);
+    const uint16_t extra = ld16(x + 2);
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        codes_legacy(v, x + 16 + 16 * ib);
+        for (int h = 0; h < 2; ++h)
+            iq4k_emit16(y + 32 * ib + 16 * h, v + 16 * h, d, iq4k_scale(x, ib, h), (extra >> (2 * ib + h)) & 1);
+    }
+}
+/* IQ5_K: as IQ4_K, qs[128] @16 in K-quant 4-bit order, qh[32] @144 (bit 4). */
+static inline void src_iq5_k(const uint8_t *restrict x, float *restrict y) {
+    const float d = ldh(x);
+    const uint16_t extra = ld16(x + 2);
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        codes_k4(v, x + 16, ib);
+        codes_add_qh(v, x + 144, ib, 4);
+        for (int h = 0; h < 2; ++h)
+            iq5k_emit16(y + 32 * ib + 16 * h, v + 16 * h, d, iq4k_scale(x, ib, h), (extra >> (2 * ib + h)) & 1);
+    }
+}
+/* IQ4_KS block (after the row's f32 scale d): scales[8] @0 (bit 0: table half, bits 1-7: scale),
+   qs[128] @8 (legacy nibbles per sub-block). */
+static inline void src_iq4_ks(const uint8_t *restrict x, float *restrict y, float d) {
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        codes_legacy(v, x + 8 + 16 * ib);
+        iq4ks_emit32(y + 32 * ib, v, d, x[ib]);
+    }
+}
+/* IQ5_KS block: scales[8] @0, qs[128] @8 (K-quant 4-bit order), qh[32] @136 (bit 4). */
+static inline void src_iq5_ks(const uint8_t *restrict x, float *restrict y, float d) {
+    uint8_t v[32];
+    for (int ib = 0; ib < 8; ++ib) {
+        codes_k4(v, x + 8, ib);
+        codes_add_qh(v, x + 136, ib, 4);
+        iq5ks_emit32(y + 32 * ib, v, d, x[ib]);
+    }
+}
+/* IQ2_BN block (16 bytes, 64 elements): element 16l + j = bits 2l..2l+1 of byte j; value
+   d * (float)(code - 1) with the row's f32 scale d. (ik's plain IQ2_BN dequantizer leaves the
+   scale out; its matrix multiply applies it to the integer dot product, i.e. to code - 1.) */
+static inline void src_iq2_bn(const uint8_t *restrict x, float *restrict y, float d) {
+    uint8_t v[64];
+    for (int l = 0; l < 4; ++l)
+        for (int j = 0; j < 16; ++j) v[16 * l + j] = (x[j] >> (2 * l)) & 3;
+    emit_offset(y, v, 64, d, 1);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -702,6 +900,140 @@ static inline void il_iq3_s_r4(const uint8_t *restrict x, float *restrict y, int
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* ik_llama.cpp interleaved types (spec §4.7, §4.13, §4.15-4.17), read directly.                   */
+
+/* §4.7 Q6_0_R4 (104 B): d_k @2k; bits 4-5 of the codes in Pattern C arrangement @8 (32 B);
+   Pattern A of bits 0-3 @40. */
+static inline void il_q6_0_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        uint32_t c[8], hi[8];
+        uint8_t v[32];
+        pattern_a(c, x + 40, k);
+        pattern_c(hi, x + 8, k);
+        for (int m = 0; m < 8; ++m) c[m] |= hi[m] << 4;
+        words_to_codes(v, c);
+        emit_offset(y + k * ne0, v, 32, ldh(x + 2 * k), 32);
+    }
+}
+
+/* §4.13 IQK _R4 header: d_k @2k; extra bit of (row k, sub-block ib, half h) = bit ib of byte
+   @8 + k + 4h; half-block scales at index n = 8ib + 4h + k. */
+static inline int iqk_r4_extra(const uint8_t *x, int k, int ib, int h) { return (x[8 + k + 4 * h] >> ib) & 1; }
+static inline int nib32(const uint8_t *sl, int n) { return (sl[n % 32] >> (4 * (n / 32))) & 0xF; }
+
+/* IQ2_K_R4 (304 B): scales (4-bit) @16 (32 B); Pattern C @48 + 32ib. */
+static inline void il_iq2_k_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_c(c, x + 48 + 32 * ib, k);
+            words_to_codes(v, c);
+            for (int h = 0; h < 2; ++h)
+                iq2k_emit16(y + k * ne0 + 32 * ib + 16 * h, v + 16 * h, d, nib32(x + 16, 8 * ib + 4 * h + k),
+                            iqk_r4_extra(x, k, ib, h));
+        }
+    }
+}
+/* IQ3_K_R4 (440 B): sign bits @16 (8 B: bit n / 8 of byte n % 8), scales_l @24 (32 B);
+   Pattern C @56 + 32ib; bit-plane (bit 2, ORD_Q3K) @312 + 16ib. */
+static inline void il_iq3_k_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_c(c, x + 56 + 32 * ib, k);
+            bit_plane(c, x + 312 + 16 * ib, k, ORD_Q3K, 2);
+            words_to_codes(v, c);
+            for (int h = 0; h < 2; ++h) {
+                const int n = 8 * ib + 4 * h + k;
+                iq3k_emit16(y + k * ne0 + 32 * ib + 16 * h, v + 16 * h, d, nib32(x + 24, n),
+                            (x[16 + n % 8] >> (n / 8)) & 1, iqk_r4_extra(x, k, ib, h));
+            }
+        }
+    }
+}
+/* IQ4_K_R4 (576 B): SH @16, SL @32 (6-bit scales, split6 at n); Pattern A @64 + 64ib. */
+static inline void il_iq4_k_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_a(c, x + 64 + 64 * ib, k);
+            words_to_codes(v, c);
+            for (int h = 0; h < 2; ++h)
+                iq4k_emit16(y + k * ne0 + 32 * ib + 16 * h, v + 16 * h, d,
+                            split6(x + 32, x + 16, 8 * ib + 4 * h + k), iqk_r4_extra(x, k, ib, h));
+        }
+    }
+}
+/* IQ5_K_R4 (704 B): as IQ4_K_R4, plus bit-plane (bit 4, ORD_IQ5) @576 + 16ib. */
+static inline void il_iq5_k_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
+    for (int k = 0; k < 4; ++k) {
+        const float d = ldh(x + 2 * k);
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_a(c, x + 64 + 64 * ib, k);
+            bit_plane(c, x + 576 + 16 * ib, k, ORD_IQ5, 4);
+            words_to_codes(v, c);
+            for (int h = 0; h < 2; ++h)
+                iq5k_emit16(y + k * ne0 + 32 * ib + 16 * h, v + 16 * h, d,
+                            split6(x + 32, x + 16, 8 * ib + 4 * h + k), iqk_r4_extra(x, k, ib, h));
+        }
+    }
+}
+/* IQ4_KS_R4 block (544 B, after the 16-byte group header of row scales d[4]): scale byte of
+   (row k, sub-block ib) @4ib + k; Pattern A @32 + 64ib. */
+static inline void il_iq4_ks_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0, const float *d) {
+    for (int k = 0; k < 4; ++k)
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_a(c, x + 32 + 64 * ib, k);
+            words_to_codes(v, c);
+            iq4ks_emit32(y + k * ne0 + 32 * ib, v, d[k], x[4 * ib + k]);
+        }
+}
+/* IQ5_KS_R4 block (672 B): as IQ4_KS_R4, plus bit-plane (bit 4, ORD_IQ5) @544 + 16ib. */
+static inline void il_iq5_ks_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0, const float *d) {
+    for (int k = 0; k < 4; ++k)
+        for (int ib = 0; ib < 8; ++ib) {
+            uint32_t c[8];
+            uint8_t v[32];
+            pattern_a(c, x + 32 + 64 * ib, k);
+            bit_plane(c, x + 544 + 16 * ib, k, ORD_IQ5, 4);
+            words_to_codes(v, c);
+            iq5ks_emit32(y + k * ne0 + 32 * ib, v, d[k], x[4 * ib + k]);
+        }
+}
+/* §4.15 IQ2_BN_R4 block (64 B per 64 columns, after the 16-byte header): bits 2m..2m+1 of byte
+   16l + 4k + i = code of element 16l + 4m + i of row k. One shift and mask of the 16 bytes @16l
+   gives 4 codes of each of the 4 rows, so all 4 rows are decoded together. */
+static inline void il_iq2_bn_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0, const float *d) {
+    uint8_t v[4][64];
+    for (int l = 0; l < 4; ++l)
+        for (int m = 0; m < 4; ++m) {
+            uint8_t t[16];  /* byte 4k + i: code of element 16l + 4m + i of row k */
+            for (int j = 0; j < 16; ++j) t[j] = (x[16 * l + j] >> (2 * m)) & 3;
+            for (int k = 0; k < 4; ++k) memcpy(v[k] + 16 * l + 4 * m, t + 4 * k, 4);
+        }
+    for (int k = 0; k < 4; ++k) emit_offset(y + k * ne0, v[k], 64, d[k], 1);
+}
+/* §4.16 Q8_KV_R8, 32 columns (256 B, after the 32-byte group header of row scales d[8]):
+   byte 32c + 4k + i = q_k[4c + i], c = 0..7. */
+static inline void il_q8_kv_r8(const uint8_t *restrict x, float *restrict y, int64_t ne0, const float *d) {
+    for (int k = 0; k < 8; ++k) {
+        int8_t q[32];
+        for (int c = 0; c < 8; ++c) memcpy(q + 4 * c, x + 32 * c + 4 * k, 4);
+        emit_i8(y + k * ne0, q, 32, d[k]);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
 /* Type tables and drivers                                                                        */
 
 typedef void (*src_rows_fn)(const uint8_t *x, float *y, int64_t nb);
@@ -735,6 +1067,11 @@ SRC_ROWS(iq2_xs, 256, B_IQ2_XS)
 SRC_ROWS(iq2_s, 256, B_IQ2_S)
 SRC_ROWS(iq3_xxs, 256, B_IQ3_XXS)
 SRC_ROWS(iq3_s, 256, B_IQ3_S)
+SRC_ROWS(q6_0, 32, B_Q6_0)
+SRC_ROWS(iq2_k, 256, B_IQ2_K)
+SRC_ROWS(iq3_k, 256, B_IQ3_K)
+SRC_ROWS(iq4_k, 256, B_IQ4_K)
+SRC_ROWS(iq5_k, 256, B_IQ5_K)
 
 IL_GROUP(q4_0_r8, 32, B_Q4_0, 8)
 IL_GROUP(q8_0_r8, 32, B_Q8_0, 8)
@@ -752,31 +1089,108 @@ IL_GROUP(iq2_xs_r4, 256, B_IQ2_XS, 4)
 IL_GROUP(iq2_s_r4, 256, B_IQ2_S, 4)
 IL_GROUP(iq3_xxs_r4, 256, B_IQ3_XXS, 4)
 IL_GROUP(iq3_s_r4, 256, B_IQ3_S, 4)
+IL_GROUP(q6_0_r4, 32, B_Q6_0, 4)
+IL_GROUP(iq2_k_r4, 256, B_IQ2_K, 4)
+IL_GROUP(iq3_k_r4, 256, B_IQ3_K, 4)
+IL_GROUP(iq4_k_r4, 256, B_IQ4_K, 4)
+IL_GROUP(iq5_k_r4, 256, B_IQ5_K, 4)
 
-struct src_type { int32_t id, blck, bytes; src_rows_fn fn; };
-struct il_type { int32_t id, blck, bytes, rows; il_group_fn fn; };
+/* ik row-scale types and BF16: one row = its metadata, then nb blocks; one group = R copies of
+   the row metadata (the group header, row 0 first), then nb interleaved blocks. */
+static void rows_iq4_ks(const uint8_t *restrict x, float *restrict y, int64_t nb) {
+    const float d = ldf(x);
+    for (int64_t b = 0; b < nb; ++b) src_iq4_ks(x + M_F32 + b * B_IQ4_KS, y + 256 * b, d);
+}
+static void rows_iq5_ks(const uint8_t *restrict x, float *restrict y, int64_t nb) {
+    const float d = ldf(x);
+    for (int64_t b = 0; b < nb; ++b) src_iq5_ks(x + M_F32 + b * B_IQ5_KS, y + 256 * b, d);
+}
+static void rows_iq2_bn(const uint8_t *restrict x, float *restrict y, int64_t nb) {
+    const float d = ldf(x);
+    for (int64_t b = 0; b < nb; ++b) src_iq2_bn(x + M_F32 + b * B_IQ2_BN, y + 64 * b, d);
+}
+/* Q8_KV row: f32 d @0, i32 sum @4 (redundant, not read), int8 q[ne0] @8; value (float)q * d. */
+static void rows_q8_kv(const uint8_t *restrict x, float *restrict y, int64_t nb) {
+    const float d = ldf(x);
+    for (int64_t b = 0; b < nb; ++b) emit_i8(y + 32 * b, (const int8_t *)(x + M_Q8_KV + 32 * b), 32, d);
+}
+static void rows_bf16(const uint8_t *restrict x, float *restrict y, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) y[j] = bf16_f32(ld16(x + 2 * j));
+}
+
+static void group_iq4_ks_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0, int64_t nb) {
+    float d[4];
+    for (int k = 0; k < 4; ++k) d[k] = ldf(x + M_F32 * k);
+    for (int64_t b = 0; b < nb; ++b) il_iq4_ks_r4(x + 4 * M_F32 + b * 4 * B_IQ4_KS, y + 256 * b, ne0, d);
+}
+static void group_iq5_ks_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0, int64_t nb) {
+    float d[4];
+    for (int k = 0; k < 4; ++k) d[k] = ldf(x + M_F32 * k);
+    for (int64_t b = 0; b < nb; ++b) il_iq5_ks_r4(x + 4 * M_F32 + b * 4 * B_IQ5_KS, y + 256 * b, ne0, d);
+}
+static void group_iq2_bn_r4(const uint8_t *restrict x, float *restrict y, int64_t ne0, int64_t nb) {
+    float d[4];
+    for (int k = 0; k < 4; ++k) d[k] = ldf(x + M_F32 * k);
+    for (int64_t b = 0; b < nb; ++b) il_iq2_bn_r4(x + 4 * M_F32 + b * 4 * B_IQ2_BN, y + 64 * b, ne0, d);
+}
+/* §4.16 Q8_KV_R8 group: the 8 row scales (f32) @4k, then 256 bytes per 32 columns. */
+static void group_q8_kv_r8(const uint8_t *restrict x, float *restrict y, int64_t ne0, int64_t nb) {
+    float d[8];
+    for (int k = 0; k < 8; ++k) d[k] = ldf(x + M_F32 * k);
+    for (int64_t b = 0; b < nb; ++b) il_q8_kv_r8(x + 8 * M_F32 + b * 8 * B_Q8_KV, y + 32 * b, ne0, d);
+}
+/* §4.17 BF16_R16 group: per column pair p (nb = ne0 / 2 of them), 16 x 4 bytes: row k's elements
+   2p (low half of the word) and 2p + 1 (high half) @64p + 4k. */
+static void group_bf16_r16(const uint8_t *restrict x, float *restrict y, int64_t ne0, int64_t nb) {
+    for (int k = 0; k < 16; ++k) {
+        float *restrict yk = y + k * ne0;
+        for (int64_t p = 0; p < nb; ++p) {
+            const uint32_t w = ld32(x + 64 * p + 4 * k);
+            yk[2 * p] = bf16_f32((uint16_t)w);
+            yk[2 * p + 1] = bf16_f32((uint16_t)(w >> 16));
+        }
+    }
+}
+
+/* A row is `meta + (ne0 / blck) * bytes` bytes, a group `rows` times that (meta: row metadata,
+   0 for all ggml types). BF16_R16 counts a column pair as its block (blck 2, 4 bytes per row), so
+   that an odd ne0 is refused. */
+struct src_type { int32_t id, blck, bytes, meta; src_rows_fn fn; };
+struct il_type { int32_t id, blck, bytes, rows, meta; il_group_fn fn; };
 
 /* Type ids: formats/ggml_types.py (ggml / ik_llama.cpp enum values). */
 static const struct src_type SRC_TYPES[] = {
-    {2, 32, B_Q4_0, rows_q4_0},       {3, 32, B_Q4_1, rows_q4_1},
-    {6, 32, B_Q5_0, rows_q5_0},       {7, 32, B_Q5_1, rows_q5_1},
-    {8, 32, B_Q8_0, rows_q8_0},       {10, 256, B_Q2_K, rows_q2_k},
-    {11, 256, B_Q3_K, rows_q3_k},     {12, 256, B_Q4_K, rows_q4_k},
-    {13, 256, B_Q5_K, rows_q5_k},     {14, 256, B_Q6_K, rows_q6_k},
-    {16, 256, B_IQ2_XXS, rows_iq2_xxs}, {17, 256, B_IQ2_XS, rows_iq2_xs},
-    {18, 256, B_IQ3_XXS, rows_iq3_xxs}, {20, 32, B_IQ4_NL, rows_iq4_nl},
-    {21, 256, B_IQ3_S, rows_iq3_s},   {22, 256, B_IQ2_S, rows_iq2_s},
-    {23, 256, B_IQ4_XS, rows_iq4_xs}, {39, 32, B_MXFP4, rows_mxfp4},
+    {2, 32, B_Q4_0, 0, rows_q4_0},       {3, 32, B_Q4_1, 0, rows_q4_1},
+    {6, 32, B_Q5_0, 0, rows_q5_0},       {7, 32, B_Q5_1, 0, rows_q5_1},
+    {8, 32, B_Q8_0, 0, rows_q8_0},       {10, 256, B_Q2_K, 0, rows_q2_k},
+    {11, 256, B_Q3_K, 0, rows_q3_k},     {12, 256, B_Q4_K, 0, rows_q4_k},
+    {13, 256, B_Q5_K, 0, rows_q5_k},     {14, 256, B_Q6_K, 0, rows_q6_k},
+    {16, 256, B_IQ2_XXS, 0, rows_iq2_xxs}, {17, 256, B_IQ2_XS, 0, rows_iq2_xs},
+    {18, 256, B_IQ3_XXS, 0, rows_iq3_xxs}, {20, 32, B_IQ4_NL, 0, rows_iq4_nl},
+    {21, 256, B_IQ3_S, 0, rows_iq3_s},   {22, 256, B_IQ2_S, 0, rows_iq2_s},
+    {23, 256, B_IQ4_XS, 0, rows_iq4_xs}, {39, 32, B_MXFP4, 0, rows_mxfp4},
+    /* ik_llama.cpp */
+    {30, 1, B_BF16, 0, rows_bf16},    {133, 32, B_Q6_0, 0, rows_q6_0},
+    {135, 64, B_IQ2_BN, M_F32, rows_iq2_bn}, {137, 256, B_IQ2_K, 0, rows_iq2_k},
+    {138, 256, B_IQ3_K, 0, rows_iq3_k}, {139, 256, B_IQ4_K, 0, rows_iq4_k},
+    {140, 256, B_IQ5_K, 0, rows_iq5_k}, {144, 256, B_IQ4_KS, M_F32, rows_iq4_ks},
+    {151, 32, B_Q8_KV, M_Q8_KV, rows_q8_kv}, {152, 256, B_IQ5_KS, M_F32, rows_iq5_ks},
 };
 static const struct il_type IL_TYPES[] = {
-    {202, 32, B_Q4_0, 8, group_q4_0_r8},       {206, 32, B_Q5_0, 4, group_q5_0_r4},
-    {208, 32, B_Q8_0, 8, group_q8_0_r8},       {210, 256, B_Q2_K, 4, group_q2_k_r4},
-    {211, 256, B_Q3_K, 4, group_q3_k_r4},      {212, 256, B_Q4_K, 4, group_q4_k_r4},
-    {213, 256, B_Q5_K, 4, group_q5_k_r4},      {214, 256, B_Q6_K, 4, group_q6_k_r4},
-    {216, 256, B_IQ2_XXS, 4, group_iq2_xxs_r4}, {217, 256, B_IQ2_XS, 4, group_iq2_xs_r4},
-    {218, 256, B_IQ3_XXS, 4, group_iq3_xxs_r4}, {220, 32, B_IQ4_NL, 4, group_iq4_nl_r4},
-    {221, 256, B_IQ3_S, 4, group_iq3_s_r4},    {222, 256, B_IQ2_S, 4, group_iq2_s_r4},
-    {223, 256, B_IQ4_XS, 8, group_iq4_xs_r8},  {353, 32, B_MXFP4, 8, group_mxfp4_r8},
+    {202, 32, B_Q4_0, 8, 0, group_q4_0_r8},       {206, 32, B_Q5_0, 4, 0, group_q5_0_r4},
+    {208, 32, B_Q8_0, 8, 0, group_q8_0_r8},       {210, 256, B_Q2_K, 4, 0, group_q2_k_r4},
+    {211, 256, B_Q3_K, 4, 0, group_q3_k_r4},      {212, 256, B_Q4_K, 4, 0, group_q4_k_r4},
+    {213, 256, B_Q5_K, 4, 0, group_q5_k_r4},      {214, 256, B_Q6_K, 4, 0, group_q6_k_r4},
+    {216, 256, B_IQ2_XXS, 4, 0, group_iq2_xxs_r4}, {217, 256, B_IQ2_XS, 4, 0, group_iq2_xs_r4},
+    {218, 256, B_IQ3_XXS, 4, 0, group_iq3_xxs_r4}, {220, 32, B_IQ4_NL, 4, 0, group_iq4_nl_r4},
+    {221, 256, B_IQ3_S, 4, 0, group_iq3_s_r4},    {222, 256, B_IQ2_S, 4, 0, group_iq2_s_r4},
+    {223, 256, B_IQ4_XS, 8, 0, group_iq4_xs_r8},  {353, 32, B_MXFP4, 8, 0, group_mxfp4_r8},
+    /* ik_llama.cpp */
+    {230, 2, 2 * B_BF16, 16, 0, group_bf16_r16}, {233, 32, B_Q6_0, 4, 0, group_q6_0_r4},
+    {335, 64, B_IQ2_BN, 4, M_F32, group_iq2_bn_r4}, {337, 256, B_IQ2_K, 4, 0, group_iq2_k_r4},
+    {338, 256, B_IQ3_K, 4, 0, group_iq3_k_r4},   {339, 256, B_IQ4_K, 4, 0, group_iq4_k_r4},
+    {340, 256, B_IQ5_K, 4, 0, group_iq5_k_r4},   {344, 256, B_IQ4_KS, 4, M_F32, group_iq4_ks_r4},
+    {352, 256, B_IQ5_KS, 4, M_F32, group_iq5_ks_r4}, {398, 32, B_Q8_KV, 8, M_F32, group_q8_kv_r8},
 };
 
 static const struct src_type *find_src(int32_t id) {
@@ -801,7 +1215,7 @@ int blk_dequantize_rows(int32_t type_id, const uint8_t *src, float *dst, int64_t
     if (ne0 <= 0 || ne0 % t->blck || row_begin < 0 || row_end < row_begin) return -2;
     if (row_begin == row_end) return 0;
     if (!src || !dst) return -2;
-    const int64_t nb = ne0 / t->blck, row_bytes = nb * t->bytes;
+    const int64_t nb = ne0 / t->blck, row_bytes = t->meta + nb * t->bytes;
     for (int64_t r = row_begin; r < row_end; ++r) t->fn(src + r * row_bytes, dst + r * ne0, nb);
     return 0;
 }
@@ -813,7 +1227,7 @@ int blk_dequantize_interleaved(int32_t type_id, const uint8_t *src, float *dst, 
     if (ne0 <= 0 || ne0 % t->blck || group_begin < 0 || group_end < group_begin) return -2;
     if (group_begin == group_end) return 0;
     if (!src || !dst) return -2;
-    const int64_t nb = ne0 / t->blck, group_bytes = nb * t->bytes * t->rows;
+    const int64_t nb = ne0 / t->blck, group_bytes = (t->meta + nb * t->bytes) * t->rows;
     for (int64_t g = group_begin; g < group_end; ++g)
         t->fn(src + g * group_bytes, dst + g * t->rows * ne0, ne0, nb);
     return 0;

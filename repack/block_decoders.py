@@ -1,11 +1,16 @@
 """Thin wrapper over the native float decoders (``native/blocks.c``) used by ``amx-repack verify``.
 
 Two decoders per type: one for the standard ggml layout (:func:`dequantize_rows`) and one that reads
-ik_llama.cpp's row-interleaved ``_R4/_R8`` layout directly (:func:`dequantize_interleaved`). Both write
-float32 values bit-identical to ``gguf.quants.dequantize`` of the source data (NaN payloads
-included), so comparing their uint32 views is an exact check of a repack.
+ik_llama.cpp's row-interleaved ``_R4/_R8/_R16`` layout directly (:func:`dequantize_interleaved`). Both
+write float32 values bit-identical to ``gguf.quants.dequantize`` of the source data (NaN payloads
+included), so comparing their uint32 views is an exact check of a repack. For ik_llama.cpp's own
+types, which gguf-py cannot decode (q6_0, iq2_k .. iq5_k, iq4_ks, iq5_ks, iq2_bn, q8_KV), the source
+decoders follow ik's own dequantizers instead (bit-identical on finite scales; iq2_bn with the row
+scale applied, which ik's plain decoder leaves out); bf16 is the exact upper half of a float32.
 
-Every argument is checked here, before C runs: the C side trusts the buffer sizes it is given.
+Every argument is checked here, before C runs: the C side trusts the buffer sizes it is given. (One
+shape rule is left to C, which checks it before touching memory: bf16_r16 interleaves column pairs,
+so its ne0 must be even although its ggml block size is 1.)
 Buffers may be anything with the buffer protocol (bytes, bytearray, memoryview, mmap, numpy arrays);
 they must be C-contiguous, and ``dst`` writable and exactly ``nrows * ne0`` float32 values
 (``4 * nrows * ne0`` bytes). The C call releases the GIL, so threads working on disjoint row (or
@@ -30,6 +35,13 @@ ROWS_PER_GROUP: dict[int, int] = {
     221: 4, 222: 4,  # iq3_s_r4, iq2_s_r4
     223: 8,  # iq4_xs_r8
     353: 8,  # mxfp4_r8
+    # ik_llama.cpp-only types
+    230: 16,  # bf16_r16
+    233: 4,  # q6_0_r4
+    335: 4,  # iq2_bn_r4
+    337: 4, 338: 4, 339: 4, 340: 4,  # iq2_k_r4 .. iq5_k_r4
+    344: 4, 352: 4,  # iq4_ks_r4, iq5_ks_r4
+    398: 8,  # q8_KV_r8
 }
 
 
@@ -49,7 +61,7 @@ def _check(type_id, src, dst, ne0, nrows, begin, end, rows_per_unit: int, unit: 
     ne0 = shape_int(ne0, f"{name}: ne0")
     nrows = shape_int(nrows, f"{name}: nrows")
     begin = shape_int(begin, f"{name}: {unit}_begin")
-    if t is None or not t.is_quantized:
+    if t is None or not can_dequantize(type_id):
         raise ValueError(f"{name}: no float decoder for this type")
     if ne0 <= 0 or ne0 % t.block_size:
         raise ValueError(f"{name}: ne0 = {ne0} is not a positive multiple of {t.block_size}")
@@ -78,8 +90,9 @@ def _call(fn, type_id, src, dst, ne0, begin, end, name):
     p_src = ffi.from_buffer(src)
     p_dst = ffi.from_buffer("float[]", dst, require_writable=True)
     rc = fn(int(type_id), ffi.cast("const uint8_t *", p_src), p_dst, ne0, begin, end)
-    if rc != 0:  # the checks above should make this unreachable
-        raise ValueError(f"{name}: native decoder rejected the arguments (code {rc})")
+    if rc != 0:  # the checks above make this unreachable, except bf16_r16 with an odd ne0
+        raise ValueError(f"{name}: native decoder rejected the arguments (code {rc}"
+                         + (f": ne0 = {ne0} must be even" if ne0 % 2 else "") + ")")
 
 
 def dequantize_rows(type_id: int, src, dst_f32, ne0: int, nrows: int, row_begin: int = 0,
