@@ -653,17 +653,24 @@ static inline void src_iq2_bn(const uint8_t *restrict x, float *restrict y, floa
 /* ---------------------------------------------------------------------------------------------- */
 /* Interleaved block decoders (spec §4): one interleaved block of R rows -> y[k*ne0 + j]           */
 
+/* The 32 4-bit codes of row k of an R8 block whose quants start at q: 4-byte chunk c of row k at
+   q + 32c + 4k holds codes 4c..4c+3 (low nibbles) and 4c+16..4c+19 (high nibbles). Shared by
+   Q4_0_R8 and MXFP4_R8, which differ only in their scale fields. */
+static inline void r8_nibble_codes(uint8_t v[32], const uint8_t *restrict q, int k) {
+    uint32_t c[8];
+    for (int m = 0; m < 4; ++m) {
+        const uint32_t w = ld32(q + 32 * m + 4 * k);
+        c[m] = w & M4;
+        c[m + 4] = (w >> 4) & M4;
+    }
+    words_to_codes(v, c);
+}
+
 /* §4.3 Q4_0_R8 (144 B): d_k @2k; @16 + 32c + 4k + i = qs[4c + i] of row k. */
 static inline void il_q4_0_r8(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
     for (int k = 0; k < 8; ++k) {
-        uint32_t c[8];
         uint8_t v[32];
-        for (int m = 0; m < 4; ++m) {
-            const uint32_t w = ld32(x + 16 + 32 * m + 4 * k);
-            c[m] = w & M4;
-            c[m + 4] = (w >> 4) & M4;
-        }
-        words_to_codes(v, c);
+        r8_nibble_codes(v, x + 16, k);
         emit_offset(y + k * ne0, v, 32, ldh(x + 2 * k), 8);
     }
 }
@@ -678,14 +685,8 @@ static inline void il_q8_0_r8(const uint8_t *restrict x, float *restrict y, int6
 /* §4.4 MXFP4_R8 (136 B): e_k @k; @8 + 32c + 4k + i = qs[4c + i] of row k. */
 static inline void il_mxfp4_r8(const uint8_t *restrict x, float *restrict y, int64_t ne0) {
     for (int k = 0; k < 8; ++k) {
-        uint32_t c[8];
         uint8_t v[32];
-        for (int m = 0; m < 4; ++m) {
-            const uint32_t w = ld32(x + 8 + 32 * m + 4 * k);
-            c[m] = w & M4;
-            c[m + 4] = (w >> 4) & M4;
-        }
-        words_to_codes(v, c);
+        r8_nibble_codes(v, x + 8, k);
         emit_table(y + k * ne0, v, 32, e8m0_half(x[k]), KV_MXFP4);
     }
 }
