@@ -156,10 +156,6 @@ class TensorInfo:
         return self.shape[1] if len(self.shape) > 1 else 1
 
 
-def tensor_nbytes(type_id: int, shape: Sequence[int]) -> int:
-    return TYPES[type_id].tensor_bytes(tuple(shape))
-
-
 # --------------------------------------------------------------------------------------------
 # Reading
 

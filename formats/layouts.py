@@ -21,8 +21,6 @@ from .ggml_types import GGMLType
 from .gguf_container import TensorInfo
 from .interleaved_layout import INTERLEAVINGS, interleaving_for_type_id
 
-LAYOUT_FAMILIES = ("amx", "interleaved")
-
 # Read with get_rows (a row lookup), which cannot read packed rows (amx-vnni.md §9.3,
 # interleaved.md §5.1). A tied output matrix is the same tensor, so it stays unpacked as well.
 EMBEDDING_TENSOR_NAMES = frozenset({"token_embd.weight", "per_layer_token_embd.weight"})

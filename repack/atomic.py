@@ -72,22 +72,6 @@ class AtomicOutputFile:
                 raise OutputError(f"cannot write {self.dest}: {e.strerror}") from None
             view, offset = view[n:], offset + n
 
-    def copy_from(self, fd_in: int, src_offset: int, dst_offset: int, count: int) -> None:
-        """Copy a byte range of another file in the kernel (no trip through user memory)."""
-        while count:
-            try:
-                n = os.copy_file_range(fd_in, self.fd, count, src_offset, dst_offset)
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):   # as in pwrite
-                    raise OutputError(f"cannot write {self.dest}: {e.strerror}") from None
-                if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    raise
-                n = 0
-            if n == 0:   # not supported here: plain read + write
-                n = min(count, 16 << 20)
-                self.pwrite(dst_offset, os.pread(fd_in, n, src_offset))
-            src_offset, dst_offset, count = src_offset + n, dst_offset + n, count - n
-
     def commit(self) -> None:
         try:
             os.fsync(self.fd)
