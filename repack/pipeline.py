@@ -149,6 +149,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     if threads < 1:
         raise UsageError("--threads must be at least 1")
     started = time.perf_counter()
+
     def produce(src, in_path, out_path):
         r, out = _convert_open(src, in_path, out_path, layout, threads, include, exclude, progress)
         if compress:
@@ -225,8 +226,8 @@ def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: 
 def _fill(src: GGUFFile, out: AtomicOutputFile, out_layout, plans: list[TensorPlan], layout: str,
           digests: list[str], threads: int, progress) -> None:
     """Write every tensor's data, one task per tensor, chunk by chunk through per-thread scratch
-    buffers: read (pread), digest, repack, write (pwrite). Nothing of the input or output is
-    mapped, so resident memory is a few chunks per thread whatever the model size."""
+    buffers: read (pread), digest, repack, write (pwrite). No tensor data goes through a mapping,
+    so resident memory is a few chunks per thread whatever the model size."""
     tasks = []
     for i, (t, p) in enumerate(zip(src.tensors, plans)):
         s0 = src.data_start + t.offset
