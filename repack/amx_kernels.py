@@ -18,7 +18,7 @@ import numpy as np
 from formats.amx_layout import AmxParams, amx_params
 
 from ._amx import ffi, lib
-from .native_args import buffer_nbytes, shape_int
+from .native_args import expect_nbytes, shape_int, unit_range
 
 TILE_N = 16
 
@@ -40,17 +40,12 @@ def _shape(p: AmxParams, n_rows: int, k: int, strip_begin: int, strip_end: int |
     if k < 0 or k % p.qk:
         raise ValueError(f"{p.source.name}: k={k} is not a multiple of the block size {p.qk}")
     n_strips = n_rows // TILE_N
-    strip_end = n_strips if strip_end is None else shape_int(strip_end, "strip_end")
-    strip_begin = shape_int(strip_begin, "strip_begin")
-    if not 0 <= strip_begin <= strip_end <= n_strips:
-        raise ValueError(f"strip range [{strip_begin}, {strip_end}) is outside 0..{n_strips}")
+    strip_begin, strip_end = unit_range(strip_begin, strip_end, n_strips, f"{p.source.name}: strip")
     return n_rows, k, strip_begin, strip_end
 
 
 def _buffer(obj, nbytes: int, what: str, writable: bool = False, ctype: str = "uint8_t[]"):
-    have = buffer_nbytes(obj, what, writable)
-    if have != nbytes:
-        raise ValueError(f"{what}: buffer has {have} bytes, expected {nbytes}")
+    expect_nbytes(obj, nbytes, what, writable)
     return ffi.from_buffer(ctype, obj, require_writable=writable)
 
 

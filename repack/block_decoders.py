@@ -20,7 +20,7 @@ group) ranges of one tensor run in parallel.
 from __future__ import annotations
 
 from repack._blocks import ffi, lib
-from repack.native_args import buffer_nbytes, shape_int
+from repack.native_args import buffer_nbytes, expect_nbytes, shape_int, unit_range
 
 from formats.ggml_types import TYPES, type_name
 
@@ -60,7 +60,6 @@ def _check(type_id, src, dst, ne0, nrows, begin, end, rows_per_unit: int, unit: 
     t = TYPES.get(type_id)
     ne0 = shape_int(ne0, f"{name}: ne0")
     nrows = shape_int(nrows, f"{name}: nrows")
-    begin = shape_int(begin, f"{name}: {unit}_begin")
     if t is None or not can_dequantize(type_id):
         raise ValueError(f"{name}: no float decoder for this type")
     if ne0 <= 0 or ne0 % t.block_size:
@@ -68,19 +67,12 @@ def _check(type_id, src, dst, ne0, nrows, begin, end, rows_per_unit: int, unit: 
     if nrows < 0 or nrows % rows_per_unit:
         raise ValueError(f"{name}: nrows = {nrows} is not a multiple of {rows_per_unit}")
     nunits = nrows // rows_per_unit
-    end = nunits if end is None else shape_int(end, f"{name}: {unit}_end")
-    if not 0 <= begin <= end <= nunits:
-        raise ValueError(f"{name}: {unit} range [{begin}, {end}) is not inside [0, {nunits}]")
+    begin, end = unit_range(begin, end, nunits, f"{name}: {unit}")
     src_need = t.row_bytes(ne0) * nrows
     dst_need = 4 * ne0 * nrows
-    n_src = buffer_nbytes(src, "src")
-    n_dst = buffer_nbytes(dst, "dst", writable=True)
-    if n_src != src_need:
-        raise ValueError(f"{name}: src holds {n_src} bytes, expected {src_need} "
-                         f"(ne0={ne0}, nrows={nrows})")
-    if n_dst != dst_need:
-        raise ValueError(f"{name}: dst holds {n_dst} bytes, expected {dst_need} "
-                         f"({nrows} x {ne0} float32)")
+    expect_nbytes(src, src_need, f"{name}: src", context=f"ne0={ne0}, nrows={nrows}")
+    expect_nbytes(dst, dst_need, f"{name}: dst", writable=True,
+                  context=f"{nrows} x {ne0} float32")
     return name, ne0, begin, end
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 from repack._interleaved import ffi, lib
-from repack.native_args import buffer_nbytes, shape_int
+from repack.native_args import expect_nbytes, shape_int, unit_range
 
 from formats.interleaved_layout import INTERLEAVINGS, Interleaving
 from formats.ggml_types import type_name
@@ -39,29 +39,20 @@ def _check(src_type_id: int, in_buf, out_buf, ne0: int, nrows: int, group_begin:
     name = il.source.name
     ne0 = shape_int(ne0, f"{name}: ne0")
     nrows = shape_int(nrows, f"{name}: nrows")
-    group_begin = shape_int(group_begin, f"{name}: group_begin")
     if ne0 <= 0 or ne0 % il.column_multiple:
         raise ValueError(f"{name}: ne0 = {ne0} is not a positive multiple of {il.column_multiple}")
     if nrows < 0 or nrows % il.rows:
         raise ValueError(f"{name}: nrows = {nrows} is not a multiple of {il.rows} "
                          f"({il.target.name} interleaves {il.rows} rows)")
     ngroups = nrows // il.rows
-    group_end = ngroups if group_end is None else shape_int(group_end, f"{name}: group_end")
-    if not 0 <= group_begin <= group_end <= ngroups:
-        raise ValueError(f"{name}: group range [{group_begin}, {group_end}) is not inside "
-                         f"[0, {ngroups}]")
+    group_begin, group_end = unit_range(group_begin, group_end, ngroups, f"{name}: group")
     src_bytes = il.source.row_bytes(ne0) * nrows
     packed_bytes = il.group_bytes(ne0) * ngroups
     in_need, out_need = (packed_bytes, src_bytes) if inverse else (src_bytes, packed_bytes)
     in_what = "packed" if inverse else "src"
-    n_in = buffer_nbytes(in_buf, in_what)
-    n_out = buffer_nbytes(out_buf, "dst", writable=True)
-    if n_in != in_need:
-        raise ValueError(f"{name}: {in_what} holds {n_in} bytes, expected {in_need} "
-                         f"(ne0={ne0}, nrows={nrows})")
-    if n_out != out_need:
-        raise ValueError(f"{name}: dst holds {n_out} bytes, expected {out_need} "
-                         f"(ne0={ne0}, nrows={nrows})")
+    shape = f"ne0={ne0}, nrows={nrows}"
+    expect_nbytes(in_buf, in_need, f"{name}: {in_what}", context=shape)
+    expect_nbytes(out_buf, out_need, f"{name}: dst", writable=True, context=shape)
     return ne0, nrows, group_begin, group_end
 
 

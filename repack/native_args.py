@@ -32,3 +32,21 @@ def buffer_nbytes(buf, what: str, writable: bool = False) -> int:
         if writable and view.readonly:
             raise ValueError(f"{what}: buffer is read-only")
         return view.nbytes
+
+
+def unit_range(begin, end, count: int, what: str) -> tuple[int, int]:
+    """[begin, end) of whole units (strips, groups, rows) inside 0..count; end None means count."""
+    begin = shape_int(begin, f"{what}_begin")
+    end = count if end is None else shape_int(end, f"{what}_end")
+    if not 0 <= begin <= end <= count:
+        raise ValueError(f"{what} range [{begin}, {end}) is not inside [0, {count}]")
+    return begin, end
+
+
+def expect_nbytes(buf, need: int, what: str, writable: bool = False, context: str = "") -> int:
+    """A buffer of exactly ``need`` bytes, or a ValueError naming both sizes."""
+    have = buffer_nbytes(buf, what, writable)
+    if have != need:
+        raise ValueError(f"{what} holds {have} bytes, expected {need}"
+                         + (f" ({context})" if context else ""))
+    return have
