@@ -14,7 +14,7 @@ import os
 import shutil
 
 from .errors import OutputError
-from .runner import mark_committed
+from .runner import mark_committed, stop_signals_held, track_temporary, untrack_temporary
 
 TEMP_MARKER = ".amx-repack-tmp-"
 
@@ -38,10 +38,13 @@ class AtomicOutputFile:
         if size > free:
             raise OutputError(f"not enough free space in {folder}: need {size:,} bytes, "
                               f"{free:,} available")
-        try:
-            self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise OutputError(f"cannot create output in {folder}: {e.strerror}") from None
+        with stop_signals_held():
+            try:
+                self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                  0o644)
+            except OSError as e:
+                raise OutputError(f"cannot create output in {folder}: {e.strerror}") from None
+            track_temporary(self.temp)
         try:
             self._reserve(size)
         except BaseException:
@@ -81,6 +84,7 @@ class AtomicOutputFile:
             # handled after the rename (which cannot be undone) is ignored (see runner.py).
             mark_committed()
             os.replace(self.temp, self.dest)
+            untrack_temporary(self.temp)
         except OSError as e:
             self.abort()
             raise OutputError(f"cannot write {self.dest}: {e.strerror}") from None
@@ -101,6 +105,7 @@ class AtomicOutputFile:
             os.unlink(self.temp)
         except FileNotFoundError:
             pass
+        untrack_temporary(self.temp)
 
     def __enter__(self):
         return self

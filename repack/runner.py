@@ -9,6 +9,7 @@ propagates, so no worker ever touches an output mapping that is being torn down.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import threading
@@ -44,6 +45,56 @@ def scratch(name: str, nbytes: int, dtype=np.uint8) -> np.ndarray:
     return buf[:need].view(dtype)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+# Temporary files not yet renamed into place or removed. A signal can land between a file's
+# creation and the try-block that would remove it; whatever is still listed when a command is
+# interrupted, or when the process exits, is removed here.
+_temporaries: set[str] = set()
+
+
+def track_temporary(path: str) -> None:
+    _temporaries.add(path)
+
+
+def untrack_temporary(path: str) -> None:
+    _temporaries.discard(path)
+
+
+def remove_temporaries() -> None:
+    for path in list(_temporaries):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        _temporaries.discard(path)
+
+
+atexit.register(remove_temporaries)
+
+
+def _hold_stop_signals():
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def _let_stop_signals_through(previous: set) -> None:
+    """A pending SIGINT/SIGTERM is delivered here, and its handler raises right after (signals
+    the caller itself had blocked stay blocked)."""
+    held = signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS - set(previous))
+    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextmanager
+def stop_signals_held():
+    """SIGINT/SIGTERM wait until the block ends (e.g. while a temporary file is created and
+    tracked, so that no interruption falls between the two)."""
+    previous = _hold_stop_signals()
+    try:
+        yield previous
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def run_tasks(tasks: Iterable[tuple[Callable[[], object], int]], threads: int,
               progress: ProgressCallback | None = None) -> list:
     """Run ``(function, weight_in_bytes)`` tasks; returns results in submission order."""
@@ -55,21 +106,28 @@ def run_tasks(tasks: Iterable[tuple[Callable[[], object], int]], threads: int,
             if progress:
                 progress(weight)
         return results
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="amx-repack")
-    futures: dict[Future, int] = {}
-    try:
-        for i, (fn, _) in enumerate(tasks):
-            futures[pool.submit(fn)] = i
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for f in done:
-                i = futures[f]
-                results[i] = f.result()
-                if progress:
-                    progress(tasks[i][1])
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    # SIGINT/SIGTERM are held back while the pool is used and let through only at one safe point
+    # of the loop below: a KeyboardInterrupt raised inside ThreadPoolExecutor.submit (which holds
+    # a non-reentrant lock) made the shutdown in `finally` wait on that lock for ever. The worker
+    # threads inherit the held mask, so the signals always reach the main thread.
+    with stop_signals_held() as previous:
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="amx-repack")
+        futures: dict[Future, int] = {}
+        try:
+            for i, (fn, _) in enumerate(tasks):
+                futures[pool.submit(fn)] = i
+            pending = set(futures)
+            while pending:
+                _let_stop_signals_through(previous)
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for f in done:
+                    i = futures[f]
+                    results[i] = f.result()
+                    if progress:
+                        progress(tasks[i][1])
+        finally:
+            _hold_stop_signals()
+            pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 
@@ -130,6 +188,7 @@ def interruptible():
     try:
         yield
     except KeyboardInterrupt:
+        remove_temporaries()
         raise Interrupted("interrupted; no output was written") from None
     finally:
         _in_command = False

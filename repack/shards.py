@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from formats.gguf_container import GGUFFile, read_gguf
 
 from .errors import InputError, OutputError, UsageError
+from .runner import untrack_temporary
 from .metadata import INTEGER_VALUE_TYPES
 
 KEY_SPLIT_NO = "split.no"
@@ -138,6 +139,7 @@ class Model:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+            untrack_temporary(path)
 
     def __enter__(self):
         return self

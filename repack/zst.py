@@ -18,6 +18,7 @@ import zstandard
 from formats.gguf_container import GGUFFile, GGUFFormatError, check_data_section, parse_header
 
 from .atomic import AtomicOutputFile, temp_path_for
+from .runner import stop_signals_held, track_temporary, untrack_temporary
 from .errors import InputError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -90,8 +91,11 @@ def decompress_to_temp(path: str, folder: str | None) -> str:
     folder = folder or tempfile.gettempdir()
     temp = temp_path_for(os.path.join(folder, os.path.basename(path))) + "-input"
     dctx = zstandard.ZstdDecompressor()
+    with stop_signals_held():   # created and tracked with no interruption in between
+        dst = open(temp, "xb")
+        track_temporary(temp)
     try:
-        with open(path, "rb") as src, open(temp, "xb") as dst:
+        with open(path, "rb") as src, dst:
             frame, frame_open = dctx.decompressobj(), False
             while chunk := src.read(STREAM_CHUNK):
                 while chunk:
@@ -133,3 +137,4 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    untrack_temporary(path)
