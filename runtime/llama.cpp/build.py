@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Build llama.cpp with amx-repack's runtime patch, so it runs AMX-packed GGUF files from the mmap.
+
+    python runtime/llama.cpp/build.py                  # for a CPU with AMX: llama-cli, llama-server,
+                                                       #   llama-bench, llama-simple, amx-generate
+    python runtime/llama.cpp/build.py --emulate-amx    # test flavour for AVX-512 VNNI CPUs without AMX
+    python runtime/llama.cpp/build.py --emulate-amx --stock   # unpatched upstream, same flags
+    python runtime/llama.cpp/build.py --source DIR     # a llama.cpp checkout of your own instead of
+                                                       #   the pinned one
+
+The pinned source is llama.cpp as vendored by the PyPI sdist of llama-cpp-python (fetched with pip,
+no git needed). Builds are cached under .cache/llama.cpp/ (or $AMX_REPACK_CACHE/llama.cpp): a build
+whose inputs (source, patches, flags, tools) did not change is reused. The last line printed is the
+folder holding the binaries and shared libraries. Standard library only, so it runs before (and
+without) installing amx-repack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+# The pinned upstream: llama-cpp-python's sdist vendors llama.cpp at this commit (ggml 0.25.3).
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+LLAMA_CPP_COMMIT = "0c1e57098"
+
+PATCHES = sorted((HERE / "patches").glob("*.patch"))
+EMULATION_HEADER = HERE / "amx_tile_emulation.h"
+TOOLS = {"amx-generate": HERE / "tools" / "amx-generate.cpp",
+         "amx-kernel-check": HERE / "tools" / "amx-kernel-check.cpp"}
+
+# Everything but the CPU backend and the libraries stays off: no network, no GPU, no server TLS.
+COMMON_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_CURL=OFF",
+                "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DGGML_OPENMP=OFF"]
+# AVX-512 with VNNI, spelled out (GGML_NATIVE off) so the test build is the same on every machine.
+# Not GGML_AMX_*: those add real -mamx flags; the emulated build defines __AMX_INT8__ itself.
+AVX512_VNNI_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON",
+                     "-DGGML_F16C=ON", "-DGGML_AVX512=ON", "-DGGML_AVX512_VBMI=ON",
+                     "-DGGML_AVX512_VNNI=ON", "-DGGML_AVX512_BF16=ON"]
+
+# A flavour is the hardware (real AMX, or emulated tiles on AVX-512 VNNI) plus, for baselines,
+# "-stock": the same source and flags without the patch.
+HARDWARE = {
+    # real AMX: -march=native turns on AMX-INT8/TILE where the CPU has them
+    "amx": {"emulate": False,
+            "flags": ["-DGGML_NATIVE=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_EXAMPLES=ON",
+                      "-DLLAMA_BUILD_SERVER=ON"],
+            "targets": ["llama-cli", "llama-server", "llama-bench", "llama-simple"],
+            "tools": ["amx-generate"]},
+    # the test build: only the library and our two tools, to keep CI's build short
+    "emulate-amx": {"emulate": True,
+                    "flags": AVX512_VNNI_FLAGS + ["-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+                                                  "-DLLAMA_BUILD_SERVER=OFF"],
+                    "targets": ["llama"], "tools": ["amx-generate", "amx-kernel-check"]},
+}
+FLAVOURS = {**{name: {**spec, "patched": True} for name, spec in HARDWARE.items()},
+            **{name + "-stock": {**spec, "patched": False} for name, spec in HARDWARE.items()}}
+
+
+class BuildError(RuntimeError):
+    """A step of the build failed; the message says which and why."""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("AMX_REPACK_CACHE")
+    return (Path(base) if base else REPO / ".cache") / "llama.cpp"
+
+
+def log(msg: str) -> None:
+    print(f"[runtime build] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], cwd: Path | None = None, logfile: Path | None = None,
+        env: dict | None = None) -> None:
+    """Run a command; on failure raise with the tail of its output."""
+    env = {**os.environ, **(env or {})}
+    if logfile is None:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+        output = proc.stdout + proc.stderr
+    else:
+        with open(logfile, "w") as out:
+            proc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+        output = logfile.read_text(errors="replace")
+    if proc.returncode != 0:
+        raise BuildError(f"{' '.join(cmd[:3])} ... failed (exit {proc.returncode}):\n{output[-3000:]}")
+
+
+def fetch_sdist() -> Path:
+    """The pinned llama-cpp-python sdist, downloaded once with pip."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
+    sdist = root / name
+    if not sdist.exists():
+        log(f"downloading llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} (sdist, ~77 MB) with pip")
+        tmp = root / "download.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(tmp)])
+        (tmp / name).rename(sdist)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sdist
+
+
+def extract_vendored(sdist: Path, dest: Path) -> None:
+    """vendor/llama.cpp of the sdist into dest."""
+    prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(sdist) as tar:
+        members = []
+        for m in tar.getmembers():
+            # the sdist's vendor/llama.cpp/.git points into a repository that is not there
+            if m.name.startswith(prefix) and m.name[len(prefix):] not in ("", ".git"):
+                m.name = m.name[len(prefix):]
+                members.append(m)
+        if not members:
+            raise BuildError(f"{sdist.name} has no vendor/llama.cpp")
+        try:
+            tar.extractall(tmp, members=members, filter="data")
+        except TypeError:  # Python before 3.11.4 has no extraction filters
+            tar.extractall(tmp, members=members)
+    tmp.rename(dest)
+
+
+def apply_patches(src: Path) -> None:
+    for patch in PATCHES:
+        log(f"applying {patch.name}")
+        # the ceiling keeps git from taking a repository around the cache (ours) as the target
+        run(["git", "apply", "--whitespace=nowarn", str(patch)], cwd=src,
+            env={"GIT_CEILING_DIRECTORIES": str(src.parent)})
+
+
+def inputs_digest(flavour: str, source: Path | None) -> str:
+    spec = FLAVOURS[flavour]
+    h = hashlib.sha256()
+    h.update(json.dumps([flavour, spec, LLAMA_CPP_PYTHON_VERSION, str(source)], sort_keys=True).encode())
+    files = list(TOOLS.values()) + [EMULATION_HEADER]
+    if spec["patched"]:
+        files += PATCHES
+    for f in files:
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = None) -> Path:
+    """Build (or reuse) one flavour; returns the folder with its binaries and libraries."""
+    spec = FLAVOURS[flavour]
+    digest = inputs_digest(flavour, source)
+    work = cache_root() / f"{flavour}-{digest}"
+    bin_dir = work / "build" / "bin"
+    stamp = work / "complete"
+    if stamp.exists():
+        return bin_dir
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    src = work / "src"
+    if source is None:
+        extract_vendored(fetch_sdist(), src)
+    else:
+        shutil.copytree(source, src, ignore=shutil.ignore_patterns(".git", "build*"))
+    if spec["patched"]:
+        apply_patches(src)
+
+    flags = COMMON_FLAGS + spec["flags"]
+    cxx_flags = ""
+    if spec.get("emulate"):
+        cxx_flags = f"-D__AMX_INT8__ -include {EMULATION_HEADER}"
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    jobs = jobs or os.cpu_count() or 2
+    log(f"configuring {flavour} in {work}")
+    run(["cmake", "-S", str(src), "-B", str(work / "build"), *generator, *flags,
+         f"-DCMAKE_CXX_FLAGS={cxx_flags}"], logfile=work / "configure.log")
+    log(f"building {', '.join(spec['targets'])} with {jobs} jobs (a few minutes)")
+    run(["cmake", "--build", str(work / "build"), "-j", str(jobs), "--target", *spec["targets"]],
+        logfile=work / "build.log")
+    for tool in spec["tools"]:
+        log(f"building {tool}")
+        run([os.environ.get("CXX", "c++"), "-O2", "-std=c++17", str(TOOLS[tool]),
+             f"-I{src / 'include'}", f"-I{src / 'ggml' / 'include'}", f"-L{bin_dir}",
+             "-lllama", "-lggml", "-lggml-base", "-lggml-cpu", "-ldl", "-Wl,-rpath,$ORIGIN",
+             "-o", str(bin_dir / tool)])
+    stamp.write_text(f"{flavour} {digest}\n")
+    return bin_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--emulate-amx", action="store_true",
+                        help="test build for AVX-512 VNNI CPUs without AMX (emulated tiles, slow)")
+    parser.add_argument("--stock", action="store_true", help="unpatched upstream, same flags (baseline)")
+    parser.add_argument("--source", type=Path, help="a llama.cpp source tree to patch instead of the pinned one")
+    parser.add_argument("-j", "--jobs", type=int, help="parallel compile jobs (default: all cores)")
+    args = parser.parse_args(argv)
+    flavour = ("emulate-amx" if args.emulate_amx else "amx") + ("-stock" if args.stock else "")
+    try:
+        bin_dir = build(flavour, args.source, args.jobs)
+    except (BuildError, OSError) as e:
+        print(f"runtime build: error: {e}", file=sys.stderr)
+        return 1
+    print(bin_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+// amx-generate: greedy generation with llama.cpp, printing token ids and timings, so tests and the
+// benchmark can compare a repacked model with its original exactly and measure load and first token.
+//
+//   amx-generate MODEL.gguf [-n N_PREDICT] [-t THREADS] [--load-mode mmap|none] PROMPT
+//
+// stdout: one line "tokens: id id ...", then "load_ms: X", "first_token_ms: Y" (prompt processing
+// plus the first sampled token), "decode_ms: Z". Exit 1 when the model cannot be loaded.
+#include "llama.h"
+
+#include <chrono>
+#include <clocale>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+static double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int main(int argc, char ** argv) {
+    std::setlocale(LC_NUMERIC, "C");
+    std::string model_path;
+    std::string prompt;
+    int n_predict = 16;
+    int n_threads = 0;
+    llama_load_mode load_mode = LLAMA_LOAD_MODE_MMAP;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "-n" && i + 1 < argc) {
+            n_predict = atoi(argv[++i]);
+        } else if (arg == "-t" && i + 1 < argc) {
+            n_threads = atoi(argv[++i]);
+        } else if (arg == "--load-mode" && i + 1 < argc) {
+            const std::string mode = argv[++i];
+            load_mode = mode == "none" ? LLAMA_LOAD_MODE_NONE : LLAMA_LOAD_MODE_MMAP;
+        } else if (model_path.empty()) {
+            model_path = arg;
+        } else {
+            prompt += (prompt.empty() ? "" : " ") + arg;
+        }
+    }
+    if (model_path.empty() || prompt.empty() || n_predict < 1) {
+        fprintf(stderr, "usage: %s MODEL.gguf [-n N] [-t THREADS] [--load-mode mmap|none] PROMPT\n", argv[0]);
+        return 2;
+    }
+
+    llama_backend_init();
+    const auto t_load = std::chrono::steady_clock::now();
+    llama_model_params model_params = llama_model_default_params();
+    model_params.n_gpu_layers = 0;
+    model_params.load_mode = load_mode;
+    llama_model * model = llama_model_load_from_file(model_path.c_str(), model_params);
+    if (model == nullptr) {
+        fprintf(stderr, "amx-generate: error: unable to load model %s\n", model_path.c_str());
+        return 1;
+    }
+    const llama_vocab * vocab = llama_model_get_vocab(model);
+    const int n_prompt = -llama_tokenize(vocab, prompt.c_str(), prompt.size(), nullptr, 0, true, true);
+    std::vector<llama_token> tokens(n_prompt);
+    if (llama_tokenize(vocab, prompt.c_str(), prompt.size(), tokens.data(), tokens.size(), true, true) < 0) {
+        fprintf(stderr, "amx-generate: error: failed to tokenize the prompt\n");
+        return 1;
+    }
+    llama_context_params ctx_params = llama_context_default_params();
+    ctx_params.n_ctx = n_prompt + n_predict;
+    ctx_params.n_batch = n_prompt;
+    if (n_threads > 0) {
+        ctx_params.n_threads = n_threads;
+        ctx_params.n_threads_batch = n_threads;
+    }
+    llama_context * ctx = llama_init_from_model(model, ctx_params);
+    if (ctx == nullptr) {
+        fprintf(stderr, "amx-generate: error: failed to create the context\n");
+        return 1;
+    }
+    const double load_ms = ms_since(t_load);
+
+    llama_sampler * smpl = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    llama_sampler_chain_add(smpl, llama_sampler_init_greedy());
+
+    std::vector<llama_token> generated;
+    const auto t_gen = std::chrono::steady_clock::now();
+    double first_token_ms = 0.0;
+    llama_batch batch = llama_batch_get_one(tokens.data(), tokens.size());
+    llama_token next;
+    for (int i = 0; i < n_predict; ++i) {
+        if (llama_decode(ctx, batch) != 0) {
+            fprintf(stderr, "amx-generate: error: decode failed\n");
+            return 1;
+        }
+        next = llama_sampler_sample(smpl, ctx, -1);
+        if (i == 0) {
+            first_token_ms = ms_since(t_gen);
+        }
+        generated.push_back(next);
+        if (llama_vocab_is_eog(vocab, next)) {
+            break;
+        }
+        batch = llama_batch_get_one(&next, 1);
+    }
+    const double decode_ms = ms_since(t_gen) - first_token_ms;
+
+    printf("tokens:");
+    for (llama_token t : generated) {
+        printf(" %d", t);
+    }
+    printf("\ntext: ");
+    for (llama_token t : generated) {
+        char buf[256];
+        const int n = llama_token_to_piece(vocab, t, buf, sizeof(buf), 0, true);
+        if (n > 0) {
+            fwrite(buf, 1, n, stdout);
+        }
+    }
+    printf("\nload_ms: %.1f\nfirst_token_ms: %.1f\ndecode_ms: %.1f\n", load_ms, first_token_ms, decode_ms);
+
+    llama_sampler_free(smpl);
+    llama_free(ctx);
+    llama_model_free(model);
+    return 0;
+}
