@@ -16,6 +16,7 @@ import click
 from tqdm import tqdm
 
 from formats.gguf_container import printable
+from formats.layouts import AMX_N16_OPTION
 
 from . import __version__
 from .errors import RepackError
@@ -64,12 +65,19 @@ class _Progress:
 
 
 def print_convert_report(r: ConvertReport) -> None:
+    """The end-of-run summary: the table on stdout, notes on stderr."""
     click.echo(f"{r.input} -> {r.output}  (layout {r.layout}, {r.threads} threads)")
     rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
     click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
                       {2, 3, 4}))
     click.echo(f"repacked {len(r.repacked)} of {len(r.tensors)} tensors; {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
+    for n in r.notes:
+        click.echo(f"note: {n}", err=True)
+
+
+def print_warnings(r: ConvertReport) -> None:
+    """Warnings go to stderr even with --quiet."""
     for w in r.warnings:
         click.echo(f"warning: {w}", err=True)
 
@@ -93,21 +101,28 @@ def cli():
                    "defaults (embeddings, runtime row multiples) for matching tensors.")
 @click.option("--exclude", multiple=True, metavar="REGEX",
               help="Never repack tensors whose name matches (repeatable).")
+@click.option(AMX_N16_OPTION, "allow_amx_n16", is_flag=True,
+              help="amx: also pack tensors whose row count ne1 is a multiple of 16 but not of 32. "
+                   "The format holds them, but llama.cpp will not run such tensors on AMX (its "
+                   "AMX backend needs ne1 % 32 == 0); a warning names every use.")
 @click.option("--compress", is_flag=True,
               help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-def convert(input, output, layout, threads, include, exclude, compress, force, quiet):
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bar and no summary (warnings are still printed).")
+def convert(input, output, layout, threads, include, exclude, allow_amx_n16, compress, force,
+            quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
     progress = _Progress(_input_size(input), quiet, "convert")
     try:
         report = convert_file(input, output, layout=layout, threads=threads, include=include,
                               exclude=exclude, force=force, progress=progress,
-                              compress=compress)
+                              compress=compress, allow_amx_n16=allow_amx_n16)
     finally:
         progress.close()
     if not quiet:
         print_convert_report(report)
+    print_warnings(report)
 
 
 def _input_size(path: str) -> int:

@@ -1,4 +1,6 @@
-"""The two layout families as the pipeline sees them: decisions, native kernels, work units.
+"""The two layout families as the pipeline sees them: native kernels, work units.
+
+(Which tensors each family packs is decided in ``formats.layouts``.)
 
 A *unit* is the smallest independent piece of a tensor: a 16-row strip for the AMX layout, a group
 of R rows for the interleaved one. A run of whole units occupies a contiguous byte range both in the
@@ -10,13 +12,12 @@ its own: threads process chunks in any order and the result is identical for any
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 from formats.amx_layout import amx_params_for_type_id
 from formats.ggml_types import GGMLType, TYPES
 from formats.gguf_container import TensorInfo
 from formats.interleaved_layout import INTERLEAVINGS, interleaving_for_type_id
-from formats.layouts import AMX_TILE_ROWS, DECIDERS, Decision
+from formats.layouts import AMX_TILE_ROWS
 
 from . import amx_kernels, interleaved_kernels
 
@@ -26,7 +27,6 @@ LAYOUT_VERSION = 1
 @dataclass(frozen=True)
 class Family:
     name: str
-    decide: Callable[[TensorInfo], Decision]
 
     # -- type relations --------------------------------------------------------------------
     def source_of(self, packed_type_id: int) -> GGMLType | None:
@@ -102,7 +102,7 @@ def dequantize_source(type_id: int, ne0: int, rows: int, src, dst) -> None:
     block_decoders.dequantize_rows(type_id, src, dst, ne0, rows)
 
 
-FAMILIES = {name: Family(name, DECIDERS[name]) for name in ("amx", "interleaved")}
+FAMILIES = {name: Family(name) for name in ("amx", "interleaved")}
 
 
 def family_of_packed(type_id: int) -> Family | None:

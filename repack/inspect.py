@@ -21,7 +21,8 @@ class TensorRow:
     shape: list[int]
     bytes: int
     offset: int
-    layouts: dict[str, dict]      # family -> {"target": str|None, "packs": bool, "reason": str}
+    layouts: dict[str, dict]      # family -> {"target": str|None, "packs": bool, "reason": str,
+    #                                            "code": str (formats.layouts.CODES)}
     original_type: str | None = None   # for a repacked file: the type before conversion
     shard: int = 0                     # index of the file holding it (split models)
 
@@ -74,7 +75,7 @@ def inspect(path: str | os.PathLike) -> InspectReport:
                 for family, decide in DECIDERS.items():
                     d = decide(t)
                     layouts[family] = {"target": d.target.name if d.target else None,
-                                       "packs": d.packs, "reason": d.reason}
+                                       "packs": d.packs, "reason": d.reason, "code": d.code}
                 orig = originals.get(t.name)
                 report.tensors.append(TensorRow(
                     t.name, t.type.name, list(t.shape), t.nbytes, t.offset, layouts,

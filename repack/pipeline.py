@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from formats.ggml_types import type_name
 from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
 from formats.interleaved_layout import FILE_TYPE_REPACKED
-from formats.layouts import Decision, compile_patterns, select
+from formats.layouts import AMX_N16_OPTION, Decision, compile_patterns, decide, select
 
 from . import __version__, metadata, shards, zst
 from .checksum import XXH64
@@ -47,6 +47,7 @@ class ConvertReport:
     tensors: list[TensorPlan]
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)      # kept tensors the user may want to know of
     outputs: list[str] = field(default_factory=list)   # every file written (shards)
 
     def __post_init__(self):
@@ -75,6 +76,7 @@ class ConvertReport:
                      [t for r in reports for t in r.tensors])
         merged.outputs = [r.output for r in reports]
         merged.warnings = sorted({w for r in reports for w in r.warnings})
+        merged.notes = sorted({n for r in reports for n in r.notes})
         return merged
 
     def by_type(self) -> list[tuple[str, str, int, int, int]]:
@@ -88,9 +90,12 @@ class ConvertReport:
         return sorted((a, b, *v) for (a, b), v in acc.items())
 
 
-def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=()) -> list[TensorPlan]:
+def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=(),
+                 allow_amx_n16: bool = False) -> list[TensorPlan]:
     if layout not in LAYOUTS:
         raise UsageError(f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
+    if allow_amx_n16 and layout != "amx":
+        raise UsageError(f"{AMX_N16_OPTION} applies to --layout amx only")
     try:
         inc = compile_patterns(include, "--include")
         exc = compile_patterns(exclude, "--exclude")
@@ -101,8 +106,7 @@ def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=()) -> list[Ten
         if layout == "none":
             plans.append(TensorPlan(t.name, t.shape, t.type_id, t.type_id, t.nbytes, t.nbytes, None))
             continue
-        family = FAMILIES[layout]
-        d = select(family.decide(t), t.name, inc, exc)
+        d = select(decide(layout, t, allow_amx_n16), t.name, inc, exc)
         if d.packs:
             out_bytes = d.target.tensor_bytes(t.shape)
             plans.append(TensorPlan(t.name, t.shape, t.type_id, d.target.id, t.nbytes, out_bytes, d))
@@ -135,12 +139,15 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
 
 def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "amx",
             threads: int | None = None, include=(), exclude=(), force: bool = False,
-            progress: ProgressCallback | None = None, compress: bool = False) -> ConvertReport:
+            progress: ProgressCallback | None = None, compress: bool = False,
+            allow_amx_n16: bool = False) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
-    ``include`` / ``exclude`` are regular expressions searched in tensor names. ``progress`` is
-    called with a byte count as work completes. ``compress`` writes ``output + ".zst"`` (a
+    ``include`` / ``exclude`` are regular expressions searched in tensor names.
+    ``allow_amx_n16`` (amx only) also packs tensors with ``ne1 % 16 == 0`` but ``ne1 % 32 != 0``,
+    which the format holds but llama.cpp's AMX backend does not run (a warning says so).
+    ``progress`` is called with a byte count as work completes. ``compress`` writes ``output + ".zst"`` (a
     multi-threaded zstd stream); a ``.gguf.zst`` input is streamed, never held in memory.
     Raises a :class:`repack.errors.RepackError`.
     """
@@ -151,7 +158,8 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     started = time.perf_counter()
 
     def produce(src, in_path, out_path):
-        r, out = _convert_open(src, in_path, out_path, layout, threads, include, exclude, progress)
+        r, out = _convert_open(src, in_path, out_path, layout, threads, include, exclude,
+                               allow_amx_n16, progress)
         if compress:
             out = zst.compress_output(out, zst.compressed_name(out_path), threads)
             r.output = r.outputs[0] = zst.compressed_name(out_path)
@@ -191,13 +199,15 @@ def write_outputs(input: str, output: str, force: bool, produce, final_name=None
 
 
 def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: int,
-                  include, exclude, progress) -> tuple[ConvertReport, AtomicOutputFile]:
-    plans = plan_tensors(src, layout, include, exclude)
+                  include, exclude, allow_amx_n16: bool,
+                  progress) -> tuple[ConvertReport, AtomicOutputFile]:
+    plans = plan_tensors(src, layout, include, exclude, allow_amx_n16)
     report = ConvertReport(input, output, layout, threads, plans)
-    narrow = [p for p in plans if p.repacked and p.decision and p.decision.reason]
-    if narrow:
-        report.warnings.append(f"{len(narrow)} repacked tensor(s): {narrow[0].decision.reason}"
-                               + (" (and similar)" if len(narrow) > 1 else ""))
+    # packed although a default would keep it (--include, --allow-amx-n16): a warning per cause
+    _group(report.warnings, "repacked", [p for p in plans if p.repacked and p.decision.reason])
+    # kept only because the runtime would not run it packed, and an option would pack it anyway
+    _group(report.notes, "kept", [p for p in plans if not p.repacked and p.decision
+                                  and p.decision.code == "shape_n"])
     if layout != "none" and not report.repacked:
         report.warnings.append(f"no tensor is eligible for the {layout} layout; output is a copy "
                                f"with amx-repack metadata")
@@ -221,6 +231,17 @@ def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: 
         out.abort()
         raise
     return report, out   # the caller commits once every output of the command is complete
+
+
+def _group(out: list[str], verb: str, plans: list[TensorPlan]) -> None:
+    """One line per decision code: count, the first names, the first tensor's reason."""
+    by_code: dict[str, list[TensorPlan]] = {}
+    for p in plans:
+        by_code.setdefault(p.decision.code, []).append(p)
+    for group in by_code.values():
+        names = ", ".join(p.name for p in group[:3]) + (", ..." if len(group) > 3 else "")
+        out.append(f"{len(group)} {verb} tensor(s) ({names}): {group[0].decision.reason}"
+                   + (" (and similar)" if len(group) > 1 else ""))
 
 
 def _fill(src: GGUFFile, out: AtomicOutputFile, out_layout, plans: list[TensorPlan], layout: str,

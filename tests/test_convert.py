@@ -125,7 +125,7 @@ def test_include_exclude_and_shape_rules(tmp_path):
     path = _synthetic(tmp_path, [
         ("token_embd.weight", "q8_0", (64, 32)),
         ("blk.0.attn_q.weight", "q4_0", (64, 32)),
-        ("blk.0.attn_k.weight", "q4_0", (64, 48)),       # ne1 % 32 != 0: packed with a warning
+        ("blk.0.attn_k.weight", "q4_0", (64, 48)),       # ne1 % 32 != 0: only --allow-amx-n16
         ("blk.0.attn_v.weight", "q4_0", (64, 40)),       # ne1 % 16 != 0: never packed
         ("blk.0.ffn_up.weight", "q5_0", (64, 32)),       # no AMX layout
     ])
@@ -138,13 +138,18 @@ def test_include_exclude_and_shape_rules(tmp_path):
 
     got, report = types()
     assert got == {"token_embd.weight": "q8_0", "blk.0.attn_q.weight": "amx_q4_0",
-                   "blk.0.attn_k.weight": "amx_q4_0", "blk.0.attn_v.weight": "q4_0",
+                   "blk.0.attn_k.weight": "q4_0", "blk.0.attn_v.weight": "q4_0",
                    "blk.0.ffn_up.weight": "q5_0"}
+    assert not report.warnings and any("not a multiple of 32" in n for n in report.notes)
+    got, report = types(allow_amx_n16=True)
+    assert got["blk.0.attn_k.weight"] == "amx_q4_0" and got["blk.0.attn_v.weight"] == "q4_0"
     assert any("not a multiple of 32" in w for w in report.warnings)
-    got, _ = types(exclude=["attn_k"])
+    got, _ = types(exclude=["attn_k"], allow_amx_n16=True)
     assert got["blk.0.attn_k.weight"] == "q4_0" and got["blk.0.attn_q.weight"] == "amx_q4_0"
-    got, _ = types(include=["attn_k"])
+    got, _ = types(include=["attn_k"], allow_amx_n16=True)
     assert got["blk.0.attn_k.weight"] == "amx_q4_0" and got["blk.0.attn_q.weight"] == "q4_0"
+    got, _ = types(include=["attn_k"])                      # --include does not lift N % 32
+    assert got["blk.0.attn_k.weight"] == "q4_0" and got["blk.0.attn_q.weight"] == "q4_0"
     got, _ = types(include=["token_embd", "attn_v"])        # widen a soft rule; never force a shape
     assert got["token_embd.weight"] == "amx_q8_0" and got["blk.0.attn_v.weight"] == "q4_0"
     with pytest.raises(repack.UsageError, match="not a valid regular expression"):

@@ -232,6 +232,8 @@ def test_missing_input_and_existing_output(tmp_path):
     proc = amx_repack_cli("convert", good, good)
     assert proc.returncode == 2 and "is the input file" in proc.stderr
     amx_repack_cli("convert", "--force", good, existing, check=True)
+    assert read_gguf(existing).tensors[0].type_id == 8          # 16 rows: kept by default
+    amx_repack_cli("convert", "--force", "--allow-amx-n16", good, existing, check=True)
     assert read_gguf(existing).tensors[0].type_id == 1024 + 8
 
 

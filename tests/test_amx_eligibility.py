@@ -1,0 +1,164 @@
+"""--layout amx packs exactly what llama.cpp's AMX backend runs (ne1 % 32, the K rule, no
+get_rows tensors); ne1 % 16-only tensors only behind --allow-amx-n16."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import repack
+from formats import amx_layout
+from formats.ggml_types import TYPES, type_by_name
+from formats.gguf_container import TensorInfo, read_gguf
+from formats.layouts import CODES, amx_decision, decide
+from tests.conftest import amx_repack_cli
+from tests.synthetic import sha256, write_model
+
+TENSORS = [
+    ("token_embd.weight", "q8_0", (64, 48)),            # embedding and ne1 % 32 != 0
+    ("output_norm.weight", "f32", (64,)),
+    ("blk.0.attn_k.weight", "q4_0", (64, 48)),          # ne1 % 16 == 0, ne1 % 32 != 0
+    ("blk.0.attn_q.weight", "q4_0", (64, 64)),          # ne1 % 32 == 0
+    ("blk.0.ffn_up.weight", "q4_K", (256, 32)),         # K = 256
+    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 48, 2)),  # 3-D, ne1 % 32 != 0 per slice
+    ("blk.0.attn_v.weight", "q4_0", (64, 40)),          # ne1 % 16 != 0: never packed
+]
+N16 = {"blk.0.attn_k.weight", "blk.0.ffn_down_exps.weight"}
+
+
+@pytest.fixture
+def model(tmp_path):
+    return write_model(tmp_path / "m.gguf", TENSORS, seed=3)
+
+
+def out_types(path) -> dict[str, str]:
+    with read_gguf(path) as f:
+        return {t.name: TYPES[t.type_id].name for t in f.tensors}
+
+
+def assert_packed_exactly(original, converted, names):
+    """The named tensors equal the numpy reference packing (slice by slice); all others are
+    byte-identical to the input."""
+    with read_gguf(original) as src, read_gguf(converted) as out:
+        for a, b in zip(src.tensors, out.tensors):
+            data_a, data_b = bytes(src.tensor_data(a)), bytes(out.tensor_data(b))
+            if a.name not in names:
+                assert b.type_id == a.type_id and data_a == data_b, a.name
+                continue
+            assert b.type_id == amx_layout.AMX_PARAMS[a.type.name].packed.id, a.name
+            slices = a.rows // a.ne1
+            per = len(data_a) // slices
+            expect = b"".join(amx_layout.pack(a.type.name, data_a[s * per:(s + 1) * per], a.ne1,
+                                              a.ne0).tobytes() for s in range(slices))
+            assert data_b == expect, a.name
+
+
+def test_default_packs_what_llama_cpp_runs(model, tmp_path):
+    out = tmp_path / "amx.gguf"
+    proc = amx_repack_cli("convert", model, out, check=True)
+    assert out_types(out) == {
+        "token_embd.weight": "q8_0", "output_norm.weight": "f32",
+        "blk.0.attn_k.weight": "q4_0", "blk.0.attn_q.weight": "amx_q4_0",
+        "blk.0.ffn_up.weight": "amx_q4_K", "blk.0.ffn_down_exps.weight": "q8_0",
+        "blk.0.attn_v.weight": "q4_0"}
+    assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight"})
+    # no warning: nothing was packed that the runtime will not run; a note names the override
+    assert "warning" not in proc.stderr
+    note = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "2 kept tensor(s)" in note[0] and "--allow-amx-n16" in note[0]
+    assert "N % 32" in note[0]
+    # the same decisions through the API, and --include cannot force the runtime rule
+    report = repack.convert(model, out, force=True, include=["attn_k", "attn_q", "token_embd"])
+    kept = {p.name: p.decision for p in report.tensors if not p.repacked}
+    assert kept["blk.0.attn_k.weight"].code == "shape_n"
+    assert kept["token_embd.weight"].code == "embedding"
+    types = out_types(out)
+    assert types["blk.0.attn_k.weight"] == "q4_0" and types["token_embd.weight"] == "q8_0"
+    assert types["blk.0.attn_q.weight"] == "amx_q4_0"
+
+
+def test_allow_amx_n16_packs_them_with_a_warning(model, tmp_path):
+    out, back = tmp_path / "amx16.gguf", tmp_path / "back.gguf"
+    proc = amx_repack_cli("convert", "-q", "--allow-amx-n16", model, out, check=True)
+    assert proc.stdout == ""                                 # --quiet: no summary ...
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, proc.stderr                   # ... but the warning is printed
+    assert "--allow-amx-n16" in warnings[0] and "2 repacked tensor(s)" in warnings[0]
+    assert "will not run" in warnings[0] and "blk.0.attn_k.weight" in warnings[0]
+    types = out_types(out)
+    assert types["blk.0.attn_k.weight"] == "amx_q4_0"
+    assert types["blk.0.ffn_down_exps.weight"] == "amx_q8_0"
+    # still never the embedding (get_rows) nor a shape the format cannot hold
+    assert types["token_embd.weight"] == "q8_0" and types["blk.0.attn_v.weight"] == "q4_0"
+    assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight"} | N16)
+    # verify (both checks) and unpack work on those tensors
+    proc = amx_repack_cli("verify", "--json", model, out)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    checked = {t["name"]: t for t in json.loads(proc.stdout)["tensors"]}
+    for name in N16:
+        assert checked[name]["status"] == "ok" and "bytes" in checked[name]["checks"]
+    assert amx_repack_cli("verify", out).returncode == 0
+    amx_repack_cli("unpack", out, back, check=True)
+    assert sha256(back) == sha256(model)
+    # the Python API takes the same option
+    report = repack.convert(model, out, force=True, allow_amx_n16=True)
+    assert {p.name for p in report.repacked} >= N16
+    assert any("--allow-amx-n16" in w for w in report.warnings)
+    # --include can then also force the embedding (a soft default)
+    repack.convert(model, out, force=True, allow_amx_n16=True, include=["token_embd"])
+    assert out_types(out)["token_embd.weight"] == "amx_q8_0"
+
+
+def test_allow_amx_n16_is_for_the_amx_layout_only(model, tmp_path):
+    proc = amx_repack_cli("convert", "--layout", "interleaved", "--allow-amx-n16", model,
+                          tmp_path / "o.gguf")
+    assert proc.returncode == 2 and "--allow-amx-n16 applies to --layout amx only" in proc.stderr
+    assert not (tmp_path / "o.gguf").exists()
+
+
+def _tensor(name, tname, shape):
+    t = type_by_name(tname)
+    return TensorInfo(name, shape, t.id, 0, t.tensor_bytes(shape))
+
+
+def test_k_rule():
+    # A valid GGUF cannot hold a quantized row that is not whole blocks (the reader refuses it),
+    # so the runtime's K rule (K % 256 for the K-quants and IQ4_XS, K % 32 for the others) is
+    # checked on the decision itself.
+    for tname in ("q4_K", "q5_K", "q6_K", "iq4_xs"):
+        assert amx_decision(_tensor("w", tname, (256, 32))).packs
+        d = amx_decision(TensorInfo("w", (128, 32), type_by_name(tname).id, 0, 0))
+        assert d.target is None and not d.packs and d.code == "shape_k" and "256" in d.reason
+    for tname in ("q4_0", "q4_1", "q8_0"):
+        assert amx_decision(_tensor("w", tname, (32, 32))).packs
+        d = amx_decision(TensorInfo("w", (48, 32), type_by_name(tname).id, 0, 0))
+        assert d.code == "shape_k" and not d.packs
+    # the override never lifts a rule other than N % 32
+    d = decide("amx", TensorInfo("w", (128, 48), type_by_name("q4_K").id, 0, 0), allow_amx_n16=True)
+    assert d.code == "shape_k" and not d.packs
+    assert decide("amx", _tensor("w", "q4_0", (64, 40)), allow_amx_n16=True).code == "shape_rows"
+    assert decide("amx", _tensor("w", "q4_0", (64, 48)), allow_amx_n16=True).packs
+
+
+def test_inspect_gives_the_reason(model, tmp_path):
+    report = json.loads(amx_repack_cli("inspect", "--json", model, check=True).stdout)
+    rows = {t["name"]: t["layouts"]["amx"] for t in report["tensors"]}
+    assert all(d["code"] in CODES for t in report["tensors"] for d in t["layouts"].values()
+               if not d["packs"])
+    assert rows["blk.0.attn_k.weight"] == {
+        "target": "amx_q4_0", "packs": False, "code": "shape_n",
+        "reason": "ne1 = 48 is not a multiple of 32: llama.cpp's AMX backend needs N % 32 "
+                  "(pack anyway with --allow-amx-n16)"}
+    assert rows["blk.0.attn_q.weight"]["packs"] and rows["blk.0.ffn_up.weight"]["packs"]
+    assert rows["blk.0.attn_v.weight"]["code"] == "shape_rows"
+    assert rows["token_embd.weight"]["code"] == "embedding"
+    assert "not a multiple of 32 either" in rows["token_embd.weight"]["reason"]
+    assert rows["output_norm.weight"]["code"] == "type"
+    # inspect agrees with what convert does, tensor for tensor
+    out = tmp_path / "amx.gguf"
+    repack.convert(model, out)
+    types = out_types(out)
+    for name, d in rows.items():
+        assert (types[name] == d["target"]) == d["packs"], name
+
