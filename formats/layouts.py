@@ -45,6 +45,13 @@ AMX_RUNTIME_K = {"q4_0": 32, "q4_1": 32, "q8_0": 32,
                  "q4_K": 256, "q5_K": 256, "q6_K": 256, "iq4_xs": 256}
 AMX_N16_OPTION = "--allow-amx-n16"   # the override's name on the command line
 
+# The runtime that reads each layout's output (printed by inspect and convert).
+RUNTIMES = {
+    "amx": "llama.cpp built with runtime/llama.cpp (amx-repack's patch)",
+    "interleaved": "ik_llama.cpp",
+    "none": "any GGUF runtime (plain copy)",
+}
+
 # Decision codes: why a tensor is kept (or, for a packed one, what forced it).
 CODES = {
     "type": "the type has no layout in this family",

@@ -65,13 +65,14 @@ class _Progress:
 
 
 def print_convert_report(r: ConvertReport) -> None:
-    """The end-of-run summary: the table on stdout, notes on stderr."""
+    """The end-of-run summary: the table on stdout; what runs the output, and notes, on stderr."""
     click.echo(f"{r.input} -> {r.output}  (layout {r.layout}, {r.threads} threads)")
     rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
     click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
                       {2, 3, 4}))
     click.echo(f"repacked {len(r.repacked)} of {len(r.tensors)} tensors; {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
+    click.echo(f"runtime: the {r.layout} layout is read by {r.runtime}", err=True)
     for n in r.notes:
         click.echo(f"note: {n}", err=True)
 
@@ -146,7 +147,8 @@ def inspect(file, as_json):
                + (f", {len(r.shards)} shards" if len(r.shards) > 1 else ""))
     if r.repacked_by:
         click.echo(f"repacked by amx-repack {r.repacked_by['tool_version']}: layout "
-                   f"{r.repacked_by['layout']} v{r.repacked_by['layout_version']}")
+                   f"{r.repacked_by['layout']} v{r.repacked_by['layout_version']}, read by "
+                   f"{r.repacked_by['runtime']}")
     rows = []
     for t in r.tensors:
         cells = [t.name, t.type + (f" (was {t.original_type})" if t.original_type else ""),
@@ -157,6 +159,9 @@ def inspect(file, as_json):
         rows.append(cells)
     click.echo(_table(["tensor", "type", "shape", "bytes", "offset", "amx", "interleaved"], rows,
                       {3, 4}))
+    click.echo("")
+    for family, runtime in r.runtimes.items():
+        click.echo(f"{family} layout runs in: {runtime}")
     click.echo("")
     summary = [[k, v["tensors"], v["bytes"], f"{100 * v['bytes'] / max(1, r.file_size):.1f}%"]
                for k, v in r.bytes_by_type().items()]

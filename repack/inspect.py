@@ -9,7 +9,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from formats.ggml_types import type_name
-from formats.layouts import DECIDERS
+from formats.layouts import DECIDERS, RUNTIMES
 
 from . import metadata, shards
 
@@ -38,6 +38,8 @@ class InspectReport:
     repacked_by: dict | None                 # our self-description, if the file has one
     tensors: list[TensorRow] = field(default_factory=list)
     shards: list[str] = field(default_factory=list)   # every file of the model
+    # the runtime that reads each layout family's output (formats.layouts.RUNTIMES)
+    runtimes: dict[str, str] = field(default_factory=lambda: {f: RUNTIMES[f] for f in DECIDERS})
 
     def bytes_by_type(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -63,7 +65,8 @@ def inspect(path: str | os.PathLike) -> InspectReport:
         repacked_by = None
         if info is not None:
             repacked_by = {"layout": info.layout, "layout_version": info.layout_version,
-                           "tool_version": info.tool_version}
+                           "tool_version": info.tool_version,
+                           "runtime": RUNTIMES.get(info.layout, "unknown layout")}
         report = InspectReport(path, first.version, sum(f.file_size for f in model.files),
                                first.alignment, first.data_start, len(first.kv), repacked_by,
                                shards=model.paths)

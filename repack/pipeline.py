@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from formats.ggml_types import type_name
 from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
 from formats.interleaved_layout import FILE_TYPE_REPACKED
-from formats.layouts import AMX_N16_OPTION, Decision, compile_patterns, decide, select
+from formats.layouts import AMX_N16_OPTION, RUNTIMES, Decision, compile_patterns, decide, select
 
 from . import __version__, metadata, shards, zst
 from .checksum import XXH64
@@ -64,6 +64,11 @@ class ConvertReport:
     @property
     def repacked(self) -> list[TensorPlan]:
         return [t for t in self.tensors if t.repacked]
+
+    @property
+    def runtime(self) -> str:
+        """The runtime that reads this layout's output (formats.layouts.RUNTIMES)."""
+        return RUNTIMES[self.layout]
 
     @property
     def gb_per_s(self) -> float:

@@ -1,5 +1,6 @@
 """--layout amx packs exactly what llama.cpp's AMX backend runs (ne1 % 32, the K rule, no
-get_rows tensors); ne1 % 16-only tensors only behind --allow-amx-n16."""
+get_rows tensors); ne1 % 16-only tensors only behind --allow-amx-n16; inspect and convert name the
+runtime that reads each layout."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import repack
 from formats import amx_layout
 from formats.ggml_types import TYPES, type_by_name
 from formats.gguf_container import TensorInfo, read_gguf
-from formats.layouts import CODES, amx_decision, decide
+from formats.layouts import CODES, RUNTIMES, amx_decision, decide
 from tests.conftest import amx_repack_cli
 from tests.synthetic import sha256, write_model
+
+AMX_RUNTIME = "llama.cpp built with runtime/llama.cpp (amx-repack's patch)"
 
 TENSORS = [
     ("token_embd.weight", "q8_0", (64, 48)),            # embedding and ne1 % 32 != 0
@@ -65,6 +68,7 @@ def test_default_packs_what_llama_cpp_runs(model, tmp_path):
     assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight"})
     # no warning: nothing was packed that the runtime will not run; a note names the override
     assert "warning" not in proc.stderr
+    assert f"runtime: the amx layout is read by {AMX_RUNTIME}" in proc.stderr
     note = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
     assert len(note) == 1 and "2 kept tensor(s)" in note[0] and "--allow-amx-n16" in note[0]
     assert "N % 32" in note[0]
@@ -141,8 +145,10 @@ def test_k_rule():
     assert decide("amx", _tensor("w", "q4_0", (64, 48)), allow_amx_n16=True).packs
 
 
-def test_inspect_gives_the_reason(model, tmp_path):
+def test_inspect_names_the_runtime_and_the_reason(model, tmp_path):
     report = json.loads(amx_repack_cli("inspect", "--json", model, check=True).stdout)
+    assert report["runtimes"] == {"amx": AMX_RUNTIME, "interleaved": "ik_llama.cpp"}
+    assert report["runtimes"] == {k: RUNTIMES[k] for k in ("amx", "interleaved")}
     rows = {t["name"]: t["layouts"]["amx"] for t in report["tensors"]}
     assert all(d["code"] in CODES for t in report["tensors"] for d in t["layouts"].values()
                if not d["packs"])
@@ -162,3 +168,13 @@ def test_inspect_gives_the_reason(model, tmp_path):
     for name, d in rows.items():
         assert (types[name] == d["target"]) == d["packs"], name
 
+    text = amx_repack_cli("inspect", model, check=True).stdout
+    assert f"amx layout runs in: {AMX_RUNTIME}" in text
+    assert "interleaved layout runs in: ik_llama.cpp" in text
+    for layout, runtime in (("amx", AMX_RUNTIME), ("interleaved", "ik_llama.cpp")):
+        out = tmp_path / f"{layout}.gguf"
+        repack.convert(model, out, layout=layout, force=True)
+        report = json.loads(amx_repack_cli("inspect", "--json", out, check=True).stdout)
+        assert report["repacked_by"]["layout"] == layout
+        assert report["repacked_by"]["runtime"] == runtime
+        assert f"layout {layout} v1, read by {runtime}" in amx_repack_cli("inspect", out).stdout
