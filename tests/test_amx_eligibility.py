@@ -24,10 +24,10 @@ TENSORS = [
     ("blk.0.attn_k.weight", "q4_0", (64, 48)),          # ne1 % 16 == 0, ne1 % 32 != 0
     ("blk.0.attn_q.weight", "q4_0", (64, 64)),          # ne1 % 32 == 0
     ("blk.0.ffn_up.weight", "q4_K", (256, 32)),         # K = 256
-    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 48, 2)),  # 3-D, ne1 % 32 != 0 per slice
+    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 64, 2)),  # 3-D experts: no MUL_MAT_ID on AMX
     ("blk.0.attn_v.weight", "q4_0", (64, 40)),          # ne1 % 16 != 0: never packed
 ]
-N16 = {"blk.0.attn_k.weight", "blk.0.ffn_down_exps.weight"}
+N16 = {"blk.0.attn_k.weight"}
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_default_packs_what_llama_cpp_runs(model, tmp_path):
     assert "warning" not in proc.stderr
     assert f"runtime: the amx layout is read by {AMX_RUNTIME}" in proc.stderr
     note = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
-    assert len(note) == 1 and "2 kept tensor(s)" in note[0] and "--allow-amx-n16" in note[0]
+    assert len(note) == 1 and "1 kept tensor(s)" in note[0] and "--allow-amx-n16" in note[0]
     assert "N % 32" in note[0]
     # the same decisions through the API, and --include cannot force the runtime rule
     report = repack.convert(model, out, force=True, include=["attn_k", "attn_q", "token_embd"])
@@ -88,11 +88,11 @@ def test_allow_amx_n16_packs_them_with_a_warning(model, tmp_path):
     assert proc.stdout == ""                                 # --quiet: no summary ...
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1, proc.stderr                   # ... but the warning is printed
-    assert "--allow-amx-n16" in warnings[0] and "2 repacked tensor(s)" in warnings[0]
+    assert "--allow-amx-n16" in warnings[0] and "1 repacked tensor(s)" in warnings[0]
     assert "will not run" in warnings[0] and "blk.0.attn_k.weight" in warnings[0]
     types = out_types(out)
     assert types["blk.0.attn_k.weight"] == "amx_q4_0"
-    assert types["blk.0.ffn_down_exps.weight"] == "amx_q8_0"
+    assert types["blk.0.ffn_down_exps.weight"] == "q8_0"      # experts: still the default
     # still never the embedding (get_rows) nor a shape the format cannot hold
     assert types["token_embd.weight"] == "q8_0" and types["blk.0.attn_v.weight"] == "q4_0"
     assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight"} | N16)
@@ -112,6 +112,17 @@ def test_allow_amx_n16_packs_them_with_a_warning(model, tmp_path):
     # --include can then also force the embedding (a soft default)
     repack.convert(model, out, force=True, allow_amx_n16=True, include=["token_embd"])
     assert out_types(out)["token_embd.weight"] == "amx_q8_0"
+
+
+def test_experts_only_with_include(model, tmp_path):
+    """3-D expert tensors: the format packs them slice by slice (spec §11), but llama.cpp's AMX
+    backend runs no MUL_MAT_ID, so only an explicit --include packs them."""
+    out = tmp_path / "exps.gguf"
+    report = repack.convert(model, out, include=["exps"])
+    (plan,) = [p for p in report.tensors if p.name == "blk.0.ffn_down_exps.weight"]
+    assert plan.repacked and plan.decision.code == "forced" and "3-D expert" in plan.decision.reason
+    assert_packed_exactly(model, out, {"blk.0.ffn_down_exps.weight"})
+    assert amx_repack_cli("verify", model, out).returncode == 0
 
 
 def test_allow_amx_n16_is_for_the_amx_layout_only(model, tmp_path):
@@ -159,6 +170,7 @@ def test_inspect_names_the_runtime_and_the_reason(model, tmp_path):
     assert rows["blk.0.attn_q.weight"]["packs"] and rows["blk.0.ffn_up.weight"]["packs"]
     assert rows["blk.0.attn_v.weight"]["code"] == "shape_rows"
     assert rows["token_embd.weight"]["code"] == "embedding"
+    assert rows["blk.0.ffn_down_exps.weight"]["code"] == "experts"
     assert "not a multiple of 32 either" in rows["token_embd.weight"]["reason"]
     assert rows["output_norm.weight"]["code"] == "type"
     # inspect agrees with what convert does, tensor for tensor
