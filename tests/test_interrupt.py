@@ -69,11 +69,25 @@ def _command(big, command: str, out: Path, threads: int | None) -> tuple[list[st
     return ["convert", "-q", "--layout", layout, *extra, str(big.model), str(out)], big.model
 
 
-def run_and_signal(args: list[str], out: Path, sig: int, moment: str):
+def spawn_cli(args: list[str], sigint_ignored: bool = False, **kw) -> subprocess.Popen:
+    """Start ``python -m repack ARGS`` with SIGINT at its default disposition, whatever the
+    disposition of this test process: a non-interactive shell starts a background job
+    (``pytest ... &``) with SIGINT ignored, every child inherits that, and the tool rightly keeps
+    an ignored SIGINT ignored (test_ignored_sigint_stays_ignored), so the tests that interrupt it
+    set the disposition of a command run from a terminal themselves. ``sigint_ignored`` starts
+    it as a background job would be."""
+    def preexec():
+        signal.signal(signal.SIGINT, signal.SIG_IGN if sigint_ignored else signal.SIG_DFL)
+    return subprocess.Popen([sys.executable, "-m", "repack", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=preexec, **kw)
+
+
+def run_and_signal(args: list[str], out: Path, sig: int, moment: str,
+                   sigint_ignored: bool = False):
     """Start the CLI, wait for `moment`, send `sig`; returns (returncode, stderr, still_running
     when the signal was sent)."""
-    proc = subprocess.Popen([sys.executable, "-m", "repack", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = spawn_cli(args, sigint_ignored=sigint_ignored)
     temp = out.parent / f".{out.name}{TEMP_MARKER}{proc.pid}"
     try:
         deadline = time.monotonic() + POLL_TIMEOUT
@@ -150,6 +164,20 @@ def test_sigint_single_thread_mid_run(big, tmp_path, command):
     assert running
     assert_interrupted_cleanly(rc, err, out, signal.SIGINT)
     assert_nothing_left(tmp_path, set())
+    assert fingerprint(source) == big.fingerprints[source]
+
+
+def test_ignored_sigint_stays_ignored(big, tmp_path):
+    """Started with SIGINT ignored (a background job of a shell script), the command keeps it
+    ignored: a SIGINT mid-run changes nothing and the output is complete (SIGTERM still stops
+    it: test_signal_leaves_no_output)."""
+    out = tmp_path / "out.gguf"
+    args, source = _command(big, "convert-amx", out, threads=None)
+    rc, err, running = run_and_signal(args, out, signal.SIGINT, "mid", sigint_ignored=True)
+    assert running
+    assert rc == 0 and err == "", (rc, err)
+    assert sha256(out) == big.reference("convert-amx")
+    assert_nothing_left(tmp_path, {"out.gguf"})
     assert fingerprint(source) == big.fingerprints[source]
 
 
@@ -312,8 +340,7 @@ def test_signal_while_streaming_zstd(big, big_zst, tmp_path, stage, sig):
         args = ["convert", "-q", "--compress", str(big.model), str(tmp_path / "out.gguf")]
         prefix, suffix, source = f".out.gguf.zst{TEMP_MARKER}", "", big.model
     before = fingerprint(source)
-    proc = subprocess.Popen([sys.executable, "-m", "repack", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = spawn_cli(args)
     try:
         reached = _wait_for_growth(proc, tmp_path, prefix, suffix, 16 << 20)
         running = proc.poll() is None
