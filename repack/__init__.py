@@ -10,15 +10,54 @@ Python API (the CLI is a thin layer over it)::
     info = repack.inspect("model-amx.gguf")
 """
 
+import sys
+import types
+
 __version__ = "0.1.0"
 
-from .errors import (GGUFFormatError, InputError, Interrupted, OutputError, RepackError,  # noqa: E402
-                     UsageError, VerificationFailed)
-from .inspect import inspect  # noqa: E402
-from .pipeline import ConvertReport, convert  # noqa: E402
-from .unpack import UnpackReport, unpack  # noqa: E402
-from .verify import VerifyReport, verify  # noqa: E402
+# The API is loaded on first use (PEP 562), so that ``import repack`` costs nothing: the command
+# line (``python -m repack``, which imports this package first) installs its SIGINT/SIGTERM
+# handlers before numpy, click and the kernels are imported (see __main__.py).
+_API = {
+    "convert": "pipeline", "ConvertReport": "pipeline",
+    "verify": "verify", "VerifyReport": "verify",
+    "unpack": "unpack", "UnpackReport": "unpack",
+    "inspect": "inspect",
+    "RepackError": "errors", "InputError": "errors", "OutputError": "errors",
+    "UsageError": "errors", "Interrupted": "errors", "VerificationFailed": "errors",
+    "GGUFFormatError": "errors",
+}
 
 __all__ = ["convert", "verify", "unpack", "inspect", "ConvertReport", "VerifyReport",
            "UnpackReport", "RepackError", "InputError", "OutputError",
            "UsageError", "Interrupted", "VerificationFailed", "GGUFFormatError", "__version__"]
+
+
+# Three functions share their name with the module that defines them. Importing such a module
+# (``from repack.verify import ...``, which any command does) binds the module to the package
+# attribute: the function takes its place, as when this file imported the API eagerly.
+_SHADOWED = {"verify", "unpack", "inspect"}
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name, value):
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value      # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -38,7 +38,9 @@ def _human(n: float) -> str:
 
 
 def _table(headers: list[str], rows: list[list], right: set[int] = frozenset()) -> str:
-    cells = [[str(c) for c in r] for r in rows]
+    # every cell escaped: a tensor name, key or path from a file can hold a newline or an escape
+    # sequence, which must neither break the table nor reach the terminal
+    cells = [[printable(str(c)) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
 
     def fmt(r):
@@ -66,7 +68,7 @@ class _Progress:
 
 def print_convert_report(r: ConvertReport) -> None:
     """The end-of-run summary: the table on stdout; what runs the output, and notes, on stderr."""
-    click.echo(f"{r.input} -> {r.output}  (layout {r.layout}, {r.threads} threads)")
+    click.echo(f"{printable(r.input)} -> {printable(r.output)}  (layout {r.layout}, {r.threads} threads)")
     rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
     click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
                       {2, 3, 4}))
@@ -74,13 +76,13 @@ def print_convert_report(r: ConvertReport) -> None:
                f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
     click.echo(f"runtime: the {r.layout} layout is read by {r.runtime}", err=True)
     for n in r.notes:
-        click.echo(f"note: {n}", err=True)
+        click.echo(f"note: {printable(n)}", err=True)
 
 
 def print_warnings(r: ConvertReport) -> None:
     """Warnings go to stderr even with --quiet."""
     for w in r.warnings:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(f"warning: {printable(w)}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -142,13 +144,13 @@ def inspect(file, as_json):
     if as_json:
         click.echo(json.dumps(r.to_dict(), indent=2))
         return
-    click.echo(f"{r.path}: GGUF v{r.version}, {len(r.tensors)} tensors, {r.metadata_count} "
+    click.echo(f"{printable(r.path)}: GGUF v{r.version}, {len(r.tensors)} tensors, {r.metadata_count} "
                f"metadata keys, {_human(r.file_size)}, alignment {r.alignment}"
                + (f", {len(r.shards)} shards" if len(r.shards) > 1 else ""))
     if r.repacked_by:
-        click.echo(f"repacked by amx-repack {r.repacked_by['tool_version']}: layout "
-                   f"{r.repacked_by['layout']} v{r.repacked_by['layout_version']}, read by "
-                   f"{r.repacked_by['runtime']}")
+        by = {k: printable(str(v)) for k, v in r.repacked_by.items()}   # values from the file
+        click.echo(f"repacked by amx-repack {by['tool_version']}: layout {by['layout']} "
+                   f"v{by['layout_version']}, read by {by['runtime']}")
     rows = []
     for t in r.tensors:
         cells = [t.name, t.type + (f" (was {t.original_type})" if t.original_type else ""),
@@ -175,11 +177,11 @@ def print_verify_report(r: VerifyReport, show_all: bool) -> None:
         click.echo(_table(["tensor", "status", "before", "after", "bytes", "checks", "detail"], rows,
                           {4}))
     for problem in r.metadata_problems:
-        click.echo(f"metadata: {problem}")
+        click.echo(f"metadata: {printable(problem)}")
     packed = sum(1 for t in r.tensors if t.type_before != t.type_after)
     verdict = "EQUIVALENT" if r.ok else "MISMATCH"
-    against = f"against {r.original}" if r.original else "against its recorded digests"
-    click.echo(f"{verdict}: {r.repacked} {against}; {len(r.tensors)} tensors ({packed} repacked), "
+    against = f"against {printable(r.original)}" if r.original else "against its recorded digests"
+    click.echo(f"{verdict}: {printable(r.repacked)} {against}; {len(r.tensors)} tensors ({packed} repacked), "
                f"{len(r.failures)} failing, {len(r.metadata_problems)} metadata problems, "
                f"{r.seconds:.2f} s")
 
@@ -225,7 +227,7 @@ def unpack(input, output, threads, force, quiet):
     finally:
         progress.close()
     if not quiet:
-        click.echo(f"{r.input} -> {r.output}: {r.unpacked} of {r.tensors} tensors unpacked, "
+        click.echo(f"{printable(r.input)} -> {printable(r.output)}: {r.unpacked} of {r.tensors} tensors unpacked, "
                    f"{_human(r.bytes_out)}, {r.seconds:.2f} s")
 
 
@@ -243,7 +245,7 @@ def demo(keep, threads):
     try:
         model, rows = run_demo(folder, threads)
         click.echo(f"demo model: {_human(model.stat().st_size)}, every supported source type, "
-                   f"2-D and 3-D (expert) tensors" + (f", in {folder}" if keep else ""))
+                   f"2-D and 3-D (expert) tensors" + (f", in {printable(folder)}" if keep else ""))
         table = [[r.layout, f"{r.repacked}/{r.tensors}", f"{r.convert_s:.2f}", r.verify,
                   "yes" if r.unpack_identical else "NO", len(r.types.split(", "))] for r in rows]
         click.echo(_table(["layout", "repacked", "convert s", "verify", "unpack == original",
@@ -270,6 +272,7 @@ def main(argv=None) -> None:
         click.echo(f"{PROG}: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
+        e.message = printable(e.message)   # it may quote a path holding a newline
         e.show()
         sys.exit(e.exit_code)
     except RepackError as e:
@@ -280,8 +283,9 @@ def main(argv=None) -> None:
         click.echo(f"{PROG}: interrupted", err=True)
         sys.exit(130)
     except OSError as e:
-        click.echo(f"{PROG}: error: {e.strerror or e}"
-                   + (f": {e.filename}" if getattr(e, "filename", None) else ""), err=True)
+        click.echo(f"{PROG}: error: {printable(str(e.strerror or e))}"
+                   + (f": {printable(os.fsdecode(e.filename))}" if getattr(e, "filename", None)
+                      else ""), err=True)
         sys.exit(2)
     except Exception as e:  # a bug: still one line, the traceback on request
         if os.environ.get("AMX_REPACK_DEBUG"):

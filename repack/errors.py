@@ -1,6 +1,8 @@
-"""Typed exceptions of the Python API. The CLI turns each into one line on stderr and an exit code."""
+"""Typed exceptions of the Python API. The CLI turns each into one line on stderr and an exit code.
 
-from formats.gguf_container import GGUFFormatError
+Imports nothing heavy: the command line loads this module (through runner.py) to install its
+signal handlers before numpy and the rest are imported (see __main__.py).
+"""
 
 
 class RepackError(Exception):
@@ -35,3 +37,11 @@ class VerificationFailed(RepackError):
 
 __all__ = ["RepackError", "InputError", "OutputError", "UsageError", "Interrupted",
            "VerificationFailed", "GGUFFormatError"]
+
+
+def __getattr__(name):
+    # GGUFFormatError lives with the container reader (which imports numpy): loaded on first use.
+    if name == "GGUFFormatError":
+        from formats.gguf_container import GGUFFormatError
+        return GGUFFormatError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,9 +17,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Callable, Iterable
 
-import numpy as np
-
 from .errors import Interrupted
+
+# No numpy (nor anything heavy) at import time: the command line imports this module first, to
+# install its SIGINT/SIGTERM handlers before the rest of the program is loaded (__main__.py).
 
 ProgressCallback = Callable[[int], None]
 
@@ -34,9 +35,10 @@ def default_threads() -> int:
 _scratch = threading.local()
 
 
-def scratch(name: str, nbytes: int, dtype=np.uint8) -> np.ndarray:
-    """A per-thread reusable buffer: workers pack/unpack into it and write it out, so memory use
-    is a few chunks per thread whatever the model size."""
+def scratch(name: str, nbytes: int, dtype="uint8"):
+    """A per-thread reusable buffer (a numpy array): workers pack/unpack into it and write it
+    out, so memory use is a few chunks per thread whatever the model size."""
+    import numpy as np
     buffers = _scratch.__dict__
     buf = buffers.get(name)
     need = nbytes * np.dtype(dtype).itemsize

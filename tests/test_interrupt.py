@@ -185,16 +185,76 @@ def test_ignored_sigint_stays_ignored(big, tmp_path):
 @pytest.mark.parametrize("command", ["convert-amx", "unpack"])
 def test_signal_right_after_spawn(big, tmp_path, command, sig):
     """A signal before the command has even started leaves nothing either. The status says
-    interrupted: 130 (one line) once the CLI's handlers are installed. Before that, while Python
-    is still importing the package (~0.2 s, no file opened yet), the process dies of the signal
-    itself (-SIG; a shell reports 128 + SIG), and for SIGINT Python prints its own
-    KeyboardInterrupt traceback: a known limit, nothing of ours runs yet."""
+    interrupted: 130 (one line) once the CLI's handlers are installed, which is before the
+    program is loaded (test_signal_while_loading). Before that, in the interpreter's own start-up
+    (a few tens of ms, no code of ours runs yet), the process dies of the signal itself (-SIG;
+    a shell reports 128 + SIG), and for a SIGINT during site's imports Python may print its
+    own KeyboardInterrupt traceback: a known limit."""
     out = tmp_path / "out.gguf"
     args, source = _command(big, command, out, threads=None)
     rc, err, _ = run_and_signal(args, out, sig, "spawn")
     assert rc in (130, -sig), (rc, err)
     if rc == 130:
         assert_interrupted_cleanly(rc, err, out, sig)
+    assert_nothing_left(tmp_path, set())
+    assert fingerprint(source) == big.fingerprints[source]
+
+
+# The child of test_signal_while_loading: python -m repack, with an import hook that announces
+# the start of numpy's import (the first heavy module the program loads) and holds it there for a
+# while, so that the signal lands in the middle of the program's loading, every time.
+_SLOW_IMPORT = """
+import os, runpy, sys, time
+ready = int(sys.argv[1])
+
+class HoldNumpy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.meta_path.remove(self)
+            os.write(ready, b"importing numpy")
+            os.close(ready)
+            time.sleep(30)
+        return None
+
+sys.meta_path.insert(0, HoldNumpy())
+sys.argv = ["amx-repack", *sys.argv[2:]]
+runpy.run_module("repack", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+@pytest.mark.parametrize("command", ["convert-amx", "unpack", "inspect"])
+def test_signal_while_loading(big, tmp_path, command, sig):
+    """A signal while Python is still importing the program (numpy, click, the kernels: the first
+    ~0.25 s of every command) is an interruption like any other: exit 130, one line, no
+    traceback, nothing written (the handlers are installed before the heavy imports)."""
+    out = tmp_path / "out.gguf"
+    if command == "inspect":
+        args, source = ["inspect", str(big.model)], big.model
+    else:
+        args, source = _command(big, command, out, threads=None)
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _SLOW_IMPORT, str(w), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                pass_fds=(w,), cwd=Path(__file__).resolve().parents[1],
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        os.close(w)
+        w = -1
+        try:
+            assert os.read(r, 100) == b"importing numpy", proc.communicate(timeout=POLL_TIMEOUT)
+            proc.send_signal(sig)
+            stdout, err = proc.communicate(timeout=POLL_TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    assert stdout == ""
+    assert_interrupted_cleanly(proc.returncode, err, out, sig)
     assert_nothing_left(tmp_path, set())
     assert fingerprint(source) == big.fingerprints[source]
 
