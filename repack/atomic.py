@@ -1,27 +1,247 @@
-"""Output files that appear complete or not at all.
+"""Output files that appear complete or not at all, and never in place of what they must not replace.
 
 The file is created under a temporary name in the destination folder after checking that the
 destination has room for it (so "disk full" is normally reported before any work), workers fill it by position with
 ``pwrite`` (each from its own scratch buffer: no mapping of the output, so resident memory stays
 bounded whatever the model size), and only after everything succeeded is it fsync'd and renamed
 into place. Any exception (including KeyboardInterrupt) removes the temporary file.
+
+The destination:
+
+* Only a regular file (or a symbolic link, which is replaced, not followed) is ever replaced, and
+  only with ``--force``: a folder, device node, FIFO or socket is refused up front
+  (:func:`check_destination`) and again at the commit.
+* Without ``--force`` the commit never replaces anything, even a file that appeared while we
+  worked (another amx-repack writing the same output): the rename is ``renameat2`` with
+  ``RENAME_NOREPLACE``, or ``link`` + ``unlink`` where the filesystem lacks it, so exactly one of
+  two concurrent commands wins and the other says so and removes its temporary file.
+* A temporary file left by a process that no longer exists (``kill -9``, a power cut) is removed
+  the next time an output is written in that folder, with a warning. One whose process is alive,
+  or which is locked (each run holds an ``flock`` on its temporary output), is never touched.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
 import os
+import re
 import shutil
+import stat
+import warnings
+from typing import Callable
 
 from .errors import OutputError
-from .runner import mark_committed, stop_signals_held, track_temporary, untrack_temporary
+from .runner import (is_tracked_temporary, mark_committed, stop_signals_held, track_temporary,
+                     untrack_temporary)
 
 TEMP_MARKER = ".amx-repack-tmp-"
+# .NAME.amx-repack-tmp-PID, and .NAME.amx-repack-tmp-PID-input (zst.py's plain copy of an input)
+_TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_MARKER) + r"(?P<pid>[0-9]{1,10})(?:-[a-z]+)?$")
 
 
 def temp_path_for(dest: str) -> str:
     folder, name = os.path.split(os.path.abspath(dest))
     return os.path.join(folder, f".{name}{TEMP_MARKER}{os.getpid()}")
+
+
+# --------------------------------------------------------------------------------------------
+# What may be replaced
+
+
+_KINDS = [(stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket")]
+
+
+def _kind(mode: int) -> str:
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def unreplaceable(path: str) -> str | None:
+    """Why ``path`` must never be replaced by an output (None when it may be, or is absent):
+    anything but a regular file, a symbolic link to one, or a dangling symbolic link."""
+    try:
+        st = os.stat(path)          # what a link points to: /dev/null through a link is refused
+    except (FileNotFoundError, NotADirectoryError):
+        return None                 # absent, or a dangling link (the link itself is replaced)
+    except OSError as e:
+        return f"cannot be examined ({e.strerror})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    try:
+        linked = stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        linked = False
+    return ("is a symbolic link to " if linked else "is ") + _kind(st.st_mode)
+
+
+def check_destination(path: str, force: bool) -> None:
+    """Refuse an output path before any work: one that is not a regular file, whatever ``force``
+    says, and, without ``force``, anything at all (a dangling symbolic link included)."""
+    why = unreplaceable(path)
+    if why is not None:
+        raise OutputError(f"output {path} {why}: only a regular file can be replaced")
+    if not force and os.path.lexists(path):
+        raise OutputError(f"output {path} already exists (use --force to replace it)")
+
+
+# --------------------------------------------------------------------------------------------
+# Commit without replacing: renameat2(RENAME_NOREPLACE), else link + unlink
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _load_renameat2():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2           # glibc >= 2.28
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (FileExistsError then), atomically."""
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                      _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), dst)
+        # the filesystem (or kernel) has no RENAME_NOREPLACE: a hard link cannot replace either
+    try:
+        os.link(src, dst)                 # FileExistsError if dst exists, atomically
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+            raise
+        # no hard links here either (FAT, some FUSE filesystems): the best left is a check just
+        # before the rename, which leaves a window of microseconds instead of the whole run
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
+def commit_all(outputs: list["AtomicOutputFile"], replace: bool = False) -> None:
+    """Commit every output of a command, or none: each is fsync'd first, and when one cannot
+    take its name (without ``replace``: something appeared there meanwhile) the ones this call
+    already put in place are removed again, so a split model is never left half written."""
+    for out in outputs:
+        out.sync()
+    done: list[AtomicOutputFile] = []
+    try:
+        for out in outputs:
+            out.commit(replace=replace)
+            done.append(out)
+    except BaseException:
+        if not replace:     # each was created by us, in a place that was free
+            for out in done:
+                out.withdraw()
+        for out in outputs:
+            out.abort()
+        if not replace or not done:
+            mark_committed(False)      # no output of this command is in place
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Temporary files of runs that died
+
+StaleHandler = Callable[[str], None]
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+# The command line prints these as "warning: ..." lines; API users get a RuntimeWarning.
+on_stale_temporary: StaleHandler = _warn
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True      # not a process id we can test: never treat it as dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True      # alive, another user's
+    except (OverflowError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove the temporary files that runs which no longer exist left in ``folder``; returns
+    their paths. Untouched: those of a live process, those locked by any process (a run holds a
+    lock on its temporary output, which also protects one written from another machine or PID
+    namespace), and our own."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        m = _TEMP_NAME.match(name)
+        if not m:
+            continue
+        path = os.path.join(folder, name)
+        pid = int(m.group("pid"))
+        if pid == os.getpid():
+            if is_tracked_temporary(path):
+                continue                 # ours, in use
+        elif _pid_alive(pid):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue                     # gone already, a link, or unreadable: leave it
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue                 # a live run holds it
+            try:
+                same = os.lstat(path)
+                if (same.st_dev, same.st_ino) != (st.st_dev, st.st_ino):
+                    continue
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                on_stale_temporary(f"{path} was left by amx-repack process {pid}, which is no "
+                                   f"longer running, and cannot be removed: {e.strerror}")
+                continue
+        finally:
+            os.close(fd)
+        removed.append(path)
+        if pid == os.getpid():
+            on_stale_temporary(f"removed {path}, a temporary file left by an earlier process "
+                               f"with this process's id ({pid})")
+        else:
+            on_stale_temporary(f"removed {path}, a temporary file left by amx-repack process "
+                               f"{pid}, which is no longer running")
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
 
 
 class AtomicOutputFile:
@@ -31,9 +251,13 @@ class AtomicOutputFile:
         self.dest = os.path.abspath(os.fspath(dest))
         self.size = size
         self.temp = temp_path_for(self.dest)
+        self.fd = -1
+        self._identity = None      # (st_dev, st_ino) of the file, once synced
         folder = os.path.dirname(self.dest)
         if not os.path.isdir(folder):
             raise OutputError(f"output folder does not exist: {folder}")
+        # (what lies at dest is checked by check_destination before any work, and by commit)
+        remove_stale_temporaries(folder)
         free = shutil.disk_usage(folder).free
         if size > free:
             raise OutputError(f"not enough free space in {folder}: need {size:,} bytes, "
@@ -45,6 +269,12 @@ class AtomicOutputFile:
             except OSError as e:
                 raise OutputError(f"cannot create output in {folder}: {e.strerror}") from None
             track_temporary(self.temp)
+        try:
+            # held until the file is committed or removed, however this process ends: how other
+            # runs tell this temporary file from one left by a dead process
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass    # a filesystem without locks: the process id in the name still protects it
         try:
             self._reserve(size)
         except BaseException:
@@ -75,19 +305,50 @@ class AtomicOutputFile:
                 raise OutputError(f"cannot write {self.dest}: {e.strerror}") from None
             view, offset = view[n:], offset + n
 
-    def commit(self) -> None:
+    def sync(self) -> None:
+        """fsync and close the file (the first step of the commit)."""
+        if self.fd < 0:
+            return
         try:
             os.fsync(self.fd)
+            st = os.fstat(self.fd)
+            self._identity = (st.st_dev, st.st_ino)
             os.close(self.fd)
             self.fd = -1
-            # From here on an interruption must not claim that no output was written: a signal
-            # handled after the rename (which cannot be undone) is ignored (see runner.py).
-            mark_committed()
-            os.replace(self.temp, self.dest)
-            untrack_temporary(self.temp)
         except OSError as e:
             self.abort()
             raise OutputError(f"cannot write {self.dest}: {e.strerror}") from None
+
+    def commit(self, replace: bool = False) -> None:
+        """Give the file its final name. Without ``replace`` nothing that exists there (whenever
+        it appeared) is replaced: OutputError, and the temporary file is removed. With it, only
+        a regular file or a symbolic link is."""
+        self.sync()
+        try:
+            if replace:
+                why = unreplaceable(self.dest)
+                if why is not None:
+                    raise OutputError(f"output {self.dest} {why} now: only a regular file can be "
+                                      f"replaced; nothing was written")
+            # From here on an interruption must not claim that no output was written: a signal
+            # handled after the rename (which cannot be undone) is ignored (see runner.py).
+            mark_committed()
+            if replace:
+                os.replace(self.temp, self.dest)
+            else:
+                _rename_noreplace(self.temp, self.dest)
+            untrack_temporary(self.temp)
+        except FileExistsError:
+            self.abort()
+            raise OutputError(f"output {self.dest} appeared while amx-repack was writing it "
+                              f"(another process?); it was left as it is and nothing was written "
+                              f"(use --force to replace it)") from None
+        except OSError as e:
+            self.abort()
+            raise OutputError(f"cannot write {self.dest}: {e.strerror}") from None
+        except BaseException:
+            self.abort()
+            raise
         try:
             dfd = os.open(os.path.dirname(self.dest), os.O_RDONLY)
             try:
@@ -96,6 +357,16 @@ class AtomicOutputFile:
                 os.close(dfd)
         except OSError:
             pass  # the rename happened; a folder that cannot be fsync'd is not an error
+
+    def withdraw(self) -> None:
+        """Remove a committed output again (commit_all, when a later output of the same command
+        cannot be committed): only if the name still holds our file."""
+        try:
+            st = os.lstat(self.dest)
+            if (st.st_dev, st.st_ino) == self._identity:
+                os.unlink(self.dest)
+        except OSError:
+            pass
 
     def abort(self) -> None:
         if self.fd >= 0:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from formats.gguf_container import printable
 from formats.layouts import AMX_N16_OPTION
 
-from . import __version__
+from . import __version__, atomic
 from .errors import RepackError
 from .inspect import inspect as inspect_file
 from .pipeline import LAYOUTS, ConvertReport, convert as convert_file
@@ -93,7 +93,7 @@ def cli():
 
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
-@click.argument("output", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path())   # a folder: our one-line refusal
 @click.option("--layout", type=click.Choice(LAYOUTS), default="amx", show_default=True,
               help="amx: llama.cpp AMX VNNI tiles; interleaved: ik_llama.cpp _R4/_R8 types; "
                    "none: plain copy.")
@@ -215,7 +215,7 @@ def verify(files, threads, as_json, show_all, quiet):
 
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
-@click.argument("output", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path())   # a folder: our one-line refusal
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=None)
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
@@ -266,6 +266,9 @@ def main(argv=None) -> None:
     # SIGTERM like Ctrl-C from the start (exit 130, one line), and neither of them turns a command
     # whose output is already committed into an "interrupted" one (runner.py).
     install_signal_handlers()
+    # temporary files of dead runs, removed beside an output: said on stderr, even with --quiet
+    atomic.on_stale_temporary = lambda message: click.echo(f"warning: {printable(message)}",
+                                                           err=True)
     try:
         cli.main(args=argv, prog_name=PROG, standalone_mode=False)
     except click.exceptions.Abort:

@@ -96,7 +96,7 @@ def build_demo_model(path: Path, seed: int = 0) -> list[str]:
         out.pwrite(0, layout.header)
         for i, blob in enumerate(blobs):
             out.pwrite(layout.data_start + layout.offsets[i], blob)
-        out.commit()
+        out.commit(replace=True)    # demo --keep DIR: a second run rewrites its own files
     return names
 
 

@@ -13,7 +13,7 @@ from formats.layouts import AMX_N16_OPTION, RUNTIMES, Decision, compile_patterns
 
 from . import __version__, metadata, shards, zst
 from .checksum import XXH64
-from .atomic import AtomicOutputFile
+from .atomic import AtomicOutputFile, commit_all
 from .errors import InputError, UsageError
 from .families import FAMILIES, LAYOUT_VERSION
 from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
@@ -194,8 +194,8 @@ def write_outputs(input: str, output: str, force: bool, produce, final_name=None
                     report, out = produce(src, a, b)
                     reports.append(report)
                     pending.append(out)
-                for out in pending:
-                    out.commit()
+                # all or none, and without --force never in place of a file that appeared
+                commit_all(pending, replace=force)
         except BaseException:
             for out in pending:
                 out.abort()

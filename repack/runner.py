@@ -63,6 +63,10 @@ def untrack_temporary(path: str) -> None:
     _temporaries.discard(path)
 
 
+def is_tracked_temporary(path: str) -> bool:
+    return path in _temporaries
+
+
 def remove_temporaries() -> None:
     for path in list(_temporaries):
         try:
@@ -144,11 +148,12 @@ _in_command = False
 _committed = False
 
 
-def mark_committed() -> None:
-    """Called by AtomicOutputFile.commit just before its rename (no-op outside a command)."""
+def mark_committed(done: bool = True) -> None:
+    """Called by AtomicOutputFile.commit just before its rename (no-op outside a command), and
+    with False by commit_all when no output of the command stayed in place after all."""
     global _committed
     if _in_command:
-        _committed = True
+        _committed = done
 
 
 def output_committed() -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from formats.gguf_container import GGUFFile, read_gguf
 
+from .atomic import check_destination
 from .errors import InputError, OutputError, UsageError
 from .runner import untrack_temporary
 from .metadata import INTEGER_VALUE_TYPES
@@ -109,14 +110,11 @@ def open_input(path: str) -> GGUFFile:
 
 
 def check_output_path(input_path: str, output_path: str, force: bool) -> None:
-    """Refuse to overwrite the input (also through a link) or, without --force, any file."""
-    if os.path.isdir(output_path):
-        raise OutputError(f"output {output_path} is a folder")
-    if os.path.exists(output_path):
-        if os.path.samefile(input_path, output_path):
-            raise OutputError(f"output {output_path} is the input file; choose another name")
-        if not force:
-            raise OutputError(f"output {output_path} already exists (use --force to replace it)")
+    """Refuse to overwrite the input (also through a link), anything but a regular file (a
+    folder, device, FIFO or socket, even with --force) or, without --force, anything at all."""
+    if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+        raise OutputError(f"output {output_path} is the input file; choose another name")
+    check_destination(output_path, force)
 
 
 @dataclass
