@@ -16,8 +16,10 @@ Writer
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -344,10 +346,44 @@ class GGUFFile:
         self.close()
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _refuse_non_regular(mode: int, path: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    raise GGUFFormatError(f"{kind}, not a regular file: only regular files (or links to one) are "
+                          f"read")
+
+
+def open_regular(path: str | os.PathLike) -> int:
+    """A read-only descriptor of ``path``, which must be a regular file or a link to one.
+
+    Opening a FIFO for reading blocks until some writer appears (for ever, as far as the user can
+    tell), and devices or sockets are no model files either: the path is checked before it is
+    opened, and the descriptor again after (the path may change in between), opened with
+    O_NONBLOCK so that even that open cannot hang. Raises GGUFFormatError (IsADirectoryError for a
+    folder) / OSError."""
+    path = os.fspath(path)
+    _refuse_non_regular(os.stat(path).st_mode, path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        _refuse_non_regular(os.fstat(fd).st_mode, path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_gguf(path: str | os.PathLike) -> GGUFFile:
     """Open and parse a GGUF file (read-only). Raises GGUFFormatError / OSError."""
     path = os.fspath(path)
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_regular(path)
     try:
         size = os.fstat(fd).st_size
         if size < 24:

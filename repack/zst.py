@@ -6,56 +6,171 @@
   temporary folder for ``verify``), which is removed when the command ends, however it ends.
 * ``convert --compress`` writes the finished (uncompressed, not yet renamed) output through a
   multi-threaded zstd stream into ``OUT.gguf.zst``, atomically, then drops the uncompressed copy.
+
+A compressed input is hostile until proven otherwise: a few MB of zstd can expand to terabytes
+(one 4-byte RLE block is 128 KiB of output). So decompression never asks for more than
+``STREAM_CHUNK`` bytes of output at a time (memory stays bounded whatever the ratio), and the
+frames are walked first, header by header (no decompression): a truncated stream is refused before
+anything is written, and the content size the frames declare is checked against the free space;
+without a declared size, writing stops cleanly when the output would outgrow the free space.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import struct
 import tempfile
+from dataclasses import dataclass
 
 import zstandard
 
-from formats.gguf_container import GGUFFile, GGUFFormatError, check_data_section, parse_header
+from formats.gguf_container import (GGUFFile, GGUFFormatError, check_data_section, open_regular,
+                                    parse_header)
 
 from .atomic import AtomicOutputFile, temp_path_for
 from .runner import stop_signals_held, track_temporary, untrack_temporary
-from .errors import InputError
+from .errors import InputError, OutputError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STREAM_CHUNK = 4 << 20
 COMPRESSION_LEVEL = 3
 MAX_HEADER_BYTES = 128 << 20   # real headers, vocabularies included, take a few MB
 
+_FRAME_MAGIC = 0xFD2FB528
+_SKIPPABLE_MAGIC = range(0x184D2A50, 0x184D2A60)
+_MAX_FRAME_HEADER = 18
+_SCAN_WINDOW = 4096            # bytes read at a time while walking block headers
+
 
 def is_zst(path: str) -> bool:
     try:
-        with open(path, "rb") as f:
-            return f.read(4) == ZSTD_MAGIC
+        fd = open_regular(path)
+    except (OSError, GGUFFormatError):
+        return False   # the GGUF reader reports what is wrong with it
+    try:
+        return os.pread(fd, 4, 0) == ZSTD_MAGIC
     except OSError:
         return False
+    finally:
+        os.close(fd)
 
 
 def compressed_name(output: str) -> str:
     return output if output.endswith(".zst") else output + ".zst"
 
 
+# ------------------------------------------------------------------------------------------
+# The frames of a stream, from their headers (RFC 8878 §3.1)
+
+
+@dataclass
+class StreamFrames:
+    frames: int             # zstd frames (skippable frames not counted)
+    content_size: int       # the decompressed size all frames declare together; -1: not declared
+    compressed_size: int    # bytes of the stream (the whole file)
+
+
+class _Window:
+    """Small positional reads of a file through a little cache (block headers are 3 bytes)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.start, self.data = fd, 0, b""
+
+    def get(self, pos: int, n: int) -> bytes:
+        if not (self.start <= pos and pos + n <= self.start + len(self.data)):
+            self.start, self.data = pos, os.pread(self.fd, max(n, _SCAN_WINDOW), pos)
+        return self.data[pos - self.start:pos - self.start + n]
+
+
+def scan_frames(fd: int, path: str) -> StreamFrames:
+    """Walk every frame header and block header of the zstd stream in ``fd`` without decompressing
+    anything: refuse a stream whose last frame is cut short (a truncated download), reserved block
+    types and trailing bytes that are no frame; add up the declared content sizes."""
+    size = os.fstat(fd).st_size
+    w = _Window(fd)
+    pos, frames, declared = 0, 0, 0
+    while pos < size:
+        magic_bytes = w.get(pos, 4)
+        if len(magic_bytes) < 4:
+            raise InputError(f"{path}: truncated zstd stream ({size - pos} stray bytes at the end)")
+        (magic,) = struct.unpack("<I", magic_bytes)
+        if magic in _SKIPPABLE_MAGIC:
+            head = w.get(pos, 8)
+            if len(head) < 8:
+                raise InputError(f"{path}: truncated zstd stream (skippable frame at offset {pos})")
+            pos += 8 + struct.unpack_from("<I", head, 4)[0]
+            if pos > size:
+                raise InputError(f"{path}: truncated zstd stream (a skippable frame runs past the "
+                                 f"end of the file)")
+            continue
+        if magic != _FRAME_MAGIC:
+            raise InputError(f"{path}: not a valid zstd stream (no frame at offset {pos})")
+        head = w.get(pos, _MAX_FRAME_HEADER)
+        try:
+            header_size = zstandard.frame_header_size(head)
+            params = zstandard.get_frame_parameters(head)
+            content_size = zstandard.frame_content_size(head)   # -1: not declared
+        except zstandard.ZstdError as e:
+            if len(head) < _MAX_FRAME_HEADER:
+                raise InputError(f"{path}: truncated zstd stream (frame header at offset {pos})") \
+                    from None
+            raise InputError(f"{path}: not a valid zstd stream ({e})") from None
+        frames += 1
+        if content_size < 0 or declared < 0:
+            declared = -1
+        else:
+            declared += content_size
+        p = pos + header_size
+        while True:
+            block = w.get(p, 3)
+            if len(block) < 3:
+                raise InputError(f"{path}: truncated zstd stream (frame {frames} ends past the end "
+                                 f"of the file)")
+            header = int.from_bytes(block, "little")
+            last, kind, block_size = header & 1, (header >> 1) & 3, header >> 3
+            if kind == 3:
+                raise InputError(f"{path}: corrupt zstd stream (reserved block type at offset {p})")
+            p += 3 + (1 if kind == 1 else block_size)   # an RLE block stores its byte once
+            if p > size:
+                raise InputError(f"{path}: truncated zstd stream (frame {frames} ends past the end "
+                                 f"of the file)")
+            if last:
+                break
+        if params.has_checksum:
+            p += 4
+            if p > size:
+                raise InputError(f"{path}: truncated zstd stream (frame {frames} ends past the end "
+                                 f"of the file)")
+        pos = p
+    if frames == 0:
+        raise InputError(f"{path}: not a valid zstd stream (no frame)")
+    return StreamFrames(frames, declared, size)
+
+
+# ------------------------------------------------------------------------------------------
+# inspect: the header only
+
+
 def read_header(path: str) -> GGUFFile:
     """Parse the GGUF header at the start of a .zst stream, decompressing only that much."""
-    with open(path, "rb") as fh:
-        first = fh.read(18)
+    with os.fdopen(open_regular(path), "rb") as fh:
+        first = fh.read(_MAX_FRAME_HEADER)
         try:
             content_size = zstandard.frame_content_size(first)
         except zstandard.ZstdError as e:
             raise InputError(f"{path}: not a valid zstd stream ({e})") from None
         fh.seek(0)
-        reader = zstandard.ZstdDecompressor().stream_reader(fh)
+        reader = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True,
+                                                            closefd=False)
         buf = bytearray()
         want = STREAM_CHUNK
         while True:
-            chunk = _read(reader, path, want)
+            chunk = _read(reader, path, want)   # at most `want` bytes, whatever the ratio
             buf += chunk
             try:
-                parsed = parse_header(bytes(buf), len(buf), file_size=-1)
+                parsed = parse_header(buf, len(buf), file_size=-1)
             except GGUFFormatError as e:
                 if chunk and str(e).startswith("truncated file"):
                     # The header goes on past what was decompressed so far. A hostile stream can
@@ -69,11 +184,22 @@ def read_header(path: str) -> GGUFFile:
                     continue
                 raise InputError(f"{path}: {e}") from None
             break
-    if content_size >= 0:
-        try:
-            check_data_section(parsed, content_size)
-        except GGUFFormatError as e:
-            raise InputError(f"{path}: {e}") from None
+        del buf
+        if content_size >= 0:
+            try:
+                check_data_section(parsed, content_size)
+            except GGUFFormatError as e:
+                # The first frame's size is the whole content only for a one-frame stream (pzstd
+                # writes many): walk the frames (a few reads per frame, so only when needed) and
+                # check against what they declare together, if they all declare a size.
+                total = scan_frames(fh.fileno(), path).content_size
+                if total == content_size:
+                    raise InputError(f"{path}: {e}") from None
+                if total >= 0:
+                    try:
+                        check_data_section(parsed, total)
+                    except GGUFFormatError as e2:
+                        raise InputError(f"{path}: {e2}") from None
     parsed.path = path
     return parsed
 
@@ -85,34 +211,92 @@ def _read(reader, path: str, n: int) -> bytes:
         raise InputError(f"{path}: corrupt zstd stream ({e})") from None
 
 
+# ------------------------------------------------------------------------------------------
+# convert, verify, unpack: a temporary plain copy
+
+
+class _CountingReader:
+    """The compressed file as the decompressor reads it, counting the bytes it took."""
+
+    def __init__(self, fh):
+        self.fh, self.count = fh, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.count += len(data)
+        return data
+
+
 def decompress_to_temp(path: str, folder: str | None) -> str:
     """Stream ``path`` into a temporary plain GGUF in ``folder``; the caller removes it.
-    Every frame must be complete (a truncated download is an error, not a short file)."""
+
+    Every frame must be complete (a truncated download is an error, not a short file); the
+    declared content size must fit in the free space of ``folder``, and the real output may never
+    outgrow it (checked at every step, so a stream that declares nothing stops there too).
+    Memory: one ``STREAM_CHUNK`` of output at a time, plus zstd's own window (at most 128 MiB,
+    zstd's default limit; 2-8 MiB at the usual levels)."""
     folder = folder or tempfile.gettempdir()
     temp = temp_path_for(os.path.join(folder, os.path.basename(path))) + "-input"
-    dctx = zstandard.ZstdDecompressor()
-    with stop_signals_held():   # created and tracked with no interruption in between
-        dst = open(temp, "xb")
-        track_temporary(temp)
-    try:
-        with open(path, "rb") as src, dst:
-            frame, frame_open = dctx.decompressobj(), False
-            while chunk := src.read(STREAM_CHUNK):
-                while chunk:
-                    dst.write(frame.decompress(chunk))
-                    frame_open, chunk = True, b""
-                    if frame.eof:   # the next frame of a multi-frame stream (pzstd) follows
-                        chunk = frame.unused_data
-                        frame, frame_open = dctx.decompressobj(), False
-            if frame_open:
-                raise InputError(f"{path}: truncated zstd stream")
-    except zstandard.ZstdError as e:
-        _remove(temp)
-        raise InputError(f"{path}: corrupt zstd stream ({e})") from None
-    except BaseException:
-        _remove(temp)
-        raise
+    with os.fdopen(open_regular(path), "rb") as src:
+        shape = scan_frames(src.fileno(), path)
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError as e:
+            raise OutputError(f"cannot use {folder} for the decompressed copy of {path}: "
+                              f"{e.strerror}") from None
+        if shape.content_size > free:
+            raise OutputError(f"not enough free space in {folder} to decompress {path}: its zstd "
+                              f"frames declare {shape.content_size:,} bytes, {free:,} available")
+        with stop_signals_held():   # created and tracked with no interruption in between
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except OSError as e:
+                raise OutputError(f"cannot create the decompressed copy of {path} in {folder}: "
+                                  f"{e.strerror}") from None
+            track_temporary(temp)
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as dst:
+                counted = _CountingReader(src)
+                reader = zstandard.ZstdDecompressor().stream_reader(
+                    counted, read_size=1 << 20, read_across_frames=True, closefd=False)
+                written = 0
+                while chunk := _read(reader, path, STREAM_CHUNK):
+                    written += len(chunk)
+                    if written > free:
+                        raise OutputError(
+                            f"not enough free space in {folder} to decompress {path}: the stream "
+                            f"goes on past the {free:,} bytes available"
+                            + ("" if shape.content_size >= 0 else " (it declares no size)"))
+                    _write_all(dst, chunk, path, folder)
+                if counted.count != shape.compressed_size or \
+                        shape.content_size not in (-1, written):
+                    raise InputError(f"{path}: the zstd stream changed while it was read, or its "
+                                     f"frames end early")
+        except BaseException:
+            _remove(temp)
+            raise
     return temp
+
+
+def _write_all(dst, data: bytes, path: str, folder: str) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = dst.write(view)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OutputError(f"not enough free space in {folder} to decompress {path}: "
+                                  f"{e.strerror}") from None
+            if e.errno == errno.EFBIG:
+                raise OutputError(f"the decompressed copy of {path} is too large for {folder} "
+                                  f"(file size limit)") from None
+            raise OutputError(f"cannot write the decompressed copy of {path} in {folder}: "
+                              f"{e.strerror}") from None
+        view = view[n:]
+
+
+# ------------------------------------------------------------------------------------------
+# convert --compress
 
 
 def compress_output(out: AtomicOutputFile, dest: str, threads: int) -> AtomicOutputFile:

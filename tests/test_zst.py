@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 import zstandard
@@ -65,3 +66,108 @@ def test_corrupt_stream_is_a_clean_error(gemma_zst, tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "zstd" in proc.stderr or "truncated" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.gguf.zst"]
+
+
+# ------------------------------------------------------------------------------------------
+# Bounded decompression (issue 11, item 5): bombs, free space, truncation, many frames
+
+from tests.ggufbuild import valid_small                                   # noqa: E402
+from tests.rss import run_measured                                        # noqa: E402
+from tests.test_disk_full import assert_one_line_error, leftovers, mount_tmpfs  # noqa: E402,F401
+from tests.zstframes import frame, skippable                              # noqa: E402
+
+BOMB = 100 << 30          # what the issue's 3 MB frame declared
+DISK = 48 << 20
+
+
+def bomb_commands(src, disk):
+    """Every command that decompresses its input, writing into the small disk `disk`."""
+    env = dict(os.environ, TMPDIR=str(disk))      # verify's copy goes to the temporary folder
+    return [(["convert", src, disk / "out.gguf"], None),
+            (["convert", "--layout", "interleaved", src, disk / "out.gguf"], None),
+            (["unpack", src, disk / "out.gguf"], None),
+            (["verify", src], env)]
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+def test_decompression_bomb_is_stopped_in_bounded_memory(tmp_path, mount_tmpfs, declared):
+    """A 3 MB frame of 100 GiB of zeros (after a valid GGUF header): refused up front when it
+    declares its size, stopped at the free space when it does not; memory stays bounded (the
+    old code held a whole input chunk's output: ~23 GB resident before the kernel killed it)."""
+    src = tmp_path / "bomb.gguf.zst"
+    src.write_bytes(frame(valid_small().tobytes(), BOMB, BOMB if declared else None))
+    assert src.stat().st_size < 4 << 20
+    disk = mount_tmpfs(DISK)
+    for args, env in bomb_commands(src, disk):
+        proc, rss = run_measured(*args, env=env, timeout=120)
+        line = assert_one_line_error(proc, "not enough free space", str(disk))
+        assert ("107,374,182,400" in line) == declared, line
+        assert rss < 160 << 20, (args, rss)         # measured: ~40 MiB declared, ~50 undeclared
+        assert leftovers(disk) == []
+    assert leftovers(tmp_path) == ["bomb.gguf.zst", "disk"]
+    # inspect reads the header only, and says what the file is
+    assert amx_repack_cli("inspect", src).returncode == 0
+
+
+def test_real_output_outgrowing_its_declared_size_is_an_error(tmp_path):
+    """A frame that declares 1 MiB and holds 1 GiB (or the other way round): zstd checks the
+    frame content size itself; the command ends with one line and leaves nothing."""
+    head = valid_small().tobytes()
+    for name, data in (("lies-small.gguf.zst", frame(head, 1 << 30, 1 << 20)),
+                       ("lies-big.gguf.zst", frame(head, 1 << 20, 1 << 30))):
+        src = tmp_path / name
+        src.write_bytes(data)
+        out = tmp_path / "out.gguf"
+        proc = amx_repack_cli("convert", src, out)
+        assert_one_line_error(proc, "zstd")
+        assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".zst") == []
+        src.unlink()
+
+
+def test_truncated_stream_is_refused_before_anything_is_written(tmp_path):
+    """The frames are walked first: a cut download is refused at once (it was decompressed to
+    the end before, into a temporary copy as large as the file claims)."""
+    data = frame(valid_small().tobytes(), 512 << 20, None)
+    for cut in (len(data) - 2, len(data) // 2, 9):
+        src = tmp_path / "cut.gguf.zst"
+        src.write_bytes(data[:cut])
+        proc = amx_repack_cli("convert", src, tmp_path / "out.gguf")
+        assert_one_line_error(proc, "truncated zstd stream")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.gguf.zst"]
+    # trailing bytes that are no frame
+    src.write_bytes(data + b"junk")
+    assert_one_line_error(amx_repack_cli("convert", src, tmp_path / "out.gguf"), "zstd")
+
+
+def test_window_beyond_zstds_limit_is_refused(tmp_path):
+    """zstd's default decoder limit (128 MiB window, as the zstd CLI has it) bounds the memory a
+    frame can demand: a frame asking for a 1 GiB window is refused in one line."""
+    src = tmp_path / "wide.gguf.zst"
+    src.write_bytes(frame(valid_small().tobytes(), 1 << 20, None, window_log=30))
+    proc = amx_repack_cli("convert", src, tmp_path / "out.gguf")
+    assert_one_line_error(proc, "zstd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.gguf.zst"]
+
+
+def test_many_frames_and_skippable_frames(gemma_path, tmp_path):
+    """pzstd-style streams (one frame per piece, each declaring its own size) with a skippable
+    frame between them: convert gives the plain conversion; inspect checks the tensors against
+    the sum of the frames' sizes, not the first frame's."""
+    data = gemma_path.read_bytes()
+    cctx = zstandard.ZstdCompressor(level=1, write_content_size=True)
+    piece = 64 << 20
+    parts = [cctx.compress(data[i:i + piece]) for i in range(0, len(data), piece)]
+    src = tmp_path / "frames.gguf.zst"
+    src.write_bytes(parts[0] + skippable(b"metadata") + b"".join(parts[1:]))
+    assert len(parts) > 2
+    assert amx_repack_cli("inspect", src).returncode == 0
+    plain = tmp_path / "plain.gguf"
+    from_zst = tmp_path / "from-zst.gguf"
+    repack.convert(gemma_path, plain, layout="amx")
+    repack.convert(src, from_zst, layout="amx")
+    assert sha256(plain.read_bytes()) == sha256(from_zst.read_bytes())
+    # a multi-frame stream whose frames declare less than the tensors need is still refused
+    short = tmp_path / "short.gguf.zst"
+    short.write_bytes(parts[0] + parts[1])
+    proc = amx_repack_cli("inspect", short)
+    assert_one_line_error(proc, "beyond the end of the file")
