@@ -91,6 +91,18 @@ _INT64_MAX = (1 << 63) - 1
 # (12 bytes a level) overflow Python's stack (RecursionError instead of GGUFFormatError).
 # llama.cpp reads no nested arrays at all; gguf-py writes them one level deep.
 MAX_ARRAY_NESTING = 16
+# Every tensor info and metadata record becomes a few Python objects (a few hundred bytes, 5-10x
+# its size in the file), and every command keeps a few more per tensor: a 64 MiB header of 1.7 M
+# tensor infos took 3.4 GB to parse and 6.4 GB to convert. Real models have at most a few
+# thousand tensors (experts are 3-D tensors; even one tensor per expert of a 256-expert, 60-layer
+# model stays under 50,000) and a few dozen records (a vocabulary is one array record): larger
+# counts are refused up front, which bounds every command's memory (about 300 MB at the limit).
+MAX_TENSORS = 1 << 16
+MAX_KV_RECORDS = 1 << 16
+# amx-repack's convert appends a dozen records of its own (repack/metadata.py): they do not count
+# against MAX_KV_RECORDS, so that every file convert accepts gives an output it reads back.
+OWN_KEY_PREFIX = "amx_repack."
+OWN_RECORDS_HEADROOM = 256
 # A power-of-two alignment up to 2^31 is "valid", but a 57-byte file with no tensors and
 # alignment 2^31 made `convert` write a 2 GiB header of padding (4 GB of memory). Real files use
 # 32 (some 64..4096); 1 MiB leaves a wide margin.
@@ -105,7 +117,7 @@ def align_up(n: int, alignment: int) -> int:
 # Records
 
 
-@dataclass
+@dataclass(slots=True)
 class KVRecord:
     """One metadata record, kept as the exact bytes it had in the file."""
 
@@ -128,7 +140,7 @@ class KVRecord:
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorInfo:
     name: str
     shape: tuple[int, ...]     # ggml order: ne0 (contiguous) first
@@ -414,6 +426,11 @@ def _check_count(count: int, what: str, min_bytes: int, remaining: int, size: in
     raise GGUFFormatError(f"absurd {what} count {count} for a file of {size} bytes")
 
 
+def _too_many_records(n_kv: int) -> None:
+    raise GGUFFormatError(f"absurd metadata count {n_kv:,}: at most {MAX_KV_RECORDS:,} records are "
+                          f"supported (real models have a few dozen)")
+
+
 def parse_header(buf, size: int, file_size: int | None = None) -> GGUFFile:
     """Parse everything up to the data section of a GGUF image whose first ``size`` bytes are in
     ``buf``. The tensors' data ranges are checked against ``file_size`` (default ``size``; -1
@@ -431,13 +448,23 @@ def parse_header(buf, size: int, file_size: int | None = None) -> GGUFFile:
     n_kv = cur.u64("metadata count")
     _check_count(n_kv, "metadata", _MIN_KV_BYTES, size - cur.pos, size)
     _check_count(n_tensors, "tensor", _MIN_TENSOR_INFO_BYTES, size - cur.pos, size)
+    if n_tensors > MAX_TENSORS:
+        raise GGUFFormatError(f"absurd tensor count {n_tensors:,}: at most {MAX_TENSORS:,} tensors "
+                              f"are supported (real models have a few thousand)")
+    if n_kv > MAX_KV_RECORDS + OWN_RECORDS_HEADROOM:
+        _too_many_records(n_kv)
 
     kv: dict[str, KVRecord] = {}
+    own = 0
     for i in range(n_kv):
         start = cur.pos
         key = cur.string(f"key of metadata record {i}")
         if key in kv:
             raise GGUFFormatError(f"duplicate metadata key '{key}'")
+        if key.startswith(OWN_KEY_PREFIX):
+            own += 1
+        if i - own >= MAX_KV_RECORDS or own > OWN_RECORDS_HEADROOM:
+            _too_many_records(n_kv)
         vtype = cur.u32(f"value type of '{key}'")
         if vtype not in ValueType.__members__.values():
             raise GGUFFormatError(f"unknown value type {vtype} for metadata key '{key}'")

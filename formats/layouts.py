@@ -57,7 +57,8 @@ CODES = {
     "type": "the type has no layout in this family",
     "packed": "already in a layout of this family",
     "shape_1d": "1-D tensor",
-    "shape_k": "ne0 (K) is not a multiple of what the format and runtime need (32 or 256)",
+    "shape_k": "ne0 (K) is not a positive multiple of what the format and runtime need (amx: 32 "
+               "or 256; interleaved: the block size, a column pair for bf16)",
     "shape_rows": "ne1 is not a multiple of the tile/group height the format needs",
     "shape_n": "ne1 (N) % 32 != 0: llama.cpp's AMX backend does not run it (--allow-amx-n16)",
     "embedding": "token embedding, read by get_rows",
@@ -105,9 +106,9 @@ def amx_decision(t: TensorInfo, allow_n16: bool = False) -> Decision:
     if len(t.shape) < 2:
         return _cannot("shape_1d", "1-D tensor")
     k_multiple = AMX_RUNTIME_K[params.source.name]
-    if t.ne0 % k_multiple:
-        return _cannot("shape_k", f"ne0 = {t.ne0} is not a multiple of {k_multiple} (K rule of "
-                       f"the AMX format and of llama.cpp's AMX backend for {t.type.name})")
+    if t.ne0 <= 0 or t.ne0 % k_multiple:
+        return _cannot("shape_k", f"ne0 = {t.ne0} is not a positive multiple of {k_multiple} (K "
+                       f"rule of the AMX format and of llama.cpp's AMX backend for {t.type.name})")
     if t.ne1 % AMX_TILE_ROWS:
         return _cannot("shape_rows", f"ne1 = {t.ne1} is not a multiple of {AMX_TILE_ROWS} "
                        f"(AMX tile height)")
@@ -144,6 +145,10 @@ def interleaved_decision(t: TensorInfo) -> Decision:
         return _cannot("type", f"{t.type.name} has no lossless interleaved type")
     if len(t.shape) < 2:
         return _cannot("shape_1d", "1-D tensor")
+    if t.ne0 <= 0 or t.ne0 % il.column_multiple:
+        return _cannot("shape_k", f"ne0 = {t.ne0} is not a positive multiple of "
+                       f"{il.column_multiple} ({il.target.name} interleaves whole "
+                       f"{'column pairs' if il.column_multiple == 2 else 'blocks'})")
     if t.ne1 % il.rows:
         return _cannot("shape_rows", f"ne1 = {t.ne1} is not a multiple of {il.rows} "
                        f"({il.target.name} rows per group)")

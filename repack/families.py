@@ -20,6 +20,7 @@ from formats.interleaved_layout import INTERLEAVINGS, interleaving_for_type_id
 from formats.layouts import AMX_TILE_ROWS
 
 from . import amx_kernels, interleaved_kernels
+from .errors import InputError
 
 LAYOUT_VERSION = 1
 
@@ -45,9 +46,25 @@ class Family:
     def unit_rows(self, source_type_id: int) -> int:
         return AMX_TILE_ROWS if self.name == "amx" else INTERLEAVINGS[source_type_id].rows
 
+    def column_multiple(self, source_type_id: int) -> int:
+        """ne0 of a packed tensor is a positive multiple of this: the source block size (for
+        bf16, a column pair: interleaved.md §5.1)."""
+        if self.name == "amx":
+            return TYPES[source_type_id].block_size
+        return INTERLEAVINGS[source_type_id].column_multiple
+
     # -- chunks ----------------------------------------------------------------------------
     def chunks(self, source_type_id: int, t: TensorInfo, chunk_bytes: int):
-        """Yield (source byte range, packed byte range, rows) covering the tensor in whole units."""
+        """Yield (source byte range, packed byte range, rows) covering the tensor in whole units.
+
+        Its ne0 must be a positive multiple of the family's column unit: nothing else can be
+        packed (convert never packs such a tensor), and a packed tensor that claims another ne0
+        (a damaged or hostile file) is refused here, before any kernel sees it."""
+        multiple = self.column_multiple(source_type_id)
+        if t.ne0 <= 0 or t.ne0 % multiple:
+            raise InputError(f"tensor '{t.name}' ({t.type.name}): ne0 = {t.ne0} is not a positive "
+                             f"multiple of {multiple}, which the "
+                             f"{self.target_of(source_type_id).name} layout needs")
         unit = self.unit_rows(source_type_id)
         src_row = TYPES[source_type_id].row_bytes(t.ne0)
         dst_row = self.target_of(source_type_id).row_bytes(t.ne0)

@@ -131,10 +131,16 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
     if layout == "interleaved" and FILE_TYPE_KEY in records:
         # ik relabels general.file_type by the input's file type alone (interleaved.md §7)
         rec = records[FILE_TYPE_KEY]
-        new = FILE_TYPE_REPACKED.get(int(rec.value)) if rec.value_type != ValueType.STRING else None
+        if rec.value_type not in metadata.INTEGER_VALUE_TYPES:
+            raise InputError(f"{src.path}: '{FILE_TYPE_KEY}' is {rec.value_type.name.lower()}, "
+                             f"expected an integer (a llama_ftype id)")
+        new = FILE_TYPE_REPACKED.get(int(rec.value))
         if new is not None and new != rec.value:
             changed[FILE_TYPE_KEY] = rec
-            records[FILE_TYPE_KEY] = encode_kv(FILE_TYPE_KEY, rec.value_type, new)
+            # every relabelled id is above 255: a one-byte record becomes a u32, as ik writes it
+            vtype = (ValueType.UINT32 if rec.value_type in (ValueType.INT8, ValueType.UINT8)
+                     else rec.value_type)
+            records[FILE_TYPE_KEY] = encode_kv(FILE_TYPE_KEY, vtype, new)
     ours = metadata.build_records(
         layout, LAYOUT_VERSION, __version__, [p.name for p in plans],
         [p.type_id for p in plans], digests, changed, added,
