@@ -24,6 +24,7 @@ from .metadata import INTEGER_VALUE_TYPES
 KEY_SPLIT_NO = "split.no"
 KEY_SPLIT_COUNT = "split.count"
 KEY_SPLIT_TENSORS = "split.tensors.count"
+_OWN_RECORDS = "amx_repack."   # our records describe each shard's own tensors: they differ
 _SHARD_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
@@ -68,8 +69,12 @@ def input_shards(first: str, first_file: GGUFFile) -> list[str]:
     return paths
 
 
-def check_shard(path: str, f: GGUFFile, index: int, count: int, total_tensors: int | None) -> None:
-    """A shard must say it is shard `index` of `count` of the same model."""
+def check_shard(path: str, f: GGUFFile, index: int, count: int, total_tensors: int | None,
+                first: GGUFFile | None = None) -> None:
+    """A shard must say it is shard `index` of `count` of the same model as the first shard
+    ``first``: same split.count and split.tensors.count, same GGUF version, and every metadata
+    record it shares with the first shard (gguf-split writes none but the split.* ones; other
+    writers repeat some) with the same value."""
     if shard_count(f) != count:
         raise InputError(f"{path}: split.count is {shard_count(f)}, but the first shard says {count}")
     if _split_int(f, KEY_SPLIT_NO, -1) != index:
@@ -77,7 +82,47 @@ def check_shard(path: str, f: GGUFFile, index: int, count: int, total_tensors: i
     if total_tensors is not None and KEY_SPLIT_TENSORS in f.kv and \
             _split_int(f, KEY_SPLIT_TENSORS, None) != total_tensors:
         raise InputError(f"{path}: split.tensors.count is {f.get(KEY_SPLIT_TENSORS)}, but the first "
-                         f"shard says {total_tensors}")
+                         f"shard says {total_tensors}: it belongs to another model")
+    if first is None:
+        return
+    if f.version != first.version:
+        raise InputError(f"{path}: GGUF version {f.version}, but the first shard has version "
+                         f"{first.version}: it belongs to another model")
+    for key, rec in f.kv.items():
+        if key.startswith(("split.", _OWN_RECORDS)):
+            continue
+        mine = first.kv.get(key)
+        if mine is not None and mine.raw != rec.raw:
+            theirs, ours = _describe(rec), _describe(mine)
+            detail = (f"is {theirs}, but the first shard has {ours}" if theirs != ours
+                      else "differs from the first shard's")
+            raise InputError(f"{path}: metadata '{key}' {detail}: it belongs to another model")
+
+
+def _describe(rec) -> str:
+    try:
+        return rec.describe()
+    except ValueError:    # GGUFFormatError: a value that does not decode (not UTF-8)
+        return "undecodable"
+
+
+def check_model(paths: list[str], files: list[GGUFFile]) -> None:
+    """Across all files of a model: no tensor name twice, and as many tensors as the first file's
+    split.tensors.count says (when it says)."""
+    seen: dict[str, int] = {}
+    for i, f in enumerate(files):
+        for t in f.tensors:
+            j = seen.setdefault(t.name, i)
+            if j != i:
+                raise InputError(f"{paths[i]}: tensor '{t.name}' is also in {paths[j]}: the shards "
+                                 f"do not belong together (a shard of another model, or a copy)")
+    declared = _split_int(files[0], KEY_SPLIT_TENSORS, None)
+    if declared is not None and declared != len(seen):
+        where = (f"the {len(files)} shards hold {len(seen)} "
+                 f"({' + '.join(str(len(f.tensors)) for f in files)})" if len(files) > 1
+                 else f"the file holds {len(seen)}")
+        raise InputError(f"{paths[0]}: split.tensors.count is {declared}, but {where}: a shard is "
+                         f"missing tensors or belongs to another model")
 
 
 def output_shards(output: str, count: int) -> list[str]:
@@ -155,7 +200,10 @@ def open_model(path: str, scratch_dir: str | None = None, header_only: bool = Fa
 
     if zst.is_zst(path):
         if header_only:
-            return Model([path], [zst.read_header(path)])
+            model = Model([path], [zst.read_header(path)])
+            if shard_count(model.files[0]) == 1:
+                check_model(model.paths, model.files)
+            return model
         model = Model([path])
         try:
             temp = zst.decompress_to_temp(path, scratch_dir)
@@ -168,6 +216,7 @@ def open_model(path: str, scratch_dir: str | None = None, header_only: bool = Fa
             if shard_count(model.files[0]) > 1:
                 raise InputError(f"{path}: compressed split models are not supported; "
                                  f"decompress the shards first")
+            check_model(model.paths, model.files)
         except BaseException:
             model.close()
             raise
@@ -181,7 +230,8 @@ def open_model(path: str, scratch_dir: str | None = None, header_only: bool = Fa
             total = _split_int(first, KEY_SPLIT_TENSORS, None)
             for i, shard in enumerate(model.paths[1:], start=1):
                 model.files.append(open_input(shard))
-                check_shard(shard, model.files[-1], i, count, total)
+                check_shard(shard, model.files[-1], i, count, total, first)
+        check_model(model.paths, model.files)
     except BaseException:
         model.close()
         raise

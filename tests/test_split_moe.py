@@ -16,6 +16,7 @@ import pytest
 import repack
 from formats.gguf_container import read_gguf
 from tests.conftest import amx_repack_cli, run_quantize
+from tests.ggufbuild import kv_str
 from tests.test_ik_interleaved import assert_same_as_ik
 
 N_LAYERS, N_EXPERTS, D_MODEL, D_FF = 2, 16, 512, 256
@@ -147,3 +148,105 @@ def test_moe_experts_match_ik_repack(llama_quantize, tmp_path):
     # (general.file_type is not compared: on this vocabulary-less synthetic model ik writes 0
     # instead of its own table's 214; on real models the label matches, see test_ik_interleaved)
     assert assert_same_as_ik(ours, ik, check_file_type=False) == 5 * N_LAYERS
+
+
+# ------------------------------------------------------------------------------------------
+# Shards that do not belong together (issue 11, item 14)
+
+
+def _raw_shard(path: Path, no: int, count: int, names: list[str], total: int | None,
+               extra_kvs=(), version: int = 3) -> Path:
+    import struct
+    from tests.ggufbuild import RawGGUF, RawTensor, gstr
+    kvs = [gstr("split.no") + struct.pack("<IH", 2, no),
+           gstr("split.count") + struct.pack("<IH", 2, count)]
+    if total is not None:
+        kvs.append(gstr("split.tensors.count") + struct.pack("<Ii", 5, total))
+    raw = RawGGUF(kvs=[*extra_kvs, *kvs], version=version,
+                  tensors=[RawTensor(n, (8,), 0, 32 * i) for i, n in enumerate(names)],
+                  data=b"".join(struct.pack("<8f", *range(8)) for _ in names))
+    path.write_bytes(raw.tobytes())
+    return path
+
+
+def _raw_model(folder: Path, shards: list[list[str]], total: int | None, kvs_of=lambda i: (),
+               version_of=lambda i: 3) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    count = len(shards)
+    return [_raw_shard(folder / f"m-{i + 1:05d}-of-{count:05d}.gguf", i, count, names, total,
+                       kvs_of(i), version_of(i)) for i, names in enumerate(shards)]
+
+
+def _refused_everywhere(first: Path, tmp_path: Path, *needles: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    for args in (["inspect", first], ["convert", first, out / "o.gguf"], ["verify", first],
+                 ["verify", first, first]):
+        proc = amx_repack_cli(*args)
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("amx-repack: error: "), proc.stderr
+        for needle in needles:
+            assert needle in lines[0], (needle, lines[0])
+    assert os.listdir(out) == []
+
+
+def test_a_shard_of_another_split_of_the_model_is_refused(split_model, tmp_path):
+    """The same model split 5 tensors a shard instead of 4 has three shards as well, with the
+    same split.count and split.tensors.count: its second shard in the place of ours repeats
+    tensors of our third shard (and the total would be 13, not 12)."""
+    (tmp_path / "other").mkdir()
+    other = write_moe_model(tmp_path / "other" / "moe.gguf", split_max_tensors=5)
+    assert len(other) == 3
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for p in split_model:
+        shutil.copy(p, folder / p.name)
+    shutil.copy(other[1], folder / split_model[1].name)
+    third = folder / split_model[2].name
+    _refused_everywhere(folder / split_model[0].name, tmp_path, str(third), "is also in",
+                        str(folder / split_model[1].name))
+
+
+def test_tensor_names_repeated_across_shards_are_refused(tmp_path):
+    shards = _raw_model(tmp_path / "m", [["a", "b"], ["b", "c"]], 4)
+    _refused_everywhere(shards[0], tmp_path, str(shards[1]), "tensor 'b' is also in",
+                        str(shards[0]))
+
+
+def test_split_tensors_count_must_match_the_real_total(tmp_path):
+    shards = _raw_model(tmp_path / "m", [["a", "b"], ["c"]], 4)
+    _refused_everywhere(shards[0], tmp_path, str(shards[0]), "split.tensors.count is 4",
+                        "hold 3 (2 + 1)")
+    # a single file (gguf-split's 1-shard output) is held to its count as well
+    (single,) = _raw_model(tmp_path / "s", [["a", "b"]], 3)
+    _refused_everywhere(single, tmp_path, "split.tensors.count is 3", "holds 2")
+
+
+def test_a_shard_of_another_model_is_refused_by_what_it_repeats(tmp_path):
+    """Writers that repeat metadata in every shard make another model's shard recognisable:
+    a repeated record with another value, or another GGUF version, names the shard."""
+    arch = lambda name: (lambda i: (kv_str("general.architecture", name if i else "llama"),))
+    shards = _raw_model(tmp_path / "m", [["a", "b"], ["c", "d"]], 4, kvs_of=arch("qwen3"))
+    _refused_everywhere(shards[0], tmp_path, str(shards[1]), "general.architecture",
+                        "belongs to another model")
+    shards = _raw_model(tmp_path / "v", [["a", "b"], ["c", "d"]], 4,
+                        version_of=lambda i: 2 if i else 3)
+    _refused_everywhere(shards[0], tmp_path, str(shards[1]), "GGUF version 2",
+                        "belongs to another model")
+    shards = _raw_model(tmp_path / "t", [["a", "b"], ["c", "d"]], 4)
+    bad = _raw_shard(shards[1], 1, 2, ["c", "d"], 5)
+    _refused_everywhere(shards[0], tmp_path, str(bad), "split.tensors.count is 5",
+                        "belongs to another model")
+
+
+def test_shards_that_belong_together_are_accepted(tmp_path):
+    """Control: the same records repeated with the same values, and our own converted shards
+    (whose amx_repack.* records differ from shard to shard by design)."""
+    same = lambda i: (kv_str("general.architecture", "llama"),)
+    shards = _raw_model(tmp_path / "m", [["a", "b"], ["c", "d"], ["e"]], 5, kvs_of=same)
+    info = json.loads(amx_repack_cli("inspect", "--json", shards[0], check=True).stdout)
+    assert len(info["tensors"]) == 5 and len(info["shards"]) == 3
+    report = repack.convert(shards[0], tmp_path / "packed.gguf", layout="interleaved")
+    assert amx_repack_cli("verify", report.outputs[0]).returncode == 0
+    assert amx_repack_cli("verify", shards[0], report.outputs[0]).returncode == 0
