@@ -22,7 +22,7 @@ from formats.layouts import AMX_TILE_ROWS
 from . import amx_kernels, interleaved_kernels
 from .errors import InputError
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2   # of our records (metadata.py); 1 is still read
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,17 @@ class Family:
 
     def unit_rows(self, source_type_id: int) -> int:
         return AMX_TILE_ROWS if self.name == "amx" else INTERLEAVINGS[source_type_id].rows
+
+    def shape_problem(self, source_type_id: int, t: TensorInfo) -> str | None:
+        """Why a tensor of this family's packed type cannot hold its shape (None: it can). The
+        layout stores whole units only: rows past the last whole unit would be in no unit, so no
+        packed tensor has them (convert never writes one), and a file that claims one is damaged."""
+        unit = self.unit_rows(source_type_id)
+        if len(t.shape) < 2 or t.ne1 % unit:
+            return (f"ne1 = {t.ne1} is not a multiple of {unit}, the {self.name} layout's "
+                    f"{'tile' if self.name == 'amx' else 'row group'} height: the rows past the last "
+                    f"whole {'tile' if self.name == 'amx' else 'group'} cannot be in that layout")
+        return None
 
     def column_multiple(self, source_type_id: int) -> int:
         """ne0 of a packed tensor is a positive multiple of this: the source block size (for

@@ -11,7 +11,7 @@ from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, 
 from formats.interleaved_layout import FILE_TYPE_REPACKED
 from formats.layouts import AMX_N16_OPTION, RUNTIMES, Decision, compile_patterns, decide, select
 
-from . import __version__, metadata, shards, zst
+from . import __version__, metadata, original, shards, zst
 from .checksum import XXH64
 from .atomic import AtomicOutputFile, commit_all
 from .errors import InputError, UsageError
@@ -121,10 +121,8 @@ def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=(),
 
 
 def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
-                     digests: list[str]) -> list[KVRecord]:
+                     digests: list[str], recorded: metadata.OriginalRecords) -> list[KVRecord]:
     """The input's records (a few changed in place) followed by our own."""
-    if layout == "none":
-        return list(src.kv.values())
     records = dict(src.kv)
     changed: dict[str, KVRecord] = {}
     added: list[str] = []
@@ -143,8 +141,7 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
             records[FILE_TYPE_KEY] = encode_kv(FILE_TYPE_KEY, vtype, new)
     ours = metadata.build_records(
         layout, LAYOUT_VERSION, __version__, [p.name for p in plans],
-        [p.type_id for p in plans], digests, changed, added,
-        metadata.metadata_digest(src.kv.values()))
+        [p.type_id for p in plans], digests, changed, added, recorded)
     return list(records.values()) + ours
 
 
@@ -209,39 +206,85 @@ def write_outputs(input: str, output: str, force: bool, produce, final_name=None
     return reports
 
 
+def refuse_repacked_input(src: GGUFFile, path: str) -> None:
+    """A file that already carries amx_repack.* records cannot take ours as well (duplicate keys,
+    and its original would be lost): convert its original instead."""
+    ours = [k for k in src.kv if k.startswith(metadata.PREFIX)]
+    if not ours:
+        return
+    if metadata.KEY_LAYOUT in src.kv:
+        try:
+            info = metadata.read_info(src.kv)
+            what = f" (layout {info.layout})" if info and isinstance(info.layout, str) else ""
+        except InputError:
+            what = ""
+        raise InputError(f"{path} is already repacked by amx-repack{what}: convert its original "
+                         f"instead (amx-repack unpack gives it back)")
+    raise InputError(f"{path} carries its own '{ours[0]}' metadata key; the '{metadata.PREFIX}' "
+                     f"prefix is reserved for amx-repack's records, so it cannot be converted")
+
+
 def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: int,
                   include, exclude, allow_amx_n16: bool,
                   progress) -> tuple[ConvertReport, AtomicOutputFile]:
+    if layout != "none":
+        refuse_repacked_input(src, input)
     plans = plan_tensors(src, layout, include, exclude, allow_amx_n16)
     report = ConvertReport(input, output, layout, threads, plans)
+    if layout == "none":
+        return report, _copy(src, input, output, threads, progress)
     # packed although a default would keep it (--include, --allow-amx-n16): a warning per cause
     _group(report.warnings, "repacked", [p for p in plans if p.repacked and p.decision.reason])
     # kept only because the runtime would not run it packed, and an option would pack it anyway
     _group(report.notes, "kept", [p for p in plans if not p.repacked and p.decision
                                   and p.decision.code == "shape_n"])
-    if layout != "none" and not report.repacked:
+    if not report.repacked:
         report.warnings.append(f"no tensor is eligible for the {layout} layout; output is a copy "
                                f"with amx-repack metadata")
+    # everything of the input that is not tensor data, recorded so that unpack rebuilds it
+    recorded = original.capture(src, input)
+    if recorded.filler:
+        report.notes.append(original.describe_filler(src, recorded.filler))
 
-    digests = [metadata.DIGEST_PLACEHOLDER] * len(plans) if layout != "none" else []
+    digests = [metadata.DIGEST_PLACEHOLDER] * len(plans)
     outputs = [OutputTensor(p.name, p.shape, p.out_type_id, p.out_nbytes) for p in plans]
     data_order = sorted(range(len(plans)), key=lambda i: src.tensors[i].offset)
 
     def layout_for(digest_list):
-        return plan_layout(src.version, _output_metadata(src, layout, plans, digest_list), outputs,
-                           src.alignment, data_order, src.tail_padded)
+        return plan_layout(src.version, _output_metadata(src, layout, plans, digest_list, recorded),
+                           outputs, src.alignment, data_order, src.tail_padded)
 
     out_layout = layout_for(digests)
     out = AtomicOutputFile(output, out_layout.total_size)
     try:
-        _fill(src, out, out_layout, plans, layout, digests, threads, progress)
-        header = layout_for(digests).header if layout != "none" else out_layout.header
+        _fill(src, input, out, out_layout, plans, layout, digests, threads, progress)
+        header = layout_for(digests).header
         assert len(header) == out_layout.data_start
         out.pwrite(0, header)
     except BaseException:
         out.abort()
         raise
     return report, out   # the caller commits once every output of the command is complete
+
+
+def _copy(src: GGUFFile, input: str, output: str, threads: int, progress) -> AtomicOutputFile:
+    """--layout none: the input file byte for byte (header, tensor data, padding, gaps and
+    trailing bytes alike), read and written by position in chunks."""
+    size = src.file_size
+    out = AtomicOutputFile(output, size)
+
+    def task(a: int, b: int):
+        def run():
+            out.pwrite(a, original.read_at(src.fileno(), a, b - a, scratch("input", b - a),
+                                           path=input))
+        return run
+    try:
+        run_tasks([(task(a, min(a + CHUNK_BYTES, size)), min(CHUNK_BYTES, size - a))
+                   for a in range(0, size, CHUNK_BYTES)], threads, progress)
+    except BaseException:
+        out.abort()
+        raise
+    return out
 
 
 def _group(out: list[str], verb: str, plans: list[TensorPlan]) -> None:
@@ -255,8 +298,8 @@ def _group(out: list[str], verb: str, plans: list[TensorPlan]) -> None:
                    + (" (and similar)" if len(group) > 1 else ""))
 
 
-def _fill(src: GGUFFile, out: AtomicOutputFile, out_layout, plans: list[TensorPlan], layout: str,
-          digests: list[str], threads: int, progress) -> None:
+def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, plans: list[TensorPlan],
+          layout: str, digests: list[str], threads: int, progress) -> None:
     """Write every tensor's data, one task per tensor, chunk by chunk through per-thread scratch
     buffers: read (pread), digest, repack, write (pwrite). No tensor data goes through a mapping,
     so resident memory is a few chunks per thread whatever the model size."""
@@ -265,36 +308,23 @@ def _fill(src: GGUFFile, out: AtomicOutputFile, out_layout, plans: list[TensorPl
         s0 = src.data_start + t.offset
         d0 = out_layout.data_start + out_layout.offsets[i]
         family = FAMILIES[layout] if p.repacked else None
-        want_digest = layout != "none"
-        tasks.append((_tensor_task(src, out, t, family, s0, d0, digests, i, want_digest), t.nbytes))
+        tasks.append((_tensor_task(src, input, out, t, family, s0, d0, digests, i), t.nbytes))
     run_tasks(tasks, threads, progress)
 
 
-def _read(fd: int, offset: int, nbytes: int):
-    buf = scratch("input", nbytes)
-    view = memoryview(buf)
-    done = 0
-    while done < nbytes:
-        n = os.preadv(fd, [view[done:]], offset + done)
-        if n == 0:
-            raise InputError(f"unexpected end of input file at offset {offset + done}")
-        done += n
-    return buf
-
-
-def _tensor_task(src: GGUFFile, out: AtomicOutputFile, t, family, s0: int, d0: int,
-                 digests: list[str], i: int, want_digest: bool):
+def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, s0: int, d0: int,
+                 digests: list[str], i: int):
     def run():
-        h = XXH64() if want_digest else None
+        h = XXH64()
         if family is None:
             pieces = (((a, min(a + CHUNK_BYTES, t.nbytes)), None, 0)
                       for a in range(0, t.nbytes, CHUNK_BYTES))
         else:
             pieces = family.chunks(t.type_id, t, CHUNK_BYTES)
         for (a, b), dst_range, rows in pieces:
-            data = _read(src.fileno(), s0 + a, b - a)
-            if h is not None:
-                h.update(data)
+            data = original.read_at(src.fileno(), s0 + a, b - a, scratch("input", b - a),
+                                    path=input)
+            h.update(data)
             if family is None:
                 out.pwrite(d0 + a, data)
             else:
@@ -302,6 +332,5 @@ def _tensor_task(src: GGUFFile, out: AtomicOutputFile, t, family, s0: int, d0: i
                 packed = scratch("packed", d - c)
                 family.pack(t.type_id, t.ne0, rows, data, packed)
                 out.pwrite(d0 + c, packed)
-        if h is not None:
-            digests[i] = h.hexdigest()
+        digests[i] = h.hexdigest()
     return run

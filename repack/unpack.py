@@ -1,8 +1,13 @@
-"""unpack: rebuild the original file from a repacked one, byte for byte.
+"""unpack: rebuild the original file from a repacked one, byte for byte, or write nothing.
 
-The header comes back from our own records (our keys dropped, changed values put back in place),
-every packed tensor is decoded back to its source blocks by the family's unpack kernel, and each
-tensor's bytes are checked against the digest recorded at conversion before the file is committed.
+Every piece of the original is rebuilt from the records convert wrote (metadata.py) and checked
+against them before anything is committed: the header (KV records with our keys dropped and
+changed values put back, tensor names, shapes, types and offsets) against the recorded per-key
+digests and sha256s, the filler bytes against theirs, and every tensor, decoded back to its source
+blocks by the family's unpack kernel, against the digest recorded at conversion. Any difference is
+a VerificationFailed (exit 1) naming what differs; a missing or damaged record is an InputError
+(exit 2). The input is read by position (pread), never through a mapping, so a file that shrinks
+meanwhile is an error, not a SIGBUS.
 """
 
 from __future__ import annotations
@@ -11,13 +16,10 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from formats.ggml_types import TYPES
-from formats.gguf_container import OutputTensor, plan_layout
-
-from . import metadata
+from . import metadata, original
 from .atomic import AtomicOutputFile
 from .checksum import XXH64
-from .errors import InputError
+from .errors import InputError, VerificationFailed
 from .families import family_of_packed
 from .pipeline import write_outputs
 from .runner import ProgressCallback, default_threads, run_tasks, scratch
@@ -59,65 +61,66 @@ def _unpack_open(src, input: str, output: str, threads: int,
     info = metadata.read_info(src.kv)
     if info is None:
         raise InputError(f"{input} was not written by amx-repack (no amx_repack.* records)")
-    if info.tensor_names != [t.name for t in src.tensors] or \
-            len(info.original_types) != len(src.tensors) or len(info.original_digests) != len(src.tensors):
-        raise InputError(f"{input}: amx_repack.tensor.* records do not match the file's tensors")
     plans = []
-    for t, orig_type in zip(src.tensors, info.original_types):
+    for t in src.tensors:
         family = family_of_packed(t.type_id)
         source = family.source_of(t.type_id).id if family else t.type_id
-        if source != orig_type:
-            raise InputError(f"{input}: tensor '{t.name}' has type {t.type.name} but records "
-                             f"original type id {orig_type}")
+        problem = family.shape_problem(source, t) if family else None
+        if problem:
+            raise InputError(f"{input}: tensor '{t.name}' ({t.type.name}): {problem}")
         plans.append((t, family, source))
-    outputs = [OutputTensor(t.name, t.shape, source, _source_bytes(source, t))
-               for t, _, source in plans]
-    data_order = sorted(range(len(plans)), key=lambda i: src.tensors[i].offset)
-    layout = plan_layout(src.version, metadata.original_records(src.kv, info), outputs,
-                         src.alignment, data_order, src.tail_padded)
-    out = AtomicOutputFile(output, layout.total_size)
+    layout, problems = original.recorded_layout(src, info, [source for _, _, source in plans])
+    if problems:
+        raise VerificationFailed(mismatch_message(input, problems))
+    out = AtomicOutputFile(output, layout.file_size)
     try:
-        out.pwrite(0, layout.header)
-        _fill(src, out, layout, plans, outputs, info, threads, progress)
+        out.pwrite(0, layout.header)          # the padding up to the data is zero, or filler
+        for offset, data in layout.filler:
+            out.pwrite(offset, data)
+        _fill(src, input, out, layout, plans, info, threads, progress)
     except BaseException:
         out.abort()
         raise
     unpacked = sum(1 for _, family, _ in plans if family is not None)
-    return UnpackReport(input, output, len(plans), unpacked, layout.total_size), out
+    return UnpackReport(input, output, len(plans), unpacked, layout.file_size), out
 
 
-def _fill(src, out, layout, plans, outputs, info, threads, progress) -> None:
+def mismatch_message(path: str, problems: list[str]) -> str:
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return (f"{path} does not match what convert recorded, so unpack would not give back the "
+            f"original: {'; '.join(problems[:3])}{more}")
+
+
+def _fill(src, input: str, out, layout, plans, info, threads, progress) -> None:
     tasks = []
     for i, (t, family, source) in enumerate(plans):
         s0 = src.data_start + t.offset
-        d0 = layout.data_start + layout.offsets[i]
-        tasks.append((_tensor_task(src, out, t, family, source, s0, d0, info.original_digests[i]),
-                      t.nbytes))
+        d0 = layout.tensor_start(i)
+        tasks.append((_tensor_task(src, input, out, t, family, source, s0, d0,
+                                   info.original_digests[i]), t.nbytes))
     run_tasks(tasks, threads, progress)
 
 
-def _source_bytes(source_type_id: int, t) -> int:
-    return TYPES[source_type_id].tensor_bytes(t.shape)
-
-
-def _tensor_task(src, out, t, family, source: int, s0: int, d0: int, digest: str):
-    """Unpack one tensor chunk by chunk through a scratch buffer, hashing what is written."""
+def _tensor_task(src, input: str, out, t, family, source: int, s0: int, d0: int, digest: str):
+    """Unpack one tensor chunk by chunk through scratch buffers, hashing what is written."""
     def run():
         h = XXH64()
         if family is None:
             for a in range(0, t.nbytes, CHUNK_BYTES):
-                piece = memoryview(src.buffer)[s0 + a:s0 + min(a + CHUNK_BYTES, t.nbytes)]
+                n = min(CHUNK_BYTES, t.nbytes - a)
+                piece = original.read_at(src.fileno(), s0 + a, n, scratch("input", n), path=input)
                 h.update(piece)
                 out.pwrite(d0 + a, piece)
-                src.release(s0 + a, s0 + a + len(piece))
         else:
             for (a, b), (c, d), rows in family.chunks(source, t, CHUNK_BYTES):
+                packed = original.read_at(src.fileno(), s0 + c, d - c, scratch("input", d - c),
+                                          path=input)
                 rebuilt = scratch("rebuilt", b - a)
-                family.unpack(source, t.ne0, rows, memoryview(src.buffer)[s0 + c:s0 + d], rebuilt)
+                family.unpack(source, t.ne0, rows, packed, rebuilt)
                 h.update(rebuilt)
                 out.pwrite(d0 + a, rebuilt)
-                src.release(s0 + c, s0 + d)
         if h.hexdigest() != digest:
-            raise InputError(f"tensor '{t.name}' does not match the digest recorded at conversion: "
-                             f"the repacked file is corrupt (run verify for details)")
+            raise VerificationFailed(mismatch_message(
+                input, [f"tensor '{t.name}' does not match the digest convert recorded (run "
+                        f"verify for details)"]))
     return run

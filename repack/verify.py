@@ -1,15 +1,22 @@
 """verify: prove a repacked file holds exactly the original model.
 
-For every repacked tensor two independent checks run, chunk by chunk:
+For every repacked tensor two independent checks run, chunk by chunk, over every byte (a packed
+tensor whose rows do not fill whole tiles / row groups cannot be in its layout and fails):
 
 1. *bytes*: the packed layout is decoded back to source blocks (the family's unpack kernel) and
-   compared with the original bytes (or, given only the repacked file, hashed and compared with
-   the digest recorded at conversion);
+   compared with the original bytes, and hashed and compared with the digest recorded at
+   conversion (given only the repacked file, the digest alone);
 2. *values*: the original is dequantized by the source-type decoder and the packed tensor by a
    decoder that reads the packed layout directly; the float32 bit patterns must be equal.
 
-Every other tensor is compared byte for byte (or by digest), and the metadata must equal the
-original's apart from the keys the conversion is documented to change or add.
+Every other tensor is compared byte for byte (and by digest). For a file with our records, the
+records must describe exactly what unpack would write (repack/original.py): every metadata
+record, tensor info, the header's sha256 and the filler bytes; given the original too, what they
+describe must be the original, byte for byte. Without records (ik_llama.cpp's own output), the
+metadata must equal the original's apart from the keys ik's --repack changes.
+
+Files are read by position (pread), never through a mapping: one that shrinks meanwhile is an
+InputError (exit 2), not a SIGBUS.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 from formats.ggml_types import TYPES, type_name
 from formats.gguf_container import GGUFFile, TensorInfo
 
-from . import metadata, shards
+from . import metadata, original, shards
 from .errors import InputError
 from .block_decoders import first_difference
 from .checksum import XXH64
@@ -100,93 +107,101 @@ def _value_location(t: TensorInfo, type_id: int, index: int) -> str:
     return f"row {row}, block {col // TYPES[type_id].block_size}, element {col}"
 
 
-class _Mismatch(Exception):
-    pass
+def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_packed, read_original,
+                  digest: str | None) -> tuple[list[str], str]:
+    """Run checks 1 and 2 over a packed tensor, chunk by chunk; returns (checks, problem).
 
-
-def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, packed: memoryview,
-                  original: memoryview | None, digest: str | None,
-                  done=lambda packed_range, source_range: None) -> tuple[list[str], str]:
-    """Run checks 1 and 2 over a packed tensor, chunk by chunk; returns (checks, problem)."""
-    checks = ["bytes" if original is not None else "digest"]
+    ``read_packed(a, b)`` / ``read_original(a, b)`` return the bytes [a, b) of the tensor in the
+    repacked / original file (``read_original`` None: standalone, against ``digest``)."""
+    problem = family.shape_problem(src_type, t_packed)
+    if problem:
+        return [], problem
+    checks = ["bytes"] if read_original is not None else []
+    if digest is not None:
+        checks.append("digest")
     do_values = family.can_dequantize(src_type)
     if do_values:
         checks.append("values")
-    hasher = XXH64() if original is None else None
+    hasher = XXH64() if digest is not None else None
     ne0 = t_packed.ne0
     if family.name == "amx":
         checks.append("valid")
+    covered = (0, 0)
     for (s0, s1), (p0, p1), rows in family.chunks(src_type, t_packed, CHUNK_BYTES):
-        bad = family.first_invalid_row(src_type, ne0, rows, packed[p0:p1])
+        covered = (s1, p1)
+        packed = read_packed(p0, p1)
+        bad = family.first_invalid_row(src_type, ne0, rows, packed)
         if bad is not None:
             row = s0 // TYPES[src_type].row_bytes(ne0) + bad
             return checks, f"packed data is inconsistent (redundant sums or scale ranges) in row {row}"
         rebuilt = scratch("rebuilt", s1 - s0)
-        family.unpack(src_type, ne0, rows, packed[p0:p1], rebuilt)
-        if original is not None:
-            want = np.frombuffer(original[s0:s1], dtype=np.uint8)
+        family.unpack(src_type, ne0, rows, packed, rebuilt)
+        if hasher is not None:
+            hasher.update(rebuilt)
+        if read_original is not None:
+            want = np.frombuffer(read_original(s0, s1), dtype=np.uint8)
             i = _first_difference(rebuilt, want)
             if i is not None:
                 return checks, (f"unpacked bytes differ at {_byte_location(t_packed, src_type, s0 + i)}"
                                 f": original 0x{want[i]:02x}, repacked 0x{rebuilt[i]:02x}")
             source_blocks = want
         else:
-            hasher.update(rebuilt)
             source_blocks = rebuilt
         if do_values:
             expect = scratch("expect", rows * ne0, np.float32)
             got = scratch("got", rows * ne0, np.float32)
             dequantize_source(src_type, ne0, rows, source_blocks, expect)
-            family.dequantize_packed(src_type, ne0, rows, packed[p0:p1], got)
+            family.dequantize_packed(src_type, ne0, rows, packed, got)
             i = _first_difference(expect.view(np.uint32), got.view(np.uint32))
             if i is not None:
                 where = _value_location(t_packed, src_type, (s0 // TYPES[src_type].row_bytes(ne0)) * ne0 + i)
                 return checks, (f"dequantized values differ at {where}: original {expect[i]!r} "
                                 f"(0x{expect.view(np.uint32)[i]:08x}), repacked {got[i]!r} "
                                 f"(0x{got.view(np.uint32)[i]:08x})")
-        done((p0, p1), (s0, s1))
+    # every byte of both tensors went through the checks above (whole units, shape_problem)
+    if covered != (TYPES[src_type].tensor_bytes(t_packed.shape), t_packed.nbytes):
+        return checks, (f"internal: the checks covered {covered[1]} of the tensor's "
+                        f"{t_packed.nbytes} bytes")
     if hasher is not None and hasher.hexdigest() != digest:
-        return checks, "the unpacked tensor differs from the digest recorded at conversion"
+        return checks, ("the unpacked tensor differs from the digest recorded at conversion"
+                        + (" (unpack would refuse the file)" if read_original is not None else ""))
     return checks, ""
 
 
-def _check_plain(t: TensorInfo, data: memoryview, original: memoryview | None,
-                 digest: str | None, done=lambda packed_range, source_range: None
+def _check_plain(t: TensorInfo, read_data, read_original, digest: str | None
                  ) -> tuple[list[str], str]:
-    if original is not None:
-        for a in range(0, len(data), CHUNK_BYTES):
-            got = np.frombuffer(data[a:a + CHUNK_BYTES], dtype=np.uint8)
-            want = np.frombuffer(original[a:a + CHUNK_BYTES], dtype=np.uint8)
+    checks = (["bytes"] if read_original is not None else []) + (["digest"] if digest else [])
+    if read_original is None and digest is None:
+        return [], "no digest recorded for this tensor"
+    hasher = XXH64() if digest is not None else None
+    for a in range(0, t.nbytes, CHUNK_BYTES):
+        b = min(a + CHUNK_BYTES, t.nbytes)
+        got = np.frombuffer(read_data(a, b), dtype=np.uint8)
+        if hasher is not None:
+            hasher.update(got)
+        if read_original is not None:
+            want = np.frombuffer(read_original(a, b), dtype=np.uint8)
             i = _first_difference(got, want)
             if i is not None:
-                return ["bytes"], (f"bytes differ at {_byte_location(t, t.type_id, a + i)}: "
-                                   f"original 0x{want[i]:02x}, repacked 0x{got[i]:02x}")
-            done((a, a + len(got)), (a, a + len(got)))
-        return ["bytes"], ""
-    if digest is None:
-        return [], "no digest recorded for this tensor"
-    if XXH64(data).hexdigest() != digest:
-        return ["digest"], "bytes differ from the digest recorded at conversion"
-    return ["digest"], ""
+                return checks, (f"bytes differ at {_byte_location(t, t.type_id, a + i)}: "
+                                f"original 0x{want[i]:02x}, repacked 0x{got[i]:02x}")
+    if hasher is not None and hasher.hexdigest() != digest:
+        if read_original is not None:
+            return checks, ("bytes equal the original's, but not the digest recorded at "
+                            "conversion (unpack would refuse the file)")
+        return checks, "bytes differ from the digest recorded at conversion"
+    return checks, ""
 
 
-def _metadata_problems(orig: GGUFFile | None, rep: GGUFFile, info) -> list[str]:
+def _metadata_problems(orig: GGUFFile, rep: GGUFFile, info) -> list[str]:
+    """The metadata unpack would restore (or, for a file without our records, the file's own)
+    against the original's, key by key."""
     problems = []
     if info is not None:
-        names = [t.name for t in rep.tensors]
-        if info.tensor_names != names or len(info.original_types) != len(names) \
-                or len(info.original_digests) != len(names):
-            problems.append("amx_repack.tensor.* records do not match the file's tensors")
-        for key in info.changed_keys:
-            if metadata.ORIGINAL_PREFIX + key not in rep.kv:
-                problems.append(f"metadata key '{key}' is marked changed but its original value is missing")
-    if orig is None:
-        if info is not None and not problems and info.metadata_sha256 != \
-                metadata.metadata_digest(metadata.original_records(rep.kv, info)):
-            problems.append("metadata differs from the original's recorded sha256")
-        return problems
-    if info is not None and not problems:
-        restored = {r.key: r for r in metadata.original_records(rep.kv, info)}
+        try:
+            restored = {r.key: r for r in metadata.original_records(rep.kv, info)}
+        except InputError as e:
+            return [str(e)]
         allowed: tuple[str, ...] = ()
     else:
         restored = dict(rep.kv)
@@ -237,7 +252,19 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
         raise InputError(f"{rep.path} carries no amx-repack record; give the original file too: "
                          f"verify ORIGINAL REPACKED")
     report = VerifyReport(orig.path if orig else None, rep.path, info.layout if info else None)
-    report.metadata_problems = _metadata_problems(orig, rep, info)
+    families = [family_of_packed(t.type_id) for t in rep.tensors]
+    sources = [f.source_of(t.type_id).id if f else t.type_id for f, t in zip(families, rep.tensors)]
+    if orig is not None:
+        report.metadata_problems += _metadata_problems(orig, rep, info)
+    if info is not None:
+        # the file against its own records: would unpack rebuild exactly what convert recorded?
+        layout, problems = original.recorded_layout(rep, info, sources)
+        if orig is not None:
+            problems = [f"unpack would refuse the file: {p}" for p in problems]
+            if layout is not None:   # and is what convert recorded the original itself?
+                problems += [f"unpack would not rebuild the original: {p}"
+                             for p in original.compare_with(layout, orig)]
+        report.metadata_problems += problems
     recorded = {}
     if info is not None and len(info.tensor_names) == len(info.original_types) == len(info.original_digests):
         recorded = {n: (ty, d) for n, ty, d in zip(info.tensor_names, info.original_types,
@@ -252,9 +279,7 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
 
     tasks = []
     results: list[TensorResult] = []
-    for t in rep.tensors:
-        family = family_of_packed(t.type_id)
-        src_type = family.source_of(t.type_id).id if family else t.type_id
+    for t, family, src_type in zip(rep.tensors, families, sources):
         rec_type, digest = recorded.get(t.name, (None, None))
         res = TensorResult(t.name, "ok", type_name(src_type), t.type.name, t.nbytes)
         results.append(res)
@@ -271,29 +296,36 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
             res.detail = (f"original is {o.type.name} {list(o.shape)}, repacked decodes to "
                           f"{type_name(src_type)} {list(t.shape)}")
             continue
+        problem = family.shape_problem(src_type, t) if family else None
+        if problem:
+            res.status, res.detail = "shape", problem
+            continue
         tasks.append((_tensor_task(res, family, src_type, t, rep, orig, o, digest), t.nbytes))
     run_tasks(tasks, threads, progress)
     report.tensors += results
     return report
 
 
+def _reader(f: GGUFFile, t: TensorInfo, buffer: str):
+    """Bytes [a, b) of tensor ``t`` of ``f``, read by position into a per-thread scratch buffer
+    (no mapping: a file that shrinks meanwhile is an InputError, not a SIGBUS)."""
+    base = f.data_start + t.offset
+
+    def read(a: int, b: int):
+        return original.read_at(f.fileno(), base + a, b - a, scratch(buffer, b - a), path=f.path)
+    return read
+
+
 def _tensor_task(res: TensorResult, family: Family | None, src_type: int, t: TensorInfo,
                  rep: GGUFFile, orig: GGUFFile | None, o: TensorInfo | None, digest: str | None):
     def run():
-        data = rep.tensor_data(t)
-        original = orig.tensor_data(o) if orig is not None else None
-
-        def done(packed_range, source_range):   # keep resident memory bounded
-            rep.release(rep.data_start + t.offset + packed_range[0],
-                        rep.data_start + t.offset + packed_range[1])
-            if orig is not None:
-                orig.release(orig.data_start + o.offset + source_range[0],
-                             orig.data_start + o.offset + source_range[1])
-
+        read_data = _reader(rep, t, "repacked")
+        read_original = _reader(orig, o, "original") if orig is not None else None
         if family is None:
-            res.checks, problem = _check_plain(t, data, original, digest, done)
+            res.checks, problem = _check_plain(t, read_data, read_original, digest)
         else:
-            res.checks, problem = _check_packed(family, src_type, t, data, original, digest, done)
+            res.checks, problem = _check_packed(family, src_type, t, read_data, read_original,
+                                                digest)
         if problem:
             res.status, res.detail = "mismatch", problem
     return run
