@@ -189,4 +189,4 @@ def test_inspect_names_the_runtime_and_the_reason(model, tmp_path):
         report = json.loads(amx_repack_cli("inspect", "--json", out, check=True).stdout)
         assert report["repacked_by"]["layout"] == layout
         assert report["repacked_by"]["runtime"] == runtime
-        assert f"layout {layout} v1, read by {runtime}" in amx_repack_cli("inspect", out).stdout
+        assert f"layout {layout} v2, read by {runtime}" in amx_repack_cli("inspect", out).stdout

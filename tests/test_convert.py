@@ -37,7 +37,7 @@ def assert_amx_conversion_exact(original_path, converted_path) -> dict[str, int]
         assert data_b == expect.tobytes(), a.name
         repacked[a.type.name] = repacked.get(a.type.name, 0) + 1
     info = metadata.read_info(out.kv)
-    assert info.layout == "amx" and info.layout_version == 1
+    assert info.layout == "amx" and info.layout_version == 2
     assert info.tensor_names == [t.name for t in src.tensors]
     assert info.original_types == [t.type_id for t in src.tensors]
     # the recorded digests are XXH64 of the original bytes (checked with the reference library)
