@@ -11,19 +11,23 @@ values (0, 2^31, 2^32-1, 2^63, 2^64-1, ...). For every input:
 * what it returns is safe to use: every tensor's data lies inside the file, every record decodes
   (or raises GGUFFormatError), and ``repack.inspect`` (the whole header path of the CLI, our own
   amx_repack.* records included) returns a report or raises a RepackError with a one-line message;
-* no example takes more than a few seconds (a hang fails it) or allocates more than 100 MB.
+* no example takes more than a few seconds (a hang fails it) or allocates more than 100 MB;
+* every command (convert in both layouts, verify, unpack) on the file ends with exit 0, 1 or 2,
+  and a one-line error: exit 3 (an internal error) is unreachable from any input file.
 
 The default budget is about a minute (``AMX_REPACK_FUZZ_SECONDS``, split between the two fuzz
 tests); ``AMX_REPACK_FUZZ_EXAMPLES=N`` runs exactly N examples per test instead. Inputs worth
 keeping are in tests/fuzz_corpus/ (regenerate with ``python tests/tools/make_fuzz_corpus.py``),
-replayed on every run through the parser and the real command line.
+replayed on every run through the parser, the real command line (inspect) and every command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
+import tempfile
 import struct
 import time
 import tracemalloc
@@ -282,6 +286,58 @@ def check_inspect(path: Path) -> None:
     report.to_dict()
 
 
+# The commands that read a whole model (inspect only reads the header), as the replay runs them:
+# convert-interleaved with --include . so that soft defaults (bf16, embeddings) are forced too.
+COMMANDS = {
+    "convert-amx": lambda src, out: ["convert", "-q", "-t", "1", src, out / "a.gguf"],
+    "convert-interleaved": lambda src, out: ["convert", "-q", "-t", "1", "--layout", "interleaved",
+                                             "--include", ".", src, out / "i.gguf"],
+    "verify": lambda src, out: ["verify", "-q", "-t", "1", src],
+    "unpack": lambda src, out: ["unpack", "-q", "-t", "1", src, out / "u.gguf"],
+}
+_HANDLED = [s for s in ("SIGINT", "SIGTERM", "SIGXFSZ") if hasattr(signal, s)]
+
+
+def run_command(args) -> tuple[int, str]:
+    """The command line in this process (fast enough for fuzzing): (exit status, stderr). The
+    CLI's own handling of every exception decides the status, as in a child process."""
+    from repack.cli import main
+    saved = {name: signal.getsignal(getattr(signal, name)) for name in _HANDLED}
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        for name, handler in saved.items():
+            signal.signal(getattr(signal, name), handler)
+    return code, err.getvalue()
+
+
+def check_commands(path: Path, out: Path) -> dict[str, tuple[int, str]]:
+    """Every command on ``path``: exit 0, 1 (verify: a mismatch) or 2 with one line; never 3. The
+    output folder ``out`` is emptied after each (and must hold no temporary file)."""
+    results = {}
+    for name, args in COMMANDS.items():
+        code, err = run_command(args(path, out))
+        assert code in (0, 1, 2), (name, code, err)
+        assert "Traceback" not in err and "internal error" not in err, (name, err)
+        if code:
+            lines = err.strip().splitlines()
+            assert len(lines) <= 1, (name, err)   # verify's mismatch report is on stdout
+            if code == 2:
+                assert lines and lines[0].startswith("amx-repack: error: "), (name, err)
+        left = sorted(os.listdir(out))
+        assert not [n for n in left if "amx-repack-tmp" in n], (name, left)
+        assert code == 0 or left == [], (name, left)
+        for n in left:
+            os.unlink(out / n)
+        results[name] = code, err
+    return results
+
+
 def run_with_budget(body, strategies, seconds: float) -> int:
     """Run ``body`` under @given(*strategies) in rounds until ``seconds`` have passed (or exactly
     FUZZ_EXAMPLES examples); returns the number of examples run."""
@@ -313,7 +369,7 @@ def test_fuzz_parse_header(seeds):
             check_parse(img)
 
     ran = run_with_budget(one, (st.sampled_from(names), st.lists(mutation, min_size=1, max_size=6)),
-                          FUZZ_SECONDS * 0.65)
+                          FUZZ_SECONDS * 0.5)
     print(f"parse_header: {ran} examples from seeds {names}")
 
 
@@ -327,8 +383,25 @@ def test_fuzz_inspect(seeds, tmp_path):
             check_inspect(path)
 
     ran = run_with_budget(one, (st.sampled_from(names), st.lists(mutation, min_size=1, max_size=4)),
-                          FUZZ_SECONDS * 0.35)
+                          FUZZ_SECONDS * 0.2)
     print(f"inspect: {ran} examples")
+
+
+def test_fuzz_commands(seeds, tmp_path):
+    """convert (both layouts), verify and unpack on mutated headers: never exit 3."""
+    names = sorted(n for n in seeds if n != "gemma_prefix")
+    path = tmp_path / "fuzzed.gguf"
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def one(name, ops):
+        path.write_bytes(mutate(seeds[name], ops))
+        with bounded():
+            check_commands(path, out)
+
+    ran = run_with_budget(one, (st.sampled_from(names), st.lists(mutation, min_size=1, max_size=4)),
+                          FUZZ_SECONDS * 0.3)
+    print(f"commands: {ran} examples")
 
 
 # ------------------------------------------------------------------------------------------
@@ -357,17 +430,56 @@ def test_deeply_nested_arrays_are_refused_not_a_recursion_error():
 # The corpus, replayed through the parser and the real command line
 
 
-def corpus_expectations() -> dict[str, str]:
-    """file name -> a piece of the one line `inspect` must print ("ok": it must accept it)."""
+def corpus_rows() -> dict[str, list[str]]:
+    """file name -> [a piece of the one line `inspect` must print ("ok": it must accept it),
+    optionally "COMMAND=piece": a piece of the one-line error of that command of COMMANDS]."""
     rows = (line.split("\t") for line in (CORPUS / "expected.tsv").read_text().splitlines())
-    return {name: want for name, want in rows}
+    return {name: rest for name, *rest in rows}
+
+
+def corpus_expectations() -> dict[str, str]:
+    return {name: rest[0] for name, rest in corpus_rows().items()}
 
 
 def test_corpus_is_small_and_listed():
     files = sorted(p.name for p in CORPUS.iterdir() if p.name != "expected.tsv")
     assert sorted(corpus_expectations()) == files
-    assert 10 <= len(files) <= 30
+    assert 10 <= len(files) <= 60
     assert all((CORPUS / name).stat().st_size <= 80 << 10 for name in files)
+    for rest in corpus_rows().values():
+        assert all(extra.split("=", 1)[0] in COMMANDS for extra in rest[1:]), rest
+
+
+@pytest.fixture(scope="module")
+def replay_disk(tmp_path_factory):
+    """A 64 MiB tmpfs for the replay's outputs and decompressed copies (a bomb in the corpus
+    stops at its free space); a plain folder where nothing can be mounted."""
+    import subprocess
+    folder = tmp_path_factory.mktemp("replay")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    yield folder, mounted
+    if mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.mark.parametrize("name", sorted(corpus_rows()))
+def test_corpus_every_command(name, replay_disk, monkeypatch):
+    """Every corpus file through every command: exit 0, 1 or 2 with one line, never 3, nothing
+    left, the file unchanged; and the error a row of expected.tsv names for a command."""
+    disk, mounted = replay_disk
+    if name.endswith(".zst") and not mounted:
+        pytest.skip("decompression needs the small disk (no tmpfs here)")
+    monkeypatch.setattr(tempfile, "tempdir", str(disk))     # verify's decompressed copy
+    path = CORPUS / name
+    before = path.read_bytes()
+    with bounded(seconds=60, memory=400 << 20):
+        results = check_commands(path, disk)
+    assert path.read_bytes() == before
+    for extra in corpus_rows()[name][1:]:
+        command, piece = extra.split("=", 1)
+        code, err = results[command]
+        assert code == 2 and piece in err, (command, code, err)
 
 
 @pytest.mark.parametrize("name,want", sorted(corpus_expectations().items()))

@@ -1,9 +1,11 @@
 """Write tests/fuzz_corpus/: small hostile (and a few valid) GGUF files for test_fuzz_container.
 
 expected.tsv lists, for every file, a piece of the one-line error that `amx-repack inspect` must
-print ("ok" when the file must be accepted). Files the fuzzer found can be added to CASES (or
-dropped into the folder with a line in expected.tsv). Run from the repository root:
-python tests/tools/make_fuzz_corpus.py [FOLDER]
+print ("ok" when the file must be accepted), and optionally, in a third column, COMMAND=PIECE: a
+piece of the one-line error of another command of the replay (convert-amx, convert-interleaved,
+verify, unpack; see test_fuzz_container.py), for files whose problem only that command meets.
+Files the fuzzer found can be added to CASES (or dropped into the folder with a line in
+expected.tsv). Run from the repository root: python tests/tools/make_fuzz_corpus.py [FOLDER]
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ sys.path.insert(0, str(ROOT))
 
 import zstandard  # noqa: E402
 
-from tests.ggufbuild import (ARR, F32, STR, U8, U32, RawGGUF, RawTensor, gstr, kv_str,  # noqa: E402
-                             kv_str_array, kv_u32, valid_small)
+from tests.ggufbuild import (ARR, F32, I32, STR, U8, U16, U32, RawGGUF, RawTensor, gstr,  # noqa: E402
+                             kv_str, kv_str_array, kv_u32, valid_small)
+from tests.zstframes import frame  # noqa: E402
 
 FOLDER = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "tests" / "fuzz_corpus"
 EXPECTED = "expected.tsv"
@@ -75,7 +78,53 @@ def zst_bomb() -> bytes:
     return bytes(out)
 
 
-CASES: dict[str, tuple[bytes, str]] = {
+def zst_declaring(data: bytes, declared: int) -> bytes:
+    """``data`` and 8 MiB of zeros in one frame that declares ``declared`` bytes (inspect, which
+    decompresses 4 MiB, does not reach the frame's end, where zstd would notice the lie)."""
+    return frame(data, len(data) + (8 << 20), declared)
+
+
+def counts_zst(n_tensors: int, n_kv: int) -> bytes:
+    """A header declaring (and holding) that many identical tensor infos or records: the counts
+    are refused before the duplicates are seen. A few KB of zstd; too big for the corpus plain."""
+    body = (gstr("k") + struct.pack("<IB", U8, 1)) * n_kv
+    body += (gstr("t") + struct.pack("<IQIQ", 1, 0, 0, 0)) * n_tensors
+    return zst(header_only(n_tensors, n_kv, body))
+
+
+def packed_v1(name: str, shape: tuple[int, ...], packed_type: int, original_type: int,
+              data: bytes, layout: str) -> bytes:
+    """A file claiming to be written by amx-repack (version 1 records, built by hand here), holding
+    one packed tensor with the given shape, however hostile."""
+    import hashlib
+    import xxhash
+    kvs = [kv_str("general.architecture", "test")]
+    meta_sha = hashlib.sha256(b"".join(kvs)).hexdigest()
+    ours = [kv_str("amx_repack.layout", layout),
+            kv_u32("amx_repack.layout_version", 1),
+            kv_str("amx_repack.tool_version", "0.1.0"),
+            kv_str_array("amx_repack.tensor.names", [name]),
+            gstr("amx_repack.tensor.original_types") + struct.pack("<IIQI", ARR, U32, 1,
+                                                                   original_type),
+            kv_str_array("amx_repack.tensor.original_xxh64", [xxhash.xxh64(data).hexdigest()]),
+            kv_str_array("amx_repack.changed_keys", []),
+            kv_str_array("amx_repack.added_keys", []),
+            kv_str("amx_repack.metadata_sha256", meta_sha)]
+    return RawGGUF(kvs=kvs + ours, tensors=[RawTensor(name, shape, packed_type, 0)],
+                   data=data).tobytes()
+
+
+def shard(no: int, count: int, names: list[str], total: int, arch: str = "test") -> bytes:
+    """One shard of a split model (llama.cpp's gguf-split keys), 8-element f32 tensors."""
+    kvs = [kv_str("general.architecture", arch),
+           gstr("split.no") + struct.pack("<IH", U16, no),
+           gstr("split.count") + struct.pack("<IH", U16, count),
+           gstr("split.tensors.count") + struct.pack("<Ii", I32, total)]
+    return RawGGUF(kvs=kvs, tensors=[RawTensor(n, (8,), 0, 32 * i) for i, n in enumerate(names)],
+                   data=struct.pack("<8f", *range(8)) * len(names)).tobytes()
+
+
+CASES: dict[str, tuple[bytes, ...]] = {   # name: (bytes, inspect's piece[, COMMAND=piece])
     # accepted
     "valid-small.gguf": (valid_small().tobytes(), "ok"),
     "empty-model.gguf": (header_only(0, 0), "ok"),
@@ -124,6 +173,29 @@ CASES: dict[str, tuple[bytes, str]] = {
     # compressed
     "truncated-stream.gguf.zst": (zst(valid_small().tobytes())[:-9], "error: "),
     "bomb.gguf.zst": (zst_bomb(), "header"),
+    # issue 11, item 5: a frame that declares 1 PiB; refused before anything is written
+    "declares-1pib.gguf.zst": (zst_declaring(valid_small().tobytes(), 1 << 50), "ok",
+                               "convert-amx=not enough free space"),
+    # item 7: counts beyond what any model has, refused before a record is decoded
+    "tensor-count-70k.gguf.zst": (counts_zst(70_000, 0), "absurd tensor count 70,000"),
+    "kv-count-70k.gguf.zst": (counts_zst(0, 70_000), "absurd metadata count 70,000"),
+    # item 12: shapes no layout holds (kept), a non-integer file type, a hostile packed tensor
+    "q4_0-ne0-zero.gguf": (tensors(RawTensor("blk.0.ffn_up.weight", (0, 32), 2, 0)), "ok"),
+    "bf16-odd-ne0.gguf": (tensors(RawTensor("blk.0.ffn_up.weight", (33, 16), 30, 0),
+                                  data=bytes(33 * 16 * 2)), "ok"),
+    "file-type-float.gguf": (with_kvs(kv_raw("general.file_type", F32, struct.pack("<f", 2.5))),
+                             "ok", "convert-interleaved=expected an integer"),
+    "bf16_r16-odd-ne0-packed.gguf": (
+        packed_v1("blk.0.ffn_up.weight", (33, 16), 230, 30, bytes(33 * 16 * 2), "interleaved"),
+        "ok", "unpack=ne0 = 33"),
+    # item 14: shards that do not belong together (each refused naming a shard)
+    "split-dup-00001-of-00002.gguf": (shard(0, 2, ["a", "b"], 4), "tensor 'b' is also in"),
+    "split-dup-00002-of-00002.gguf": (shard(1, 2, ["b", "c"], 4), "not the first shard"),
+    "split-total-00001-of-00002.gguf": (shard(0, 2, ["a", "b"], 4), "split.tensors.count is 4"),
+    "split-total-00002-of-00002.gguf": (shard(1, 2, ["c"], 4), "not the first shard"),
+    "split-other-00001-of-00002.gguf": (shard(0, 2, ["a", "b"], 4), "belongs to another model"),
+    "split-other-00002-of-00002.gguf": (shard(1, 2, ["c", "d"], 4, arch="other"),
+                                        "not the first shard"),
 }
 
 
@@ -132,9 +204,9 @@ def main() -> None:
     for old in FOLDER.iterdir():
         old.unlink()
     lines = []
-    for name, (data, expect) in CASES.items():
+    for name, (data, *expect) in CASES.items():
         (FOLDER / name).write_bytes(data)
-        lines.append(f"{name}\t{expect}\n")
+        lines.append(name + "".join(f"\t{e}" for e in expect) + "\n")
     (FOLDER / EXPECTED).write_text("".join(lines))
     print(f"wrote {len(CASES)} files to {FOLDER}")
 
