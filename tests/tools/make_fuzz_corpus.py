@@ -1,9 +1,10 @@
 """Write tests/fuzz_corpus/: small hostile (and a few valid) GGUF files for test_fuzz_container.
 
 expected.tsv lists, for every file, a piece of the one-line error that `amx-repack inspect` must
-print ("ok" when the file must be accepted), and optionally, in a third column, COMMAND=PIECE: a
+print ("ok" when the file must be accepted), and optionally, in further columns, COMMAND=PIECE: a
 piece of the one-line error of another command of the replay (convert-amx, convert-interleaved,
-verify, unpack; see test_fuzz_container.py), for files whose problem only that command meets.
+verify, unpack; see test_fuzz_container.py), for files whose problem only that command meets
+(exit 2; COMMAND/1=PIECE: exit 1, a mismatch).
 Files the fuzzer found can be added to CASES (or dropped into the folder with a line in
 expected.tsv). Run from the repository root: python tests/tools/make_fuzz_corpus.py [FOLDER]
 """
@@ -124,6 +125,70 @@ def shard(no: int, count: int, names: list[str], total: int, arch: str = "test")
                    data=struct.pack("<8f", *range(8)) * len(names)).tobytes()
 
 
+def repacked_v2(edit=None, layout: str = "amx") -> bytes:
+    """A small model converted by amx-repack itself (records of layout version 2), then rewritten
+    with ``edit(kvs: dict key -> raw record, tensors: [[name, shape, type, data]])`` applied."""
+    import tempfile
+
+    import repack
+    from formats.gguf_container import read_gguf
+    rng = __import__("random").Random(11)
+    q4 = bytes(rng.randrange(256) for _ in range(18 * 32))
+    raw = RawGGUF(kvs=[kv_str("general.architecture", "test"), kv_u32("general.alignment", 32)],
+                  tensors=[RawTensor("blk.0.attn_q.weight", (32, 32), 2, 0),
+                           RawTensor("blk.0.ffn_norm.weight", (4, 2), 0, 576)],
+                  data=q4 + struct.pack("<8f", *range(8)))
+    with tempfile.TemporaryDirectory() as folder:
+        src, out = Path(folder) / "m.gguf", Path(folder) / "r.gguf"
+        src.write_bytes(raw.tobytes())
+        repack.convert(src, out, layout=layout, threads=1)
+        if edit is None:
+            return out.read_bytes()
+        with read_gguf(out) as f:
+            kvs = {k: r.raw for k, r in f.kv.items()}
+            ts = [[t.name, t.shape, t.type_id, bytes(f.tensor_data(t))] for t in f.tensors]
+    edit(kvs, ts)
+    rewritten = RawGGUF(kvs=list(kvs.values()))
+    data = b""
+    for name, shape, type_id, blob in ts:
+        data += bytes(-len(data) % 32)
+        rewritten.tensors.append(RawTensor(name, tuple(shape), type_id, len(data)))
+        data += blob
+    rewritten.data = data
+    return rewritten.tobytes()
+
+
+def forge_added_keys(kvs, ts):
+    kvs["amx_repack.added_keys"] = kv_str_array("amx_repack.added_keys", ["general.architecture"])
+
+
+def drop_header_sha256(kvs, ts):
+    del kvs["amx_repack.header_sha256"]
+
+
+def reshape_kept(kvs, ts):
+    ts[1][1] = (2, 4)          # f32 4x2 -> 2x4: same bytes, same digest
+
+
+def rows_past_last_tile(kvs, ts):
+    ts[0][1] = (32, 40)        # amx_q4_0, 32 rows -> 40: 8 rows in no tile
+    ts[0][3] += bytes(18 * 8)
+
+
+def non_canonical() -> bytes:
+    """valid_small with non-zero alignment padding and trailing bytes (restored by unpack)."""
+    raw = valid_small()
+    raw.tensors = [RawTensor("blk.0.ffn_up.weight", (32, 16), 8, 0),
+                   RawTensor("output_norm.weight", (5,), 0, 576)]
+    raw.data = raw.data[:544] + b"\xee" * 32 + raw.data[544:564] + b"trailing bytes"
+    return raw.tobytes()
+
+
+def too_much_filler_zst() -> bytes:
+    """valid_small followed by 2 MiB of non-zero bytes: more than convert records."""
+    return zst(valid_small().tobytes() + b"\x01" * (2 << 20))
+
+
 CASES: dict[str, tuple[bytes, ...]] = {   # name: (bytes, inspect's piece[, COMMAND=piece])
     # accepted
     "valid-small.gguf": (valid_small().tobytes(), "ok"),
@@ -196,6 +261,27 @@ CASES: dict[str, tuple[bytes, ...]] = {   # name: (bytes, inspect's piece[, COMM
     "split-other-00001-of-00002.gguf": (shard(0, 2, ["a", "b"], 4), "belongs to another model"),
     "split-other-00002-of-00002.gguf": (shard(1, 2, ["c", "d"], 4, arch="other"),
                                         "not the first shard"),
+    # items 1-4: unpack writes the original or nothing (exit 1 naming what differs from the
+    # records, exit 2 for a missing record), every byte of the original is recorded, packed
+    # tensors hold whole tiles only, a repacked file is not converted again
+    "ours-v2-forged-added-keys.gguf": (repacked_v2(forge_added_keys), "ok",
+                                       "unpack/1='general.architecture' is missing",
+                                       "convert-amx=already repacked"),
+    "ours-v2-no-header-sha256.gguf": (repacked_v2(drop_header_sha256), "ok",
+                                      "unpack='amx_repack.header_sha256' is missing",
+                                      "verify='amx_repack.header_sha256' is missing"),
+    "ours-v2-reshaped.gguf": (repacked_v2(reshape_kept), "ok",
+                              "unpack/1=has shape [2, 4], convert recorded [4, 2]"),
+    "ours-v2-rows-past-last-tile.gguf": (repacked_v2(rows_past_last_tile), "ok",
+                                         "unpack=not a multiple of 16"),
+    "ours-v2-interleaved.gguf": (repacked_v2(layout="interleaved"), "ok",
+                                 "convert-amx=already repacked by amx-repack (layout interleaved)",
+                                 "convert-interleaved=already repacked"),
+    "own-amx-repack-key.gguf": (with_kvs(kv_str("amx_repack.note", "mine")), "ok",
+                                "convert-amx=prefix is reserved"),
+    "non-canonical-padding-trailing.gguf": (non_canonical(), "ok"),
+    "filler-2mib.gguf.zst": (too_much_filler_zst(), "ok",
+                             "convert-amx=not a canonical GGUF file"),
 }
 
 
