@@ -229,6 +229,8 @@ def unpack(input, output, threads, force, quiet):
     if not quiet:
         click.echo(f"{printable(r.input)} -> {printable(r.output)}: {r.unpacked} of {r.tensors} tensors unpacked, "
                    f"{_human(r.bytes_out)}, {r.seconds:.2f} s")
+        for n in r.notes:
+            click.echo(f"note: {printable(n)}", err=True)
 
 
 @cli.command()

@@ -36,6 +36,7 @@ class UnpackReport:
     bytes_out: int
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)   # every file written (shards)
+    notes: list[str] = field(default_factory=list)
 
 
 def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | None = None,
@@ -51,6 +52,7 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
         report.tensors += r.tensors
         report.unpacked += r.unpacked
         report.bytes_out += r.bytes_out
+        report.notes += [n for n in r.notes if n not in report.notes]
     report.outputs = [r.output for r in reports]
     report.seconds = time.perf_counter() - started
     return report
@@ -82,7 +84,13 @@ def _unpack_open(src, input: str, output: str, threads: int,
         out.abort()
         raise
     unpacked = sum(1 for _, family, _ in plans if family is not None)
-    return UnpackReport(input, output, len(plans), unpacked, layout.file_size), out
+    report = UnpackReport(input, output, len(plans), unpacked, layout.file_size)
+    if info.layout_version == 1:
+        report.notes.append(f"{input} has records of layout version 1, which do not cover the "
+                            f"original's tensor shapes, padding, gaps or trailing bytes: the "
+                            f"output is the original laid out canonically (byte-identical to it "
+                            f"when it was; 'verify ORIGINAL {input}' says whether it was)")
+    return report, out
 
 
 def mismatch_message(path: str, problems: list[str]) -> str:

@@ -216,8 +216,11 @@ def test_v1_files_verify_and_unpack(tmp_path, layout):
         proc = amx_repack_cli("verify", *args)
         assert proc.returncode == 0 and "EQUIVALENT" in proc.stdout, proc.stdout + proc.stderr
     back = tmp_path / "back.gguf"
-    amx_repack_cli("unpack", rep, back, check=True)
+    proc = amx_repack_cli("unpack", rep, back, check=True)
     assert sha256(back) == sha256(V1 / "original.gguf")
+    # what version 1 records do not cover is said, not claimed
+    assert "note: " in proc.stderr and "layout version 1" in proc.stderr
+    assert "laid out canonically" in proc.stderr
 
 
 def test_v1_pair_verify_says_a_non_canonical_original_would_not_come_back(tmp_path):
