@@ -79,26 +79,62 @@ def remove_temporaries() -> None:
 atexit.register(remove_temporaries)
 
 
+# Holding SIGINT/SIGTERM back cannot rely on the signal mask alone: the kernel delivers a signal
+# that the main thread blocks to any other thread that does not (numpy's OpenBLAS starts one at
+# import, with nothing blocked), CPython's C handler then runs there, and the main thread runs the
+# Python handler at its next instruction, inside the held block. So the handler itself defers:
+# while the main thread holds the signals it only notes one arrived, and the hold's end raises.
+_hold_depth = 0           # nesting of stop_signals_held in the main thread
+_deferred = False         # a SIGINT/SIGTERM arrived while held
+
+
 def _hold_stop_signals():
     return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
 
 
+def _raise_deferred() -> None:
+    global _deferred
+    if _deferred and _hold_depth == 0:
+        _deferred = False
+        if not _committed:
+            raise KeyboardInterrupt
+
+
 def _let_stop_signals_through(previous: set) -> None:
     """A pending SIGINT/SIGTERM is delivered here, and its handler raises right after (signals
-    the caller itself had blocked stay blocked)."""
+    the caller itself had blocked, or held in an enclosing block, stay held)."""
+    global _hold_depth
     held = signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS - set(previous))
     signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    if _is_main() and _hold_depth == 1:
+        _hold_depth = 0
+        try:
+            _raise_deferred()
+        finally:
+            _hold_depth = 1
+
+
+def _is_main() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 @contextmanager
 def stop_signals_held():
     """SIGINT/SIGTERM wait until the block ends (e.g. while a temporary file is created and
     tracked, so that no interruption falls between the two)."""
+    global _hold_depth
+    main = _is_main()
     previous = _hold_stop_signals()
+    if main:
+        _hold_depth += 1
     try:
         yield previous
     finally:
+        if main:
+            _hold_depth -= 1
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if main:
+            _raise_deferred()
 
 
 def run_tasks(tasks: Iterable[tuple[Callable[[], object], int]], threads: int,
@@ -161,8 +197,12 @@ def output_committed() -> bool:
 
 
 def _on_signal(signum, frame):
+    global _deferred
     if _committed:
         return          # too late to interrupt: the output is in place; finish normally
+    if _hold_depth:
+        _deferred = True    # raised when the hold ends (stop_signals_held)
+        return
     raise KeyboardInterrupt
 
 
@@ -185,13 +225,13 @@ def install_signal_handlers() -> None:
 @contextmanager
 def interruptible():
     """Turn SIGTERM into the same clean unwinding as Ctrl-C, and both into ``Interrupted``."""
-    global _in_command, _committed
+    global _in_command, _committed, _deferred
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     previous = {sig: _install(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _in_command, _committed = True, False
+    _in_command, _committed, _deferred = True, False, False
     try:
         yield
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -273,6 +274,37 @@ def test_signal_after_commit_is_not_an_interruption(big, tmp_path, command, sig)
     assert sha256(out) == big.reference(command)
     assert_nothing_left(tmp_path, {"out.gguf"})
     assert fingerprint(source) == big.fingerprints[source]
+
+
+def test_signal_inside_a_held_block_waits_for_its_end():
+    """stop_signals_held (around creating and tracking a temporary file, and around the worker
+    pool's bookkeeping) holds SIGINT/SIGTERM back even when the kernel delivers the signal to
+    another thread, as it does whenever the main thread blocks it and another thread does not
+    (numpy's OpenBLAS thread, in every command): the interruption comes at the end of the block.
+    Without that a temporary file could be created and not yet tracked when the interruption
+    came, and was left behind."""
+    from repack import runner
+    release = threading.Event()
+    bystander = threading.Thread(target=release.wait)     # signals not blocked, like OpenBLAS's
+    bystander.start()
+    reached = []
+    try:
+        with pytest.raises(repack.Interrupted):
+            with runner.interruptible():
+                with runner.stop_signals_held():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    for _ in range(100):
+                        # system calls that release the GIL: taking it back is where the main
+                        # thread notices a signal another thread received (and created the
+                        # temporary file, in the case this guards)
+                        os.stat(".")
+                        time.sleep(0.001)
+                    reached.append("end of the held block")
+                reached.append("after it")
+    finally:
+        release.set()
+        bystander.join()
+    assert reached == ["end of the held block"]
 
 
 def test_api_interrupt_raises_interrupted_and_cleans_up(big, tmp_path):
