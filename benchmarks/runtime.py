@@ -8,7 +8,7 @@ Builds (or reuses) runtime/llama.cpp: the stock and patched flavours of the same
 flags. Default model: the Gemma-3-270M Q4_K_M fixture (test extras). Each command runs once
 untimed first, so the file is in the page cache for both; then once measured, in its own process:
 load time (model + context), time to first token (prompt of 6 tokens + first sample), peak RSS
-(wait4), and the AMX / CPU_Mapped buffer sizes llama.cpp reports.
+(the process's VmHWM), and the AMX / CPU_Mapped buffer sizes llama.cpp reports.
 
 With --flavour emulate-amx (the default where the CPU has no AMX) the tiles are emulated: load time
 and RSS are real, token times are not (emulated tiles are orders of magnitude slower). On a CPU
@@ -47,18 +47,14 @@ def has_amx() -> bool:
 def generate(bin_dir: Path, model: Path, threads: int) -> dict:
     cmd = [str(bin_dir / "amx-generate"), str(model), "-n", "4", "-t", str(threads), PROMPT]
     subprocess.run(cmd, capture_output=True, check=True)  # page cache warm for both sides
-    # output to files, not pipes: wait4 (for the peak RSS) must not wait on a full pipe
-    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
-        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        out_f.seek(0)
-        err_f.seek(0)
-        out, err = out_f.read(), err_f.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    out, err = proc.stdout, proc.stderr
+    if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
-    value = {k: float(v) for k, v in re.findall(r"^(\w+_ms): ([\d.]+)$", out, re.M)}
+    # amx-generate reports its own peak RSS (VmHWM); wait4's would include this Python process
+    value = {k: float(v) for k, v in re.findall(r"^(\w+_(?:ms|kib)): ([\d.]+)$", out, re.M)}
     buffers = dict(re.findall(r"load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB", err))
-    return {**value, "rss_mib": usage.ru_maxrss / 1024, "amx_mib": float(buffers.get("AMX", 0)),
+    return {**value, "rss_mib": value["peak_rss_kib"] / 1024, "amx_mib": float(buffers.get("AMX", 0)),
             "mapped_mib": float(buffers.get("CPU_Mapped", 0)),
             "repacked": len(re.findall(r"amx repack tensor", err))}
 

@@ -40,7 +40,8 @@ TOOLS = {"amx-generate": HERE / "tools" / "amx-generate.cpp",
          "amx-kernel-check": HERE / "tools" / "amx-kernel-check.cpp"}
 
 # Everything but the CPU backend and the libraries stays off: no network, no GPU, no server TLS.
-COMMON_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_CURL=OFF",
+COMMON_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON",
+                "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON", "-DLLAMA_CURL=OFF",
                 "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DGGML_OPENMP=OFF"]
 # AVX-512 with VNNI, spelled out (GGML_NATIVE off) so the test build is the same on every machine.
 # Not GGML_AMX_*: those add real -mamx flags; the emulated build defines __AMX_INT8__ itself.
@@ -140,56 +141,60 @@ def apply_patches(src: Path) -> None:
             env={"GIT_CEILING_DIRECTORIES": str(src.parent)})
 
 
-def inputs_digest(flavour: str, source: Path | None) -> str:
-    spec = FLAVOURS[flavour]
-    h = hashlib.sha256()
-    h.update(json.dumps([flavour, spec, LLAMA_CPP_PYTHON_VERSION, str(source)], sort_keys=True).encode())
-    files = list(TOOLS.values()) + [EMULATION_HEADER]
-    if spec["patched"]:
-        files += PATCHES
+def digest(parts: list, files: list[Path]) -> str:
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
     for f in files:
         h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
 
+def library_digest(flavour: str, source: Path | None) -> str:
+    """What the cmake build depends on (the tools are linked on top, see tools_digest)."""
+    spec = FLAVOURS[flavour]
+    files = [EMULATION_HEADER] if spec["emulate"] else []
+    files += PATCHES if spec["patched"] else []
+    library_spec = {k: v for k, v in spec.items() if k != "tools"}
+    return digest([flavour, library_spec, COMMON_FLAGS, LLAMA_CPP_PYTHON_VERSION, str(source)], files)
+
+
+def tools_digest(flavour: str) -> str:
+    return digest(FLAVOURS[flavour]["tools"], [TOOLS[t] for t in FLAVOURS[flavour]["tools"]])
+
+
 def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = None) -> Path:
     """Build (or reuse) one flavour; returns the folder with its binaries and libraries."""
     spec = FLAVOURS[flavour]
-    digest = inputs_digest(flavour, source)
-    work = cache_root() / f"{flavour}-{digest}"
-    bin_dir = work / "build" / "bin"
-    stamp = work / "complete"
-    if stamp.exists():
-        return bin_dir
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    src = work / "src"
-    if source is None:
-        extract_vendored(fetch_sdist(), src)
-    else:
-        shutil.copytree(source, src, ignore=shutil.ignore_patterns(".git", "build*"))
-    if spec["patched"]:
-        apply_patches(src)
-
-    flags = COMMON_FLAGS + spec["flags"]
-    cxx_flags = ""
-    if spec.get("emulate"):
-        cxx_flags = f"-D__AMX_INT8__ -include {EMULATION_HEADER}"
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    jobs = jobs or os.cpu_count() or 2
-    log(f"configuring {flavour} in {work}")
-    run(["cmake", "-S", str(src), "-B", str(work / "build"), *generator, *flags,
-         f"-DCMAKE_CXX_FLAGS={cxx_flags}"], logfile=work / "configure.log")
-    log(f"building {', '.join(spec['targets'])} with {jobs} jobs (a few minutes)")
-    run(["cmake", "--build", str(work / "build"), "-j", str(jobs), "--target", *spec["targets"]],
-        logfile=work / "build.log")
-    for tool in spec["tools"]:
-        log(f"building {tool}")
-        run([os.environ.get("CXX", "c++"), "-O2", "-std=c++17", str(TOOLS[tool]),
-             f"-I{src / 'include'}", f"-I{src / 'ggml' / 'include'}", f"-L{bin_dir}",
-             "-lllama", "-lggml", "-lggml-base", "-lggml-cpu", "-ldl", "-Wl,-rpath,$ORIGIN",
-             "-o", str(bin_dir / tool)])
-    stamp.write_text(f"{flavour} {digest}\n")
+    work = cache_root() / f"{flavour}-{library_digest(flavour, source)}"
+    src, bin_dir = work / "src", work / "build" / "bin"
+    if not (work / "complete").exists():
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        if source is None:
+            extract_vendored(fetch_sdist(), src)
+        else:
+            shutil.copytree(source, src, ignore=shutil.ignore_patterns(".git", "build*"))
+        if spec["patched"]:
+            apply_patches(src)
+        cxx_flags = f"-D__AMX_INT8__ -include {EMULATION_HEADER}" if spec["emulate"] else ""
+        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+        jobs = jobs or os.cpu_count() or 2
+        log(f"configuring {flavour} in {work}")
+        run(["cmake", "-S", str(src), "-B", str(work / "build"), *generator, *COMMON_FLAGS,
+             *spec["flags"], f"-DCMAKE_CXX_FLAGS={cxx_flags}"], logfile=work / "configure.log")
+        log(f"building {', '.join(spec['targets'])} with {jobs} jobs (a few minutes)")
+        run(["cmake", "--build", str(work / "build"), "-j", str(jobs), "--target", *spec["targets"]],
+            logfile=work / "build.log")
+        (work / "complete").write_text(f"{flavour}\n")
+    # our tools are linked against the built libraries, and relinked alone when they change
+    tools_stamp = work / f"tools-{tools_digest(flavour)}"
+    if not tools_stamp.exists():
+        for tool in spec["tools"]:
+            log(f"building {tool}")
+            run([os.environ.get("CXX", "c++"), "-O2", "-std=c++17", str(TOOLS[tool]),
+                 f"-I{src / 'include'}", f"-I{src / 'ggml' / 'include'}", f"-L{bin_dir}",
+                 "-lllama", "-lggml", "-lggml-base", "-lggml-cpu", "-ldl", "-Wl,-rpath,$ORIGIN",
+                 "-o", str(bin_dir / tool)])
+        tools_stamp.touch()
     return bin_dir
 
 

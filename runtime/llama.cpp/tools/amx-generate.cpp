@@ -3,8 +3,9 @@
 //
 //   amx-generate MODEL.gguf [-n N_PREDICT] [-t THREADS] [--load-mode mmap|none] PROMPT
 //
-// stdout: one line "tokens: id id ...", then "load_ms: X", "first_token_ms: Y" (prompt processing
-// plus the first sampled token), "decode_ms: Z". Exit 1 when the model cannot be loaded.
+// stdout: one line "tokens: id id ...", the text, then "load_ms: X", "first_token_ms: Y" (prompt
+// processing plus the first sampled token), "decode_ms: Z", "peak_rss_kib: R" (VmHWM). Exit 1 when
+// the model cannot be loaded.
 #include "llama.h"
 
 #include <chrono>
@@ -14,6 +15,23 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+// VmHWM: this process's own peak RSS. getrusage() would also count what the parent had mapped
+// when it forked us (Linux keeps ru_maxrss across exec).
+static long peak_rss_kib() {
+    FILE * f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) {
+            break;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    return kib;
+}
 
 static double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -114,7 +132,8 @@ int main(int argc, char ** argv) {
             fwrite(buf, 1, n, stdout);
         }
     }
-    printf("\nload_ms: %.1f\nfirst_token_ms: %.1f\ndecode_ms: %.1f\n", load_ms, first_token_ms, decode_ms);
+    printf("\nload_ms: %.1f\nfirst_token_ms: %.1f\ndecode_ms: %.1f\npeak_rss_kib: %ld\n", load_ms,
+           first_token_ms, decode_ms, peak_rss_kib());
 
     llama_sampler_free(smpl);
     llama_free(ctx);
