@@ -17,6 +17,7 @@ traceback, no output at all) or it had already committed (exit 0, the complete, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -84,13 +85,24 @@ def spawn_cli(args: list[str], sigint_ignored: bool = False, **kw) -> subprocess
                             preexec_fn=preexec, **kw)
 
 
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen):
+    """Yields proc; a child still running when the block ends (a failed wait or assertion) is
+    killed and reaped, so no test leaves a converter running behind it."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def run_and_signal(args: list[str], out: Path, sig: int, moment: str,
                    sigint_ignored: bool = False):
     """Start the CLI, wait for `moment`, send `sig`; returns (returncode, stderr, still_running
     when the signal was sent)."""
-    proc = spawn_cli(args, sigint_ignored=sigint_ignored)
-    temp = out.parent / f".{out.name}{TEMP_MARKER}{proc.pid}"
-    try:
+    with reaped(spawn_cli(args, sigint_ignored=sigint_ignored)) as proc:
+        temp = out.parent / f".{out.name}{TEMP_MARKER}{proc.pid}"
         deadline = time.monotonic() + POLL_TIMEOUT
         while moment != "spawn" and proc.poll() is None:
             if moment == "after":
@@ -110,10 +122,6 @@ def run_and_signal(args: list[str], out: Path, sig: int, moment: str,
         running = proc.poll() is None
         proc.send_signal(sig)       # a no-op if it has already exited
         _, err = proc.communicate(timeout=POLL_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     return proc.returncode, err, running
 
 
@@ -242,14 +250,10 @@ def test_signal_while_loading(big, tmp_path, command, sig):
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         os.close(w)
         w = -1
-        try:
+        with reaped(proc):
             assert os.read(r, 100) == b"importing numpy", proc.communicate(timeout=POLL_TIMEOUT)
             proc.send_signal(sig)
             stdout, err = proc.communicate(timeout=POLL_TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
     finally:
         os.close(r)
         if w >= 0:
@@ -432,16 +436,11 @@ def test_signal_while_streaming_zstd(big, big_zst, tmp_path, stage, sig):
         args = ["convert", "-q", "--compress", str(big.model), str(tmp_path / "out.gguf")]
         prefix, suffix, source = f".out.gguf.zst{TEMP_MARKER}", "", big.model
     before = fingerprint(source)
-    proc = spawn_cli(args)
-    try:
+    with reaped(spawn_cli(args)) as proc:
         reached = _wait_for_growth(proc, tmp_path, prefix, suffix, 16 << 20)
         running = proc.poll() is None
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=POLL_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert reached and running, f"{stage} was over before the signal"
     assert_interrupted_cleanly(proc.returncode, err, tmp_path / "out.gguf", sig)
     assert_nothing_left(tmp_path, set())

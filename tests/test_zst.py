@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -37,12 +38,16 @@ def test_compress_output_equals_plain_output(gemma_path, tmp_path):
     assert zstandard.frame_content_size(head) == plain.stat().st_size
 
 
+def assert_converts_like_the_plain_file(zst: Path, plain: Path, folder: Path) -> None:
+    """Converting the .zst input gives the same bytes as converting the plain file."""
+    from_plain, from_zst = folder / "from-plain.gguf", folder / "from-zst.gguf"
+    repack.convert(plain, from_plain, layout="amx")
+    repack.convert(zst, from_zst, layout="amx")
+    assert sha256(from_plain.read_bytes()) == sha256(from_zst.read_bytes())
+
+
 def test_every_command_accepts_zst_input(gemma_path, gemma_zst, tmp_path):
-    plain = tmp_path / "from-plain.gguf"
-    from_zst = tmp_path / "from-zst.gguf"
-    repack.convert(gemma_path, plain, layout="amx")
-    repack.convert(gemma_zst, from_zst, layout="amx")
-    assert sha256(plain.read_bytes()) == sha256(from_zst.read_bytes())
+    assert_converts_like_the_plain_file(gemma_zst, gemma_path, tmp_path)
     packed_zst = tmp_path / "packed.gguf.zst"
     repack.convert(gemma_zst, tmp_path / "packed.gguf", layout="amx", compress=True)
     assert amx_repack_cli("verify", gemma_zst, packed_zst).returncode == 0
@@ -161,11 +166,7 @@ def test_many_frames_and_skippable_frames(gemma_path, tmp_path):
     src.write_bytes(parts[0] + skippable(b"metadata") + b"".join(parts[1:]))
     assert len(parts) > 2
     assert amx_repack_cli("inspect", src).returncode == 0
-    plain = tmp_path / "plain.gguf"
-    from_zst = tmp_path / "from-zst.gguf"
-    repack.convert(gemma_path, plain, layout="amx")
-    repack.convert(src, from_zst, layout="amx")
-    assert sha256(plain.read_bytes()) == sha256(from_zst.read_bytes())
+    assert_converts_like_the_plain_file(src, gemma_path, tmp_path)
     # a multi-frame stream whose frames declare less than the tensors need is still refused
     short = tmp_path / "short.gguf.zst"
     short.write_bytes(parts[0] + parts[1])
