@@ -183,7 +183,7 @@ def capture(src: GGUFFile, path: str) -> metadata.OriginalRecords:
             f"the header and the tensor data are not zero (first at offset {e.first}: "
             f"{_where(src, e.first)}); amx-repack keeps at most "
             f"{MAX_FILLER_BYTES:,} such bytes, so unpack could not give this file back byte for "
-            f"byte: refusing (--layout none copies it as it is)") from None
+            f"byte: refusing (the layout 'none' copies it as it is)") from None
     return metadata.OriginalRecords(
         metadata_sha256=metadata.metadata_digest(kv),
         metadata_keys=[r.key for r in kv],
