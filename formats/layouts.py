@@ -238,9 +238,11 @@ def select(decision: Decision, name: str, include: Sequence[re.Pattern] = (),
 
     They only narrow: a tensor that would be packed stays unpacked when include patterns are
     given and none matches it, or when an exclude pattern matches it. They never pack a tensor
-    that a default keeps (only an explicit override lifts a soft default).
+    that a default keeps (only an explicit override lifts a soft default). A tensor kept by a
+    soft default that the patterns deselect is labelled by the patterns (an override would not
+    pack it either); one kept by a hard rule keeps that rule's code.
     """
-    if not decision.packs:
+    if not (decision.packs or decision.soft):
         return decision
     if include and not any(p.search(name) for p in include):
         return Decision(decision.target, False, "matched by no include pattern", "include")

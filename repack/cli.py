@@ -19,7 +19,7 @@ from formats.gguf_container import printable
 from formats.layouts import SOFT_CODES
 
 from . import __version__, atomic, report_json
-from .errors import NoRecords, OutputExists, RepackError
+from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller
 from .inspect import inspect as inspect_file
 from .pipeline import LAYOUTS, ConvertReport, convert as convert_file
 from .runner import install_signal_handlers, output_committed
@@ -327,6 +327,8 @@ def _flag_hint(e: RepackError) -> str:
         return " (use --force to replace it)"
     if isinstance(e, NoRecords):
         return " (use unpack --foreign)"
+    if isinstance(e, TooMuchFiller):
+        return " (--layout none copies it as it is)"
     return ""
 
 

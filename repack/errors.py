@@ -21,6 +21,11 @@ class NoRecords(InputError):
     turns its packed tensors back into plain types."""
 
 
+class TooMuchFiller(InputError):
+    """More non-zero bytes outside the header and tensor data than the records keep, so unpack
+    could not give the file back: refused by the repacking layouts (layout "none" copies it)."""
+
+
 class OutputError(RepackError):
     """The output cannot be written (exists, same as input, no space, not writable...)."""
 
@@ -48,7 +53,7 @@ class VerificationFailed(RepackError):
     exit_code = 1
 
 
-__all__ = ["RepackError", "InputError", "NoRecords", "OutputError", "OutputExists", "UsageError", "Interrupted",
+__all__ = ["RepackError", "InputError", "NoRecords", "TooMuchFiller", "OutputError", "OutputExists", "UsageError", "Interrupted",
            "VerificationFailed", "GGUFFormatError"]
 
 

@@ -255,6 +255,12 @@ def _plan_only(input: str, output: str, selection: Selection, threads: int, forc
             r = ConvertReport(a, b, selection.layout, threads, selection.plan(src), dry_run=True,
                               selection=selection)
             _explain(r)
+            if selection.layout != "none" and not zst.is_zst(input):
+                # the bytes outside the tensors, as the conversion records them (a compressed
+                # input's are only known once it is decompressed, in the real run)
+                recorded = original.capture(src, a)
+                if recorded.filler:
+                    r.notes.append(original.describe_filler(src, recorded.filler))
             reports.append(r)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.dry_run = True
