@@ -32,7 +32,7 @@ class TensorPlan:
     out_type_id: int
     nbytes: int
     out_nbytes: int
-    decision: Decision | None  # None for --layout none
+    decision: Decision         # why it is packed or kept (code "none" for the layout none)
 
     @property
     def repacked(self) -> bool:
