@@ -278,7 +278,7 @@ def bench_input(label: str, paths: list[Path], full: bool, quantize, threads: in
             print(f"note: ik's llama-quantize failed on {label}: {str(e).splitlines()[-1]}")
     # --layout amx keeps 3-D experts by default (llama.cpp's AMX backend has no MUL_MAT_ID);
     # the benchmark packs them, to measure the packer on an expert-heavy model
-    amx_select = ["--include", "exps|attn"] if "MoE" in label else []
+    amx_select = ["--override", "experts"] if "MoE" in label else []
     if full:
         timed(amx_repack("convert", "-q", "--layout", "interleaved", "-t", threads, files[0], out),
               f"convert interleaved ({threads} threads)", ik_s)

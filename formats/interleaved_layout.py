@@ -116,6 +116,13 @@ FILE_TYPE_REPACKED: dict[int, int] = {
     149: 398,                   # Q8_KV
 }
 
+# The inverse, to turn a file that ik itself repacked back into plain types. ik gives the S, M
+# and L variants of Q3_K, Q4_K and Q5_K one label each, so those labels do not say which variant
+# the file was: the M variant is taken (what llama-quantize's Q3_K / Q4_K / Q5_K names mean).
+FILE_TYPE_AMBIGUOUS_CHOICE = {211: 12, 214: 15, 216: 17}
+FILE_TYPE_PLAIN: dict[int, int] = {
+    **{r: p for p, r in FILE_TYPE_REPACKED.items()}, **FILE_TYPE_AMBIGUOUS_CHOICE}
+
 # ik treats a file as already repacked when its file_type is in this range (spec §7).
 FILE_TYPE_REPACKED_RANGE = range(202, 400)
 

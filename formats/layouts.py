@@ -4,14 +4,19 @@
 reason a tensor stays as it is), ``verify`` and ``unpack`` use the reverse direction (which source
 type a packed type came from).
 
-A decision is *hard* when the format itself cannot hold the tensor (unsupported type, a shape that
-is not a multiple of the tile/group height) and *soft* when it is a safety default that the user
-may override with ``--include`` (token embeddings read by get_rows, row counts that a runtime's
-kernels need, BF16_R16 that only AVX512-BF16 builds can use). One soft default has its own
-explicit override instead of ``--include``: AMX tensors with ``ne1 % 32 != 0``, which the format
-holds but llama.cpp's AMX backend never runs (``allow_amx_n16``, ``convert --allow-amx-n16``).
+A decision is *hard* when the tensor must stay as it is whatever the user asks: the format cannot
+hold it (unsupported type, a shape that is not a multiple of the tile/group height), or the runtime
+cannot use it packed at all (the token embeddings, read row by row with get_rows, which cannot read
+packed rows: a packed tied embedding makes ik_llama.cpp generate zeros). It is *soft* when it is a
+safety default for a tensor the format holds and some runtime build can run packed: AMX tensors with
+``ne1 % 32 != 0`` and 3-D expert tensors (llama.cpp's AMX backend runs neither), tensors whose
+``ne1`` is not ik's AVX-512 safe multiple (AVX2/NEON builds run them), BF16_R16 (AVX512-BF16 builds
+only). The caller lifts a soft default only by naming it (``overrides``, ``convert --override
+CODE``); the include/exclude patterns only narrow the selection (``select``).
 
-Every decision carries a short machine-readable ``code`` (see ``CODES``) beside its text.
+Every decision carries a short machine-readable ``code`` (see ``CODES``) beside its text. The
+codes a layout may override are ``SOFT_CODES[layout]``: data, so that moving a rule from one side
+to the other is a one-line change.
 
 Alignment: the AMX layout changes nothing about ``general.alignment``. The AMX kernels read tiles
 with unaligned loads and strided tile loads (no alignment requirement, amx-vnni.md §12), and tiles
@@ -43,8 +48,6 @@ AMX_RUNTIME_ROWS = 32   # llama.cpp's AMX supports_op requires ne1 % 32 (amx-vnn
 # checked anyway so that the rule reads as the runtime states it.
 AMX_RUNTIME_K = {"q4_0": 32, "q4_1": 32, "q8_0": 32,
                  "q4_K": 256, "q5_K": 256, "q6_K": 256, "iq4_xs": 256}
-AMX_N16_OPTION = "--allow-amx-n16"   # the override's name on the command line
-
 # The runtime that reads each layout's output (printed by inspect and convert).
 RUNTIMES = {
     "amx": "llama.cpp built with runtime/llama.cpp (amx-repack's patch)",
@@ -52,7 +55,8 @@ RUNTIMES = {
     "none": "any GGUF runtime (plain copy)",
 }
 
-# Decision codes: why a tensor is kept (or, for a packed one, what forced it).
+# Decision codes: why a tensor is kept (or, for a packed one, what was overridden). Stable: they
+# are part of the JSON outputs (docs/json.md).
 CODES = {
     "type": "the type has no layout in this family",
     "packed": "already in a layout of this family",
@@ -60,43 +64,71 @@ CODES = {
     "shape_k": "ne0 (K) is not a positive multiple of what the format and runtime need (amx: 32 "
                "or 256; interleaved: the block size, a column pair for bf16)",
     "shape_rows": "ne1 is not a multiple of the tile/group height the format needs",
-    "shape_n": "ne1 (N) % 32 != 0: llama.cpp's AMX backend does not run it (--allow-amx-n16)",
-    "embedding": "token embedding, read by get_rows",
+    "embedding": "token embedding, read by get_rows, which cannot read packed rows",
+    "shape_n": "ne1 (N) % 32 != 0: llama.cpp's AMX backend does not run it",
     "experts": "3-D expert tensor (MUL_MAT_ID), which llama.cpp's AMX backend does not run",
-    "runtime_rows": "ne1 is not ik_llama.cpp's safe row multiple",
+    "runtime_rows": "ne1 is not ik_llama.cpp's safe row multiple (its AVX-512 kernels abort)",
     "bf16": "bf16_r16 runs only on AVX512-BF16 builds",
-    "include": "not matched by --include",
-    "forced": "packed because --include overrode a soft default",
-    "exclude": "matched by --exclude",
-    "allow_amx_n16": "packed with ne1 % 32 != 0 because of --allow-amx-n16",
+    "include": "matched by no include pattern",
+    "exclude": "matched by an exclude pattern",
+    "override": "packed although a soft default keeps it: the caller overrode that default",
+    "none": "layout none: a plain copy",
 }
+
+# Rules of the formats themselves (the tensor has no packed form at all).
+FORMAT_CODES = ("type", "packed", "shape_1d", "shape_k", "shape_rows")
+# The soft defaults of each layout: the only codes an override may name.
+SOFT_CODES = {
+    "amx": ("shape_n", "experts"),
+    "interleaved": ("runtime_rows", "bf16"),
+}
+# What packing despite each soft default means for the runtime (the override's warning).
+OVERRIDE_CONSEQUENCES = {
+    "shape_n": "llama.cpp's AMX backend will not run these tensors (it needs ne1 % 32 == 0)",
+    "experts": "llama.cpp's AMX backend has no MUL_MAT_ID, so it will not run these tensors",
+    "runtime_rows": "ik_llama.cpp's AVX-512 builds abort on these tensors (AVX2/NEON builds run "
+                    "them)",
+    "bf16": "only AVX512-BF16 builds of ik_llama.cpp run bf16_r16",
+}
+# Source types whose 3-D expert tensors the amx layout keeps by default (code "experts"): those
+# the AMX runtime does not run with MUL_MAT_ID.
+AMX_EXPERTS_KEPT_TYPES = frozenset(AMX_RUNTIME_K)
 
 
 @dataclass(frozen=True)
 class Decision:
     target: GGMLType | None    # the packed type the format gives this tensor; None: it cannot
-    packs: bool                # whether it is packed (by default, or after the user's options)
-    reason: str = ""           # why it is kept; for a packed tensor an optional warning
-    code: str = ""             # one of CODES ("" for a plain packed tensor)
-    include_overrides: bool = True   # False: --include alone may not pack it (AMX ne1 % 32 != 0)
-
-    @property
-    def soft(self) -> bool:
-        """Kept only by a safety default, which --include may override."""
-        return self.target is not None and not self.packs and self.include_overrides
+    packs: bool                # whether it is packed (by default, or after the caller's options)
+    reason: str = ""           # why it is kept; for a packed tensor, what was overridden
+    code: str = ""             # one of CODES ("" for a tensor packed by default)
+    soft: tuple[str, ...] = ()        # kept: the soft defaults keeping it (all overridable)
+    overridden: tuple[str, ...] = ()  # packed: the soft defaults the caller overrode
 
 
 def _cannot(code: str, reason: str) -> Decision:
     return Decision(None, False, reason, code)
 
 
-def amx_decision(t: TensorInfo, allow_n16: bool = False) -> Decision:
+def _soft(target: GGMLType, kept: list[tuple[str, str]], overrides) -> Decision:
+    """A tensor the format holds, kept by the soft defaults in ``kept`` (code, reason) unless the
+    caller overrides every one of them."""
+    if not kept:
+        return Decision(target, True)
+    left = [(c, r) for c, r in kept if c not in overrides]
+    if left:
+        return Decision(target, False, "; ".join(r for _, r in left), left[0][0],
+                        soft=tuple(c for c, _ in kept))
+    return Decision(target, True, "; ".join(r for _, r in kept), "override",
+                    overridden=tuple(c for c, _ in kept))
+
+
+def amx_decision(t: TensorInfo, overrides=frozenset()) -> Decision:
     """amx-vnni.md §9: exactly what llama.cpp's AMX backend runs, by default.
 
     Seven source types, at least 2-D, K as the runtime needs it, ne1 % 16 (hard: the format),
-    ne1 % 32 (llama.cpp's runtime; lifted only by ``allow_n16``), never the get_rows embeddings
-    (soft), no 3-D expert tensors (soft: the format packs them slice by slice, §11, but the
-    runtime has no MUL_MAT_ID for them, so only ``--include`` packs them).
+    never the get_rows embeddings (hard: the runtime), ne1 % 32 (soft ``shape_n``: llama.cpp's
+    runtime), no 3-D expert tensors (soft ``experts``: the format packs them slice by slice, §11,
+    but the runtime has no MUL_MAT_ID for them).
     """
     params = amx_params_for_type_id(t.type_id)
     if params is not None and t.type_id == params.packed.id:
@@ -112,32 +144,21 @@ def amx_decision(t: TensorInfo, allow_n16: bool = False) -> Decision:
     if t.ne1 % AMX_TILE_ROWS:
         return _cannot("shape_rows", f"ne1 = {t.ne1} is not a multiple of {AMX_TILE_ROWS} "
                        f"(AMX tile height)")
-    runtime_rows = t.ne1 % AMX_RUNTIME_ROWS == 0
     if t.name in EMBEDDING_TENSOR_NAMES:
-        reason = "embedding, read by get_rows"
-        if not runtime_rows and not allow_n16:
-            reason += (f"; ne1 = {t.ne1} is not a multiple of {AMX_RUNTIME_ROWS} either "
-                       f"(--include packs it only with {AMX_N16_OPTION})")
-        return Decision(params.packed, False, reason, "embedding",
-                        include_overrides=runtime_rows or allow_n16)
-    if any(d > 1 for d in t.shape[2:]):
-        return Decision(params.packed, False, "3-D expert tensor: llama.cpp's AMX backend has no "
-                        "MUL_MAT_ID, so it would not run (--include packs it anyway, §11)",
-                        "experts")
-    if not runtime_rows:
-        if not allow_n16:
-            return Decision(params.packed, False, f"ne1 = {t.ne1} is not a multiple of "
-                            f"{AMX_RUNTIME_ROWS}: llama.cpp's AMX backend needs N % "
-                            f"{AMX_RUNTIME_ROWS} (pack anyway with {AMX_N16_OPTION})", "shape_n",
-                            include_overrides=False)
-        return Decision(params.packed, True, f"ne1 = {t.ne1} is not a multiple of "
-                        f"{AMX_RUNTIME_ROWS}, packed because of {AMX_N16_OPTION}: llama.cpp "
-                        f"will not run it on AMX", "allow_amx_n16")
-    return Decision(params.packed, True)
+        return Decision(params.packed, False, "embedding, read by get_rows, which cannot read "
+                        "packed rows", "embedding")
+    kept = []
+    if any(d > 1 for d in t.shape[2:]) and params.source.name in AMX_EXPERTS_KEPT_TYPES:
+        kept.append(("experts", "3-D expert tensor: llama.cpp's AMX backend has no MUL_MAT_ID, "
+                                "so it would not run it (the format packs it slice by slice, §11)"))
+    if t.ne1 % AMX_RUNTIME_ROWS:
+        kept.append(("shape_n", f"ne1 = {t.ne1} is not a multiple of {AMX_RUNTIME_ROWS}: "
+                                f"llama.cpp's AMX backend needs N % {AMX_RUNTIME_ROWS}"))
+    return _soft(params.packed, kept, overrides)
 
 
-def interleaved_decision(t: TensorInfo) -> Decision:
-    """interleaved.md §5: ik's own rules (hard) plus the runtime safe multiple (soft)."""
+def interleaved_decision(t: TensorInfo, overrides=frozenset()) -> Decision:
+    """interleaved.md §5: ik's own rules (hard) plus the runtime safe multiple and BF16 (soft)."""
     il = INTERLEAVINGS.get(t.type_id)
     if il is None:
         if interleaving_for_type_id(t.type_id) is not None:
@@ -153,55 +174,78 @@ def interleaved_decision(t: TensorInfo) -> Decision:
         return _cannot("shape_rows", f"ne1 = {t.ne1} is not a multiple of {il.rows} "
                        f"({il.target.name} rows per group)")
     if t.name in EMBEDDING_TENSOR_NAMES:
-        return Decision(il.target, False, "embedding, read by get_rows", "embedding")
+        return Decision(il.target, False, "embedding, read by get_rows, which cannot read "
+                        "interleaved rows", "embedding")
+    kept = []
     if t.ne1 % il.runtime_row_multiple:
-        return Decision(il.target, False, f"ne1 = {t.ne1} is not a multiple of "
-                        f"{il.runtime_row_multiple}: ik's AVX-512 {il.target.name} kernel would "
-                        f"abort", "runtime_rows")
+        kept.append(("runtime_rows", f"ne1 = {t.ne1} is not a multiple of "
+                     f"{il.runtime_row_multiple}: ik's AVX-512 {il.target.name} kernel would "
+                     f"abort"))
     if t.type.name == "bf16":
-        return Decision(il.target, False,
-                        "bf16_r16 runs only on AVX512-BF16 builds of ik_llama.cpp", "bf16")
-    return Decision(il.target, True)
+        kept.append(("bf16", "bf16_r16 runs only on AVX512-BF16 builds of ik_llama.cpp"))
+    return _soft(il.target, kept, overrides)
 
 
 # The default decisions (what inspect shows and convert does without overrides).
 DECIDERS = {"amx": amx_decision, "interleaved": interleaved_decision}
 
 
-def decide(layout: str, t: TensorInfo, allow_amx_n16: bool = False) -> Decision:
-    """The decision for one tensor and layout family, with the explicit AMX N % 16 override."""
-    if layout == "amx":
-        return amx_decision(t, allow_amx_n16)
-    return DECIDERS[layout](t)
+def check_overrides(layout: str, overrides) -> frozenset[str]:
+    """The override codes, checked against ``layout``'s soft defaults: a ValueError names one
+    that is unknown, belongs to another layout, or is a hard rule (never overridable)."""
+    for code in overrides:
+        if code in SOFT_CODES.get(layout, ()):
+            continue
+        if code == "embedding":
+            raise ValueError("'embedding' cannot be overridden: runtimes read the token "
+                             "embeddings with get_rows, which cannot read packed rows (a packed "
+                             "tied embedding makes the model generate garbage)")
+        others = [name for name, codes in SOFT_CODES.items() if code in codes]
+        if others:
+            raise ValueError(f"'{code}' is a soft default of the {others[0]} layout, not of "
+                             f"{layout}")
+        if code in FORMAT_CODES:
+            raise ValueError(f"'{code}' cannot be overridden: the layout cannot hold such "
+                             f"tensors ({CODES[code]})")
+        what = f"'{code}' is not a soft default" if code in CODES else f"unknown code '{code}'"
+        choices = ", ".join(SOFT_CODES.get(layout, ())) or "none"
+        raise ValueError(f"{what}: the {layout} layout can override only {choices}")
+    return frozenset(overrides)
 
 
-def compile_patterns(patterns: Sequence[str], option: str) -> list[re.Pattern]:
+def decide(layout: str, t: TensorInfo, overrides=frozenset(), allow_amx_n16: bool = False
+           ) -> Decision:
+    """The decision for one tensor and layout family, with the caller's overrides (codes of
+    ``SOFT_CODES[layout]``; ``allow_amx_n16`` is the older spelling of overriding "shape_n")."""
+    overrides = frozenset(overrides) | ({"shape_n"} if allow_amx_n16 else set())
+    return DECIDERS[layout](t, overrides)
+
+
+def compile_patterns(patterns: Sequence[str], what: str) -> list[re.Pattern]:
     compiled = []
     for p in patterns:
         try:
             compiled.append(re.compile(p))
         except re.error as e:
-            raise ValueError(f"{option} {p!r} is not a valid regular expression: {e}") from None
+            raise ValueError(f"{what} pattern {p!r} is not a valid regular expression: {e}") \
+                from None
     return compiled
 
 
 def select(decision: Decision, name: str, include: Sequence[re.Pattern] = (),
            exclude: Sequence[re.Pattern] = ()) -> Decision:
-    """Apply --include / --exclude (searched anywhere in the name) to a default decision.
+    """Narrow a decision with the include / exclude patterns (searched anywhere in the name).
 
-    --include narrows (tensors it does not match are kept) and widens (a tensor it matches is
-    packed despite a soft default); a tensor the format cannot hold is never forced, nor an AMX
-    tensor with ne1 % 32 != 0 (only --allow-amx-n16 packs that). --exclude is applied last and
-    wins.
+    They only narrow: a tensor that would be packed stays unpacked when include patterns are
+    given and none matches it, or when an exclude pattern matches it. They never pack a tensor
+    that a default keeps (only an explicit override lifts a soft default). A tensor kept by a
+    soft default that the patterns deselect is labelled by the patterns (an override would not
+    pack it either); one kept by a hard rule keeps that rule's code.
     """
-    if decision.target is None:
+    if not (decision.packs or decision.soft):
         return decision
-    if include:
-        if not any(p.search(name) for p in include):
-            return Decision(decision.target, False, "not matched by --include", "include")
-        if decision.soft:
-            decision = Decision(decision.target, True, f"forced by --include ({decision.reason})",
-                                "forced")
-    if decision.packs and any(p.search(name) for p in exclude):
-        return Decision(decision.target, False, "matched by --exclude", "exclude")
+    if include and not any(p.search(name) for p in include):
+        return Decision(decision.target, False, "matched by no include pattern", "include")
+    if any(p.search(name) for p in exclude):
+        return Decision(decision.target, False, "matched by an exclude pattern", "exclude")
     return decision

@@ -24,13 +24,15 @@ _API = {
     "unpack": "unpack", "UnpackReport": "unpack",
     "inspect": "inspect",
     "RepackError": "errors", "InputError": "errors", "OutputError": "errors",
+    "OutputExists": "errors", "NoRecords": "errors", "TooMuchFiller": "errors",
     "UsageError": "errors", "Interrupted": "errors", "VerificationFailed": "errors",
     "GGUFFormatError": "errors",
 }
 
 __all__ = ["convert", "verify", "unpack", "inspect", "ConvertReport", "VerifyReport",
            "UnpackReport", "RepackError", "InputError", "OutputError",
-           "UsageError", "Interrupted", "VerificationFailed", "GGUFFormatError", "__version__"]
+           "OutputExists", "NoRecords", "TooMuchFiller", "UsageError", "Interrupted",
+           "VerificationFailed", "GGUFFormatError", "__version__"]
 
 
 # Three functions share their name with the module that defines them. Importing such a module

@@ -32,7 +32,7 @@ import stat
 import warnings
 from typing import Callable
 
-from .errors import OutputError
+from .errors import OutputError, OutputExists
 from .runner import (is_tracked_temporary, mark_committed, stop_signals_held, track_temporary,
                      untrack_temporary)
 
@@ -87,7 +87,7 @@ def check_destination(path: str, force: bool) -> None:
     if why is not None:
         raise OutputError(f"output {path} {why}: only a regular file can be replaced")
     if not force and os.path.lexists(path):
-        raise OutputError(f"output {path} already exists (use --force to replace it)")
+        raise OutputExists(f"output {path} already exists")
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,9 +340,9 @@ class AtomicOutputFile:
             untrack_temporary(self.temp)
         except FileExistsError:
             self.abort()
-            raise OutputError(f"output {self.dest} appeared while amx-repack was writing it "
-                              f"(another process?); it was left as it is and nothing was written "
-                              f"(use --force to replace it)") from None
+            raise OutputExists(f"output {self.dest} appeared while amx-repack was writing it "
+                               f"(another process?); it was left as it is and nothing was "
+                               f"written") from None
         except OSError as e:
             self.abort()
             raise OutputError(f"cannot write {self.dest}: {e.strerror}") from None

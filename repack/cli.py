@@ -16,10 +16,10 @@ import click
 from tqdm import tqdm
 
 from formats.gguf_container import printable
-from formats.layouts import AMX_N16_OPTION
+from formats.layouts import SOFT_CODES
 
-from . import __version__, atomic
-from .errors import RepackError
+from . import __version__, atomic, report_json
+from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller
 from .inspect import inspect as inspect_file
 from .pipeline import LAYOUTS, ConvertReport, convert as convert_file
 from .runner import install_signal_handlers, output_committed
@@ -91,6 +91,35 @@ def cli():
     """Repack GGUF quantized weights offline into the layout CPU kernels consume."""
 
 
+def _json_out(document: dict) -> None:
+    click.echo(json.dumps(document, indent=2))
+
+
+def print_plan(r: ConvertReport) -> None:
+    """convert --dry-run: every tensor's target type or the reason (code and text) it stays."""
+    rows = [[p.name, printable_type(p.type_id),
+             printable_type(p.out_type_id) if p.repacked else "keep",
+             p.decision.code, p.decision.reason, _human(p.nbytes), _human(p.out_nbytes)]
+            for p in r.tensors]
+    click.echo(_table(["tensor", "type", "target", "code", "reason", "bytes in", "bytes out"],
+                      rows, {5, 6}))
+    click.echo("")
+    rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
+    click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
+                      {2, 3, 4}))
+    click.echo(f"dry run, nothing written: {printable(r.input)} -> "
+               f"{', '.join(printable(o) for o in r.outputs)} (layout {r.layout}) would repack "
+               f"{len(r.repacked)} of {len(r.tensors)} tensors; {_human(r.bytes_in)} in, "
+               f"{_human(r.bytes_out)} out")
+    for n in r.notes:
+        click.echo(f"note: {printable(n)}", err=True)
+
+
+def printable_type(type_id: int) -> str:
+    from formats.ggml_types import type_name
+    return type_name(type_id)
+
+
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path())   # a folder: our one-line refusal
@@ -100,32 +129,46 @@ def cli():
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
               help="Worker threads (default: all cores).")
 @click.option("--include", multiple=True, metavar="REGEX",
-              help="Only repack tensors whose name matches (repeatable); also overrides the soft "
-                   "defaults (embeddings, runtime row multiples) for matching tensors.")
+              help="Only repack tensors whose name matches (repeatable). Only narrows the "
+                   "selection: never packs a tensor a default keeps. Must match some tensor.")
 @click.option("--exclude", multiple=True, metavar="REGEX",
-              help="Never repack tensors whose name matches (repeatable).")
-@click.option(AMX_N16_OPTION, "allow_amx_n16", is_flag=True,
-              help="amx: also pack tensors whose row count ne1 is a multiple of 16 but not of 32. "
-                   "The format holds them, but llama.cpp will not run such tensors on AMX (its "
-                   "AMX backend needs ne1 % 32 == 0); a warning names every use.")
+              help="Never repack tensors whose name matches (repeatable). Must match some tensor.")
+@click.option("--override", "overrides", multiple=True, metavar="CODE",
+              help="Pack despite the soft default CODE (repeatable; "
+                   + "; ".join(f"{k}: {', '.join(v)}" for k, v in SOFT_CODES.items())
+                   + "). A warning names every tensor it packs, even with --quiet. The embedding "
+                     "and shape rules cannot be overridden.")
+@click.option("--allow-amx-n16", "allow_amx_n16", is_flag=True,
+              help="Same as --override shape_n: amx: also pack tensors whose ne1 is a multiple of "
+                   "16 but not of 32, which llama.cpp's AMX backend does not run.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (per tensor: target type or why it stays; byte totals) and "
+                   "write nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document on stdout instead of the summary (docs/json.md).")
 @click.option("--compress", is_flag=True,
               help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar and no summary (warnings are still printed).")
-def convert(input, output, layout, threads, include, exclude, allow_amx_n16, compress, force,
-            quiet):
+def convert(input, output, layout, threads, include, exclude, overrides, allow_amx_n16, dry_run,
+            as_json, compress, force, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
-    progress = _Progress(_input_size(input), quiet, "convert")
+    progress = _Progress(0 if dry_run else _input_size(input), quiet or dry_run, "convert")
     try:
         report = convert_file(input, output, layout=layout, threads=threads, include=include,
                               exclude=exclude, force=force, progress=progress,
-                              compress=compress, allow_amx_n16=allow_amx_n16)
+                              compress=compress, allow_amx_n16=allow_amx_n16,
+                              overrides=overrides, dry_run=dry_run)
     finally:
         progress.close()
-    if not quiet:
-        print_convert_report(report)
     print_warnings(report)
+    if as_json:
+        _json_out(report_json.convert_document(report))
+    elif dry_run:
+        print_plan(report)
+    elif not quiet:
+        print_convert_report(report)
 
 
 def _input_size(path: str) -> int:
@@ -142,7 +185,7 @@ def inspect(file, as_json):
     """Show every tensor of FILE and what each layout would do with it."""
     r = inspect_file(file)
     if as_json:
-        click.echo(json.dumps(r.to_dict(), indent=2))
+        _json_out(report_json.inspect_document(r))
         return
     click.echo(f"{printable(r.path)}: GGUF v{r.version}, {len(r.tensors)} tensors, {r.metadata_count} "
                f"metadata keys, {_human(r.file_size)}, alignment {r.alignment}"
@@ -206,7 +249,7 @@ def verify(files, threads, as_json, show_all, quiet):
     finally:
         progress.close()
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        _json_out(report_json.verify_document(report))
     else:
         print_verify_report(report, show_all or sys.stdout.isatty() and len(report.tensors) < 50)
     if not report.ok:
@@ -217,20 +260,38 @@ def verify(files, threads, as_json, show_all, quiet):
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path())   # a folder: our one-line refusal
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=None)
+@click.option("--foreign", is_flag=True,
+              help="INPUT has no amx-repack records (e.g. ik_llama.cpp's llama-quantize --repack "
+                   "wrote it): turn its packed tensors back into plain types, keeping its "
+                   "metadata. Not byte-identical to any original; verify proves the values.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document on stdout instead of the summary (docs/json.md).")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-def unpack(input, output, threads, force, quiet):
+def unpack(input, output, threads, foreign, as_json, force, quiet):
     """Rebuild the original file (byte-identical) from a repacked INPUT."""
     progress = _Progress(_input_size(input), quiet, "unpack")
     try:
-        r = unpack_file(input, output, threads=threads, force=force, progress=progress)
+        r = unpack_file(input, output, threads=threads, force=force, progress=progress,
+                        foreign=foreign)
     finally:
         progress.close()
-    if not quiet:
-        click.echo(f"{printable(r.input)} -> {printable(r.output)}: {r.unpacked} of {r.tensors} tensors unpacked, "
-                   f"{_human(r.bytes_out)}, {r.seconds:.2f} s")
+    for w in r.warnings:
+        click.echo(f"warning: {printable(w)}", err=True)
+    if r.foreign:   # what the output is not: said even with --quiet
         for n in r.notes:
             click.echo(f"note: {printable(n)}", err=True)
+    if as_json:
+        _json_out(report_json.unpack_document(r))
+        return
+    if not quiet:
+        click.echo(f"{printable(r.input)} -> {printable(r.output)}: {r.unpacked} of {r.tensors} tensors unpacked, "
+                   f"{_human(r.bytes_out)}, {r.seconds:.2f} s"
+                   + ("" if r.byte_identical else " (plain types; not byte-identical to an "
+                      "original)"))
+        if not r.foreign:
+            for n in r.notes:
+                click.echo(f"note: {printable(n)}", err=True)
 
 
 @cli.command()
@@ -261,6 +322,16 @@ def demo(keep, threads):
         sys.exit(1)
 
 
+def _flag_hint(e: RepackError) -> str:
+    if isinstance(e, OutputExists):
+        return " (use --force to replace it)"
+    if isinstance(e, NoRecords):
+        return " (use unpack --foreign)"
+    if isinstance(e, TooMuchFiller):
+        return " (--layout none copies it as it is)"
+    return ""
+
+
 def main(argv=None) -> None:
     # Disk quotas (RLIMIT_FSIZE) must surface as EFBIG errors, not kill the process.
     if hasattr(signal, "SIGXFSZ"):
@@ -281,8 +352,9 @@ def main(argv=None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except RepackError as e:
-        # one line, even when the message quotes a tensor name holding a newline
-        click.echo(f"{PROG}: error: {printable(str(e))}", err=True)
+        # one line, even when the message quotes a tensor name holding a newline; the API's
+        # messages name no flag, so the one that helps is added here
+        click.echo(f"{PROG}: error: {printable(str(e))}{_flag_hint(e)}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo(f"{PROG}: interrupted", err=True)

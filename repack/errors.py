@@ -15,8 +15,26 @@ class InputError(RepackError):
     """An input file is missing, unreadable or not a GGUF file we can read."""
 
 
+class NoRecords(InputError):
+    """The file carries no amx-repack records, so no original can be rebuilt from it byte for
+    byte (a file repacked by another tool, or never repacked). ``unpack(..., foreign=True)`` still
+    turns its packed tensors back into plain types."""
+
+
+class TooMuchFiller(InputError):
+    """More non-zero bytes outside the header and tensor data than the records keep, so unpack
+    could not give the file back: refused by the repacking layouts (layout "none" copies it)."""
+
+
 class OutputError(RepackError):
     """The output cannot be written (exists, same as input, no space, not writable...)."""
+
+
+class OutputExists(OutputError):
+    """The output exists (or appeared meanwhile) and replacing it was not asked for (``force``).
+
+    Like every message of the API, its text names no command-line flag: the CLI adds how to
+    replace it."""
 
 
 class UsageError(RepackError):
@@ -35,7 +53,7 @@ class VerificationFailed(RepackError):
     exit_code = 1
 
 
-__all__ = ["RepackError", "InputError", "OutputError", "UsageError", "Interrupted",
+__all__ = ["RepackError", "InputError", "NoRecords", "TooMuchFiller", "OutputError", "OutputExists", "UsageError", "Interrupted",
            "VerificationFailed", "GGUFFormatError"]
 
 

@@ -6,6 +6,7 @@ Reads only the header (the tensor data is never touched), so it is instant on an
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass, field
 
 from formats.ggml_types import type_name
@@ -40,6 +41,7 @@ class InspectReport:
     shards: list[str] = field(default_factory=list)   # every file of the model
     # the runtime that reads each layout family's output (formats.layouts.RUNTIMES)
     runtimes: dict[str, str] = field(default_factory=lambda: {f: RUNTIMES[f] for f in DECIDERS})
+    seconds: float = 0.0
 
     def bytes_by_type(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -59,6 +61,7 @@ def inspect(path: str | os.PathLike) -> InspectReport:
     """Parse the header of a GGUF file (every shard of a split model) and decide every tensor
     for every layout family."""
     path = os.fspath(path)
+    started = time.perf_counter()
     with shards.open_model(path, header_only=True) as model:
         first = model.files[0]
         info = metadata.read_info(first.kv)
@@ -83,4 +86,5 @@ def inspect(path: str | os.PathLike) -> InspectReport:
                 report.tensors.append(TensorRow(
                     t.name, t.type.name, list(t.shape), t.nbytes, t.offset, layouts,
                     type_name(orig) if orig is not None and orig != t.type_id else None, shard))
-        return report
+    report.seconds = time.perf_counter() - started
+    return report

@@ -28,7 +28,7 @@ from formats.gguf_container import (ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC
                                     plan_layout)
 
 from . import metadata
-from .errors import InputError
+from .errors import InputError, TooMuchFiller
 
 # Non-zero filler is kept in the header of the repacked file (metadata KEY_FILLER_BYTES): a few
 # bytes in the rare file that has any. More than this is refused rather than dropped.
@@ -178,12 +178,12 @@ def capture(src: GGUFFile, path: str) -> metadata.OriginalRecords:
     try:
         runs = nonzero_runs(src.fileno(), regions, path)
     except _TooMuchFiller as e:
-        raise InputError(
+        raise TooMuchFiller(
             f"{path} is not a canonical GGUF file: more than {e.nbytes:,} of its bytes outside "
             f"the header and the tensor data are not zero (first at offset {e.first}: "
             f"{_where(src, e.first)}); amx-repack keeps at most "
             f"{MAX_FILLER_BYTES:,} such bytes, so unpack could not give this file back byte for "
-            f"byte: refusing (--layout none copies it as it is)") from None
+            f"byte: refusing") from None
     return metadata.OriginalRecords(
         metadata_sha256=metadata.metadata_digest(kv),
         metadata_keys=[r.key for r in kv],

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from formats.ggml_types import type_name
 from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
 from formats.interleaved_layout import FILE_TYPE_REPACKED
-from formats.layouts import AMX_N16_OPTION, RUNTIMES, Decision, compile_patterns, decide, select
+from formats.layouts import (CODES, OVERRIDE_CONSEQUENCES, RUNTIMES, Decision, check_overrides,
+                             compile_patterns, decide, select)
 
 from . import __version__, metadata, original, shards, zst
 from .checksum import XXH64
@@ -31,7 +32,7 @@ class TensorPlan:
     out_type_id: int
     nbytes: int
     out_nbytes: int
-    decision: Decision | None  # None for --layout none
+    decision: Decision         # why it is packed or kept (code "none" for the layout none)
 
     @property
     def repacked(self) -> bool:
@@ -49,9 +50,13 @@ class ConvertReport:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)      # kept tensors the user may want to know of
     outputs: list[str] = field(default_factory=list)   # every file written (shards)
+    dry_run: bool = False            # planned only: nothing was written (outputs: the plan)
+    inputs: list[str] = field(default_factory=list)    # every file read (shards)
+    selection: "Selection | None" = None
 
     def __post_init__(self):
         self.outputs = self.outputs or [self.output]
+        self.inputs = self.inputs or [self.input]
 
     @property
     def bytes_in(self) -> int:
@@ -80,6 +85,9 @@ class ConvertReport:
         merged = cls(reports[0].input, output, reports[0].layout, reports[0].threads,
                      [t for r in reports for t in r.tensors])
         merged.outputs = [r.output for r in reports]
+        merged.inputs = [r.input for r in reports]
+        merged.selection = reports[0].selection
+        merged.dry_run = reports[0].dry_run
         merged.warnings = sorted({w for r in reports for w in r.warnings})
         merged.notes = sorted({n for r in reports for n in r.notes})
         return merged
@@ -95,29 +103,68 @@ class ConvertReport:
         return sorted((a, b, *v) for (a, b), v in acc.items())
 
 
-def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=(),
-                 allow_amx_n16: bool = False) -> list[TensorPlan]:
-    if layout not in LAYOUTS:
-        raise UsageError(f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
-    if allow_amx_n16 and layout != "amx":
-        raise UsageError(f"{AMX_N16_OPTION} applies to --layout amx only")
-    try:
-        inc = compile_patterns(include, "--include")
-        exc = compile_patterns(exclude, "--exclude")
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    plans = []
-    for t in src.tensors:
-        if layout == "none":
-            plans.append(TensorPlan(t.name, t.shape, t.type_id, t.type_id, t.nbytes, t.nbytes, None))
-            continue
-        d = select(decide(layout, t, allow_amx_n16), t.name, inc, exc)
-        if d.packs:
-            out_bytes = d.target.tensor_bytes(t.shape)
-            plans.append(TensorPlan(t.name, t.shape, t.type_id, d.target.id, t.nbytes, out_bytes, d))
-        else:
-            plans.append(TensorPlan(t.name, t.shape, t.type_id, t.type_id, t.nbytes, t.nbytes, d))
-    return plans
+@dataclass(frozen=True)
+class Selection:
+    """What the caller asked for, checked: the layout, include / exclude patterns (they only
+    narrow) and the soft defaults to override (codes of formats.layouts.SOFT_CODES)."""
+    layout: str
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    overrides: frozenset[str] = frozenset()
+
+    @classmethod
+    def make(cls, layout: str, include=(), exclude=(), overrides=(),
+             allow_amx_n16: bool = False) -> "Selection":
+        if layout not in LAYOUTS:
+            raise UsageError(f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
+        include, exclude, overrides = tuple(include), tuple(exclude), list(overrides)
+        if allow_amx_n16:
+            if layout != "amx":
+                raise UsageError("allowing ne1 % 32 != 0 (the 'shape_n' override) applies to "
+                                 "the amx layout only")
+            overrides.append("shape_n")
+        if layout == "none" and (include or exclude or overrides):
+            raise UsageError("layout none copies the file as it is: include / exclude patterns "
+                             "and overrides do not apply to it")
+        try:
+            compile_patterns(include, "include")
+            compile_patterns(exclude, "exclude")
+            codes = check_overrides(layout, overrides)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return cls(layout, include, exclude, codes)
+
+    def check_matches(self, names: list[str]) -> None:
+        """Every pattern must match some tensor name of the model: one that matches none is a
+        typo or a wrong assumption about the model, not something to ignore silently."""
+        for what, patterns in (("include", self.include), ("exclude", self.exclude)):
+            for p, rx in zip(patterns, compile_patterns(patterns, what)):
+                if not any(rx.search(n) for n in names):
+                    raise UsageError(f"{what} pattern {p!r} matches no tensor of the model")
+
+    def plan(self, src: GGUFFile) -> list[TensorPlan]:
+        inc = compile_patterns(self.include, "include")
+        exc = compile_patterns(self.exclude, "exclude")
+        plans = []
+        for t in src.tensors:
+            if self.layout == "none":
+                d = Decision(None, False, CODES["none"], "none")
+            else:
+                d = select(decide(self.layout, t, self.overrides), t.name, inc, exc)
+            if d.packs:
+                out_bytes = d.target.tensor_bytes(t.shape)
+                plans.append(TensorPlan(t.name, t.shape, t.type_id, d.target.id, t.nbytes,
+                                        out_bytes, d))
+            else:
+                plans.append(TensorPlan(t.name, t.shape, t.type_id, t.type_id, t.nbytes,
+                                        t.nbytes, d))
+        return plans
+
+
+def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=(), allow_amx_n16: bool = False,
+                 overrides=()) -> list[TensorPlan]:
+    """What convert does with every tensor of ``src`` (the one plan convert and dry runs use)."""
+    return Selection.make(layout, include, exclude, overrides, allow_amx_n16).plan(src)
 
 
 def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
@@ -148,13 +195,17 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
 def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "amx",
             threads: int | None = None, include=(), exclude=(), force: bool = False,
             progress: ProgressCallback | None = None, compress: bool = False,
-            allow_amx_n16: bool = False) -> ConvertReport:
+            allow_amx_n16: bool = False, overrides=(), dry_run: bool = False) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
-    ``include`` / ``exclude`` are regular expressions searched in tensor names.
-    ``allow_amx_n16`` (amx only) also packs tensors with ``ne1 % 16 == 0`` but ``ne1 % 32 != 0``,
-    which the format holds but llama.cpp's AMX backend does not run (a warning says so).
+    ``include`` / ``exclude`` are regular expressions searched in tensor names; they only narrow
+    the selection, and each must match some tensor. ``overrides`` names soft defaults to lift
+    (``formats.layouts.SOFT_CODES[layout]``, e.g. "experts"): the tensors they keep are packed
+    anyway, with a warning each; hard rules (the format, the get_rows embeddings) cannot be
+    overridden. ``allow_amx_n16`` is the same as overriding "shape_n" (amx: tensors with
+    ``ne1 % 16 == 0`` but ``ne1 % 32 != 0``, which llama.cpp's AMX backend does not run).
+    ``dry_run`` plans without writing anything (only the header is read) and returns the report.
     ``progress`` is called with a byte count as work completes. ``compress`` writes ``output + ".zst"`` (a
     multi-threaded zstd stream); a ``.gguf.zst`` input is streamed, never held in memory.
     Raises a :class:`repack.errors.RepackError`.
@@ -162,30 +213,74 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     input, output = os.fspath(input), os.fspath(output)
     threads = threads or default_threads()
     if threads < 1:
-        raise UsageError("--threads must be at least 1")
+        raise UsageError("threads must be at least 1")
+    selection = Selection.make(layout, include, exclude, overrides, allow_amx_n16)
     started = time.perf_counter()
+    if dry_run:
+        report = _plan_only(input, output, selection, threads, force, compress)
+        report.seconds = time.perf_counter() - started
+        return report
 
     def produce(src, in_path, out_path):
-        r, out = _convert_open(src, in_path, out_path, layout, threads, include, exclude,
-                               allow_amx_n16, progress)
+        r, out = _convert_open(src, in_path, out_path, selection, threads, progress)
         if compress:
             out = zst.compress_output(out, zst.compressed_name(out_path), threads)
             r.output = r.outputs[0] = zst.compressed_name(out_path)
         return r, out
 
     reports = write_outputs(input, output, force, produce,
-                            final_name=zst.compressed_name if compress else None)
+                            final_name=zst.compressed_name if compress else None,
+                            check=lambda model: selection.check_matches(_names(model)))
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def write_outputs(input: str, output: str, force: bool, produce, final_name=None) -> list:
+def _names(model) -> list[str]:
+    return [t.name for f in model.files for t in f.tensors]
+
+
+def _plan_only(input: str, output: str, selection: Selection, threads: int, force: bool,
+               compress: bool) -> ConvertReport:
+    """convert's plan for every file of the model, from the headers alone; nothing is written."""
+    with shards.open_model(input, header_only=True) as model:
+        selection.check_matches(_names(model))
+        out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
+        if compress:
+            out_paths = [zst.compressed_name(p) for p in out_paths]
+        reports = []
+        for src, a, b in zip(model.files, model.paths, out_paths):
+            if selection.layout != "none":
+                refuse_repacked_input(src, a)
+            r = ConvertReport(a, b, selection.layout, threads, selection.plan(src), dry_run=True,
+                              selection=selection)
+            _explain(r)
+            if selection.layout != "none" and not zst.is_zst(input):
+                # the bytes outside the tensors, as the conversion records them (a compressed
+                # input's are only known once it is decompressed, in the real run)
+                recorded = original.capture(src, a)
+                if recorded.filler:
+                    r.notes.append(original.describe_filler(src, recorded.filler))
+            reports.append(r)
+    report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
+    report.dry_run = True
+    for p in report.outputs:
+        if os.path.lexists(p) and not force:
+            report.warnings.append(f"output {p} already exists: the conversion would refuse to "
+                                   f"replace it unless forced")
+    return report
+
+
+def write_outputs(input: str, output: str, force: bool, produce, final_name=None,
+                  check=None) -> list:
     """Run ``produce(src, in_path, out_path) -> (report, uncommitted output)`` for every file of
     the input model (each shard of a split model, output shards named after the same pattern)
     and return the reports. The outputs take their final names only once all of them are
-    complete; on any error or interruption every temporary file is removed."""
+    complete; on any error or interruption every temporary file is removed. ``check(model)``,
+    when given, runs on the opened model before anything is written."""
     with shards.open_model(input, scratch_dir=os.path.dirname(os.path.abspath(output))) as model:
+        if check is not None:
+            check(model)
         out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
         for a, b in zip(model.paths, out_paths):
             shards.check_output_path(a, final_name(b) if final_name else b, force)
@@ -224,23 +319,16 @@ def refuse_repacked_input(src: GGUFFile, path: str) -> None:
                      f"prefix is reserved for amx-repack's records, so it cannot be converted")
 
 
-def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: int,
-                  include, exclude, allow_amx_n16: bool,
+def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, threads: int,
                   progress) -> tuple[ConvertReport, AtomicOutputFile]:
+    layout = selection.layout
     if layout != "none":
         refuse_repacked_input(src, input)
-    plans = plan_tensors(src, layout, include, exclude, allow_amx_n16)
-    report = ConvertReport(input, output, layout, threads, plans)
+    plans = selection.plan(src)
+    report = ConvertReport(input, output, layout, threads, plans, selection=selection)
     if layout == "none":
         return report, _copy(src, input, output, threads, progress)
-    # packed although a default would keep it (--include, --allow-amx-n16): a warning per cause
-    _group(report.warnings, "repacked", [p for p in plans if p.repacked and p.decision.reason])
-    # kept only because the runtime would not run it packed, and an option would pack it anyway
-    _group(report.notes, "kept", [p for p in plans if not p.repacked and p.decision
-                                  and p.decision.code == "shape_n"])
-    if not report.repacked:
-        report.warnings.append(f"no tensor is eligible for the {layout} layout; output is a copy "
-                               f"with amx-repack metadata")
+    _explain(report)
     # everything of the input that is not tensor data, recorded so that unpack rebuilds it
     recorded = original.capture(src, input)
     if recorded.filler:
@@ -287,15 +375,31 @@ def _copy(src: GGUFFile, input: str, output: str, threads: int, progress) -> Ato
     return out
 
 
-def _group(out: list[str], verb: str, plans: list[TensorPlan]) -> None:
-    """One line per decision code: count, the first names, the first tensor's reason."""
-    by_code: dict[str, list[TensorPlan]] = {}
-    for p in plans:
-        by_code.setdefault(p.decision.code, []).append(p)
-    for group in by_code.values():
-        names = ", ".join(p.name for p in group[:3]) + (", ..." if len(group) > 3 else "")
-        out.append(f"{len(group)} {verb} tensor(s) ({names}): {group[0].decision.reason}"
-                   + (" (and similar)" if len(group) > 1 else ""))
+def _explain(report: ConvertReport) -> None:
+    """The report's warnings (packed despite a soft default: one per overridden code, even with
+    --quiet) and notes (kept only by a soft default that an override would lift)."""
+    if report.layout == "none":
+        return
+    plans = report.tensors
+    for code in sorted({c for p in plans if p.repacked for c in p.decision.overridden}):
+        group = [p for p in plans if p.repacked and code in p.decision.overridden]
+        report.warnings.append(
+            f"override '{code}': {len(group)} repacked tensor(s) ({_names_of(group)}) that the "
+            f"{report.layout} layout keeps by default ({group[0].decision.reason}"
+            f"{' and similar' if len(group) > 1 else ''}): {OVERRIDE_CONSEQUENCES[code]}")
+    for code in sorted({p.decision.code for p in plans if not p.repacked and p.decision.soft}):
+        group = [p for p in plans if not p.repacked and p.decision.code == code]
+        report.notes.append(f"{len(group)} kept tensor(s) ({_names_of(group)}): "
+                            f"{group[0].decision.reason}" + (" (and similar)" if len(group) > 1
+                                                             else "")
+                            + f"; the override '{code}' packs them anyway")
+    if not report.repacked:
+        report.warnings.append(f"no tensor is eligible for the {report.layout} layout; output is "
+                               f"a copy with amx-repack metadata")
+
+
+def _names_of(plans: list[TensorPlan]) -> str:
+    return ", ".join(p.name for p in plans[:3]) + (", ..." if len(plans) > 3 else "")
 
 
 def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, plans: list[TensorPlan],

@@ -16,15 +16,22 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from formats.ggml_types import TYPES, type_name
+from formats.gguf_container import OutputTensor, encode_kv, plan_layout
+from formats.interleaved_layout import FILE_TYPE_PLAIN, FILE_TYPE_REPACKED_RANGE
+
 from . import metadata, original
 from .atomic import AtomicOutputFile
 from .checksum import XXH64
-from .errors import InputError, VerificationFailed
+from .errors import InputError, NoRecords, VerificationFailed
 from .families import family_of_packed
 from .pipeline import write_outputs
 from .runner import ProgressCallback, default_threads, run_tasks, scratch
 
 CHUNK_BYTES = 16 << 20
+FILE_TYPE_KEY = "general.file_type"
 
 
 @dataclass
@@ -37,32 +44,54 @@ class UnpackReport:
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)   # every file written (shards)
     notes: list[str] = field(default_factory=list)
+    foreign: bool = False          # no records: plain types back, metadata kept (not the original)
+    # per tensor: (name, type in the input, type written, bytes in, bytes out)
+    tensor_types: list[tuple[str, str, str, int, int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    changed_keys: dict[str, list] = field(default_factory=dict)   # foreign: key -> [was, now]
+    inputs: list[str] = field(default_factory=list)    # every file read (shards)
+
+    @property
+    def byte_identical(self) -> bool:
+        """Whether the output is the original file byte for byte (checked against its records)."""
+        return not self.foreign
 
 
 def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | None = None,
-           force: bool = False, progress: ProgressCallback | None = None) -> UnpackReport:
-    """Write ``output``: the file ``input`` was converted from, byte-identical."""
+           force: bool = False, progress: ProgressCallback | None = None,
+           foreign: bool = False) -> UnpackReport:
+    """Write ``output``: the file ``input`` was converted from, byte-identical.
+
+    A file without amx-repack records (one that ik_llama.cpp's ``llama-quantize --repack``
+    wrote, say) is refused with :class:`repack.errors.NoRecords` unless ``foreign`` is true: then
+    its packed tensors are turned back into their plain types by the same inverse kernels (values
+    unchanged; ``verify`` proves it), every metadata key is kept and ``general.file_type`` is
+    relabelled back. That file is not byte-identical to an original amx-repack never saw, and the
+    report says so (``foreign``, ``notes``)."""
     input, output = os.fspath(input), os.fspath(output)
     started = time.perf_counter()
     threads = threads or default_threads()
     reports = write_outputs(input, output, force,
-                            lambda src, a, b: _unpack_open(src, a, b, threads, progress))
+                            lambda src, a, b: _unpack_open(src, a, b, threads, progress, foreign))
     report = reports[0]
     for r in reports[1:]:
         report.tensors += r.tensors
         report.unpacked += r.unpacked
         report.bytes_out += r.bytes_out
+        report.foreign = report.foreign or r.foreign
+        report.tensor_types += r.tensor_types
         report.notes += [n for n in r.notes if n not in report.notes]
+        report.warnings += [w for w in r.warnings if w not in report.warnings]
+        report.changed_keys.update({f"{r.output}: {k}": v for k, v in r.changed_keys.items()})
     report.outputs = [r.output for r in reports]
+    report.inputs = [r.input for r in reports]
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _unpack_open(src, input: str, output: str, threads: int,
-                 progress) -> tuple[UnpackReport, AtomicOutputFile]:
-    info = metadata.read_info(src.kv)
-    if info is None:
-        raise InputError(f"{input} was not written by amx-repack (no amx_repack.* records)")
+def _plans(src, input: str) -> list:
+    """(tensor, family or None, source type id) for every tensor; a packed tensor whose shape its
+    layout cannot hold is an InputError (no kernel sees it)."""
     plans = []
     for t in src.tensors:
         family = family_of_packed(t.type_id)
@@ -71,6 +100,25 @@ def _unpack_open(src, input: str, output: str, threads: int,
         if problem:
             raise InputError(f"{input}: tensor '{t.name}' ({t.type.name}): {problem}")
         plans.append((t, family, source))
+    return plans
+
+
+def _tensor_types(plans) -> list[tuple[str, str, str, int, int]]:
+    return [(t.name, t.type.name, type_name(source), t.nbytes,
+             TYPES[source].tensor_bytes(t.shape) if family else t.nbytes)
+            for t, family, source in plans]
+
+
+def _unpack_open(src, input: str, output: str, threads: int, progress,
+                 foreign: bool = False) -> tuple[UnpackReport, AtomicOutputFile]:
+    info = metadata.read_info(src.kv)
+    if info is None:
+        if foreign:
+            return _unpack_foreign(src, input, output, threads, progress)
+        raise NoRecords(f"{input} was not written by amx-repack (no amx_repack.* records), so "
+                        f"no original can be rebuilt byte for byte; unpacked as a foreign file, "
+                        f"its packed tensors can still be turned back into plain types")
+    plans = _plans(src, input)
     layout, problems = original.recorded_layout(src, info, [source for _, _, source in plans])
     if problems:
         raise VerificationFailed(mismatch_message(input, problems))
@@ -84,13 +132,89 @@ def _unpack_open(src, input: str, output: str, threads: int,
         out.abort()
         raise
     unpacked = sum(1 for _, family, _ in plans if family is not None)
-    report = UnpackReport(input, output, len(plans), unpacked, layout.file_size)
+    report = UnpackReport(input, output, len(plans), unpacked, layout.file_size,
+                          tensor_types=_tensor_types(plans))
     if info.layout_version == 1:
         report.notes.append(f"{input} has records of layout version 1, which do not cover the "
                             f"original's tensor shapes, padding, gaps or trailing bytes: the "
                             f"output is the original laid out canonically (byte-identical to it "
                             f"when it was; 'verify ORIGINAL {input}' says whether it was)")
     return report, out
+
+
+def _unpack_foreign(src, input: str, output: str, threads: int,
+                    progress) -> tuple[UnpackReport, AtomicOutputFile]:
+    """A file without our records: every packed tensor back to its plain type (the same inverse
+    kernels; each chunk is packed again and compared with the input before it counts), the
+    input's metadata kept record for record except ``general.file_type``, relabelled back when it
+    holds one of ik's repacked labels; laid out canonically with the input's alignment."""
+    plans = _plans(src, input)
+    records = dict(src.kv)
+    report = UnpackReport(input, output, len(plans), sum(1 for _, f, _ in plans if f), 0,
+                          foreign=True, tensor_types=_tensor_types(plans))
+    key = FILE_TYPE_KEY
+    rec = records.get(key)
+    if rec is not None and rec.value_type in metadata.INTEGER_VALUE_TYPES \
+            and int(rec.value) in FILE_TYPE_REPACKED_RANGE:
+        was = int(rec.value)
+        now = FILE_TYPE_PLAIN.get(was)
+        if now is None:
+            report.warnings.append(f"{input}: {key} {was} is one of ik's repacked labels without a "
+                                   f"plain counterpart; left as it is")
+        else:
+            records[key] = encode_kv(key, rec.value_type, now)
+            report.changed_keys[key] = [was, now]
+    outputs = [OutputTensor(t.name, t.shape, source, out_bytes)
+               for (t, _, source), (_, _, _, _, out_bytes) in zip(plans, report.tensor_types)]
+    data_order = sorted(range(len(plans)), key=lambda i: src.tensors[i].offset)
+    layout = plan_layout(src.version, records.values(), outputs, src.alignment, data_order,
+                         src.tail_padded)
+    report.bytes_out = layout.total_size
+    relabelled = (f"{key} relabelled from {report.changed_keys[key][0]} to "
+                  f"{report.changed_keys[key][1]}" if key in report.changed_keys
+                  else f"{key} unchanged")
+    report.notes.append(
+        f"{input} carries no amx-repack records (a file repacked by another tool, such as "
+        f"ik_llama.cpp's llama-quantize --repack): {report.unpacked} packed tensor(s) turned back "
+        f"into plain types with their values unchanged, every metadata key kept as the file has "
+        f"it ({relabelled}); the result cannot be byte-identical to an original amx-repack never "
+        f"saw (verify OUTPUT {input} proves the tensor values equal)")
+    out = AtomicOutputFile(output, layout.total_size)
+    try:
+        out.pwrite(0, layout.header)
+        tasks = [(_foreign_task(src, input, out, t, family, source,
+                                src.data_start + t.offset, layout.data_start + layout.offsets[i]),
+                  t.nbytes) for i, (t, family, source) in enumerate(plans)]
+        run_tasks(tasks, threads, progress)
+    except BaseException:
+        out.abort()
+        raise
+    return report, out
+
+
+def _foreign_task(src, input: str, out, t, family, source: int, s0: int, d0: int):
+    def run():
+        if family is None:
+            for a in range(0, t.nbytes, CHUNK_BYTES):
+                n = min(CHUNK_BYTES, t.nbytes - a)
+                out.pwrite(d0 + a, original.read_at(src.fileno(), s0 + a, n, scratch("input", n),
+                                                    path=input))
+            return
+        for (a, b), (c, d), rows in family.chunks(source, t, CHUNK_BYTES):
+            packed = original.read_at(src.fileno(), s0 + c, d - c, scratch("input", d - c),
+                                      path=input)
+            rebuilt = scratch("rebuilt", b - a)
+            family.unpack(source, t.ne0, rows, packed, rebuilt)
+            again = scratch("packed", d - c)
+            family.pack(source, t.ne0, rows, rebuilt, again)
+            if not np.array_equal(again, packed):
+                row = a // TYPES[source].row_bytes(t.ne0)
+                raise VerificationFailed(
+                    f"{input}: tensor '{t.name}' ({t.type.name}), rows {row}..{row + rows - 1}: "
+                    f"unpacked and packed again, they differ from the file's bytes (not a valid "
+                    f"{t.type.name} layout); nothing was written")
+            out.pwrite(d0 + a, rebuilt)
+    return run
 
 
 def mismatch_message(path: str, problems: list[str]) -> str:

@@ -1,6 +1,7 @@
 """--layout amx packs exactly what llama.cpp's AMX backend runs (ne1 % 32, the K rule, no
-get_rows tensors); ne1 % 16-only tensors only behind --allow-amx-n16; inspect and convert name the
-runtime that reads each layout."""
+get_rows tensors); ne1 % 16-only tensors only behind --override shape_n (--allow-amx-n16), expert
+tensors only behind --override experts; inspect and convert name the runtime that reads each
+layout."""
 
 from __future__ import annotations
 
@@ -70,13 +71,16 @@ def test_default_packs_what_llama_cpp_runs(model, tmp_path):
     assert "warning" not in proc.stderr
     assert f"runtime: the amx layout is read by {AMX_RUNTIME}" in proc.stderr
     note = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
-    assert len(note) == 1 and "1 kept tensor(s)" in note[0] and "--allow-amx-n16" in note[0]
-    assert "N % 32" in note[0]
-    # the same decisions through the API, and --include cannot force the runtime rule
+    assert len(note) == 2, proc.stderr
+    n16 = [n for n in note if "N % 32" in n]
+    assert len(n16) == 1 and "1 kept tensor(s)" in n16[0] and "override 'shape_n'" in n16[0]
+    assert any("override 'experts'" in n and "ffn_down_exps" in n for n in note)
+    # the same decisions through the API, and --include only narrows: it forces no rule
     report = repack.convert(model, out, force=True, include=["attn_k", "attn_q", "token_embd"])
     kept = {p.name: p.decision for p in report.tensors if not p.repacked}
     assert kept["blk.0.attn_k.weight"].code == "shape_n"
     assert kept["token_embd.weight"].code == "embedding"
+    assert kept["blk.0.ffn_up.weight"].code == "include"
     types = out_types(out)
     assert types["blk.0.attn_k.weight"] == "q4_0" and types["token_embd.weight"] == "q8_0"
     assert types["blk.0.attn_q.weight"] == "amx_q4_0"
@@ -88,7 +92,7 @@ def test_allow_amx_n16_packs_them_with_a_warning(model, tmp_path):
     assert proc.stdout == ""                                 # --quiet: no summary ...
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1, proc.stderr                   # ... but the warning is printed
-    assert "--allow-amx-n16" in warnings[0] and "1 repacked tensor(s)" in warnings[0]
+    assert "override 'shape_n'" in warnings[0] and "1 repacked tensor(s)" in warnings[0]
     assert "will not run" in warnings[0] and "blk.0.attn_k.weight" in warnings[0]
     types = out_types(out)
     assert types["blk.0.attn_k.weight"] == "amx_q4_0"
@@ -108,28 +112,54 @@ def test_allow_amx_n16_packs_them_with_a_warning(model, tmp_path):
     # the Python API takes the same option
     report = repack.convert(model, out, force=True, allow_amx_n16=True)
     assert {p.name for p in report.repacked} >= N16
-    assert any("--allow-amx-n16" in w for w in report.warnings)
-    # --include can then also force the embedding (a soft default)
-    repack.convert(model, out, force=True, allow_amx_n16=True, include=["token_embd"])
-    assert out_types(out)["token_embd.weight"] == "amx_q8_0"
+    assert any("override 'shape_n'" in w for w in report.warnings)
+    assert repack.convert(model, out, force=True, overrides=["shape_n"]).warnings == \
+        report.warnings                                      # the same override, by its code
+    # never the embedding, not even with every override and an include that matches it
+    report = repack.convert(model, out, force=True, overrides=["shape_n", "experts"],
+                            include=["token_embd", "attn"])
+    assert out_types(out)["token_embd.weight"] == "q8_0"
+    assert {p.name: p.decision.code for p in report.tensors}["token_embd.weight"] == "embedding"
 
 
-def test_experts_only_with_include(model, tmp_path):
+def test_experts_only_with_the_override(model, tmp_path):
     """3-D expert tensors: the format packs them slice by slice (spec §11), but llama.cpp's AMX
-    backend runs no MUL_MAT_ID, so only an explicit --include packs them."""
+    backend runs no MUL_MAT_ID, so only an explicit override packs them; --include alone does
+    not."""
     out = tmp_path / "exps.gguf"
+    with pytest.raises(repack.UsageError, match="matches no tensor"):
+        repack.convert(model, out, include=["no_such_tensor"])
     report = repack.convert(model, out, include=["exps"])
+    assert not report.repacked and not out_types(out)["blk.0.ffn_down_exps.weight"].startswith("amx")
+    proc = amx_repack_cli("convert", "-q", "--force", "--include", "exps", "--override", "experts",
+                          model, out, check=True)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "override 'experts'" in warnings[0], proc.stderr
+    assert "ffn_down_exps" in warnings[0] and "MUL_MAT_ID" in warnings[0]
+    report = repack.convert(model, out, force=True, include=["exps"], overrides=["experts"])
     (plan,) = [p for p in report.tensors if p.name == "blk.0.ffn_down_exps.weight"]
-    assert plan.repacked and plan.decision.code == "forced" and "3-D expert" in plan.decision.reason
+    assert plan.repacked and plan.decision.code == "override" and "3-D expert" in plan.decision.reason
+    assert plan.decision.overridden == ("experts",)
     assert_packed_exactly(model, out, {"blk.0.ffn_down_exps.weight"})
     assert amx_repack_cli("verify", model, out).returncode == 0
 
 
-def test_allow_amx_n16_is_for_the_amx_layout_only(model, tmp_path):
-    proc = amx_repack_cli("convert", "--layout", "interleaved", "--allow-amx-n16", model,
-                          tmp_path / "o.gguf")
-    assert proc.returncode == 2 and "--allow-amx-n16 applies to --layout amx only" in proc.stderr
-    assert not (tmp_path / "o.gguf").exists()
+def test_overrides_are_checked_against_the_layout(model, tmp_path):
+    out = tmp_path / "o.gguf"
+    for args, message in [
+            (["--layout", "interleaved", "--allow-amx-n16"], "applies to the amx layout only"),
+            (["--layout", "interleaved", "--override", "experts"],
+             "'experts' is a soft default of the amx layout, not of interleaved"),
+            (["--override", "embedding"], "'embedding' cannot be overridden: runtimes read the "
+                                          "token embeddings with get_rows"),
+            (["--override", "shape_rows"], "'shape_rows' cannot be overridden: the layout cannot "
+                                           "hold such tensors"),
+            (["--override", "nope"], "unknown code 'nope': the amx layout can override only "
+                                     "shape_n, experts")]:
+        proc = amx_repack_cli("convert", *args, model, out)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+        assert not out.exists()
 
 
 def _tensor(name, tname, shape):
@@ -152,6 +182,7 @@ def test_k_rule():
     # the override never lifts a rule other than N % 32
     d = decide("amx", TensorInfo("w", (128, 48), type_by_name("q4_K").id, 0, 0), allow_amx_n16=True)
     assert d.code == "shape_k" and not d.packs
+    assert decide("amx", _tensor("w", "q4_0", (64, 48)), overrides={"shape_n"}).packs
     assert decide("amx", _tensor("w", "q4_0", (64, 40)), allow_amx_n16=True).code == "shape_rows"
     assert decide("amx", _tensor("w", "q4_0", (64, 48)), allow_amx_n16=True).packs
 
@@ -165,13 +196,12 @@ def test_inspect_names_the_runtime_and_the_reason(model, tmp_path):
                if not d["packs"])
     assert rows["blk.0.attn_k.weight"] == {
         "target": "amx_q4_0", "packs": False, "code": "shape_n",
-        "reason": "ne1 = 48 is not a multiple of 32: llama.cpp's AMX backend needs N % 32 "
-                  "(pack anyway with --allow-amx-n16)"}
+        "reason": "ne1 = 48 is not a multiple of 32: llama.cpp's AMX backend needs N % 32"}
     assert rows["blk.0.attn_q.weight"]["packs"] and rows["blk.0.ffn_up.weight"]["packs"]
     assert rows["blk.0.attn_v.weight"]["code"] == "shape_rows"
     assert rows["token_embd.weight"]["code"] == "embedding"
     assert rows["blk.0.ffn_down_exps.weight"]["code"] == "experts"
-    assert "not a multiple of 32 either" in rows["token_embd.weight"]["reason"]
+    assert "get_rows" in rows["token_embd.weight"]["reason"]
     assert rows["output_norm.weight"]["code"] == "type"
     # inspect agrees with what convert does, tensor for tensor
     out = tmp_path / "amx.gguf"

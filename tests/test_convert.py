@@ -111,7 +111,8 @@ def test_expert_tensors_pack_slice_by_slice(tmp_path):
     out = tmp_path / "amx.gguf"
     # llama.cpp's AMX backend runs no experts, so they are packed only when asked for
     assert not repack.convert(path, out, layout="amx").repacked
-    repack.convert(path, out, layout="amx", include=["exps"], force=True)
+    assert not repack.convert(path, out, layout="amx", include=["exps"], force=True).repacked
+    repack.convert(path, out, layout="amx", overrides=["experts"], force=True)
     src, dst = read_gguf(path), read_gguf(out)
     for a, b in zip(src.tensors, dst.tensors):
         params = amx_layout.AMX_PARAMS[a.type.name]
@@ -127,7 +128,7 @@ def test_include_exclude_and_shape_rules(tmp_path):
     path = _synthetic(tmp_path, [
         ("token_embd.weight", "q8_0", (64, 32)),
         ("blk.0.attn_q.weight", "q4_0", (64, 32)),
-        ("blk.0.attn_k.weight", "q4_0", (64, 48)),       # ne1 % 32 != 0: only --allow-amx-n16
+        ("blk.0.attn_k.weight", "q4_0", (64, 48)),       # ne1 % 32 != 0: only override shape_n
         ("blk.0.attn_v.weight", "q4_0", (64, 40)),       # ne1 % 16 != 0: never packed
         ("blk.0.ffn_up.weight", "q5_0", (64, 32)),       # no AMX layout
     ])
@@ -152,7 +153,14 @@ def test_include_exclude_and_shape_rules(tmp_path):
     assert got["blk.0.attn_k.weight"] == "amx_q4_0" and got["blk.0.attn_q.weight"] == "q4_0"
     got, _ = types(include=["attn_k"])                      # --include does not lift N % 32
     assert got["blk.0.attn_k.weight"] == "q4_0" and got["blk.0.attn_q.weight"] == "q4_0"
-    got, _ = types(include=["token_embd", "attn_v"])        # widen a soft rule; never force a shape
-    assert got["token_embd.weight"] == "amx_q8_0" and got["blk.0.attn_v.weight"] == "q4_0"
+    got, _ = types(include=["token_embd", "attn_v"])        # include only narrows: packs nothing
+    assert set(got.values()) == {"q8_0", "q4_0", "q5_0"}
     with pytest.raises(repack.UsageError, match="not a valid regular expression"):
         repack.convert(path, tmp_path / "x.gguf", include=["("])
+    for kw in (dict(include=["attn_z"]), dict(exclude=["attn_q", "ffn_down"])):
+        with pytest.raises(repack.UsageError, match="pattern '(attn_z|ffn_down)' matches no tensor"):
+            repack.convert(path, tmp_path / "x.gguf", **kw)
+    for kw in (dict(include=["attn"]), dict(exclude=["attn"]), dict(overrides=["experts"])):
+        with pytest.raises(repack.UsageError, match="layout none copies the file as it is"):
+            repack.convert(path, tmp_path / "x.gguf", layout="none", **kw)
+    assert not (tmp_path / "x.gguf").exists()

@@ -287,11 +287,13 @@ def check_inspect(path: Path) -> None:
 
 
 # The commands that read a whole model (inspect only reads the header), as the replay runs them:
-# convert-interleaved with --include . so that soft defaults (bf16, embeddings) are forced too.
+# convert-interleaved with every override, so that the soft defaults (bf16, row multiples) are
+# forced too.
 COMMANDS = {
     "convert-amx": lambda src, out: ["convert", "-q", "-t", "1", src, out / "a.gguf"],
     "convert-interleaved": lambda src, out: ["convert", "-q", "-t", "1", "--layout", "interleaved",
-                                             "--include", ".", src, out / "i.gguf"],
+                                             "--override", "bf16", "--override", "runtime_rows",
+                                             src, out / "i.gguf"],
     "verify": lambda src, out: ["verify", "-q", "-t", "1", src],
     "unpack": lambda src, out: ["unpack", "-q", "-t", "1", src, out / "u.gguf"],
 }

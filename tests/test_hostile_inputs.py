@@ -29,7 +29,7 @@ import pytest
 
 import repack
 from formats.gguf_container import MAX_KV_RECORDS, MAX_TENSORS, parse_header, read_gguf
-from formats.layouts import amx_decision, interleaved_decision
+from formats.layouts import SOFT_CODES, amx_decision, interleaved_decision
 from formats.gguf_container import TensorInfo
 from tests.ggufbuild import F32, STR, U8, U32, RawGGUF, RawTensor, gstr, kv_str
 from tests.rss import run_measured
@@ -247,7 +247,7 @@ def patch_ne0(path: Path, name: str, ne0: int) -> None:
 def test_decisions_never_pack_an_ne0_the_layout_cannot_hold():
     for type_id, shape in [(2, (0, 32)), (12, (0, 16)), (30, (33, 16)), (30, (0, 16))]:
         t = TensorInfo("blk.0.ffn_up.weight", shape, type_id, 0, 0)
-        for d in (amx_decision(t, True), interleaved_decision(t)):
+        for d in (amx_decision(t, {"shape_n", "experts"}), interleaved_decision(t)):
             assert not d.packs and d.target is None, (shape, d)
         if type_id != 30:
             assert amx_decision(t).code == "shape_k"
@@ -258,7 +258,7 @@ BAD_SOURCES = {
     # a quantized tensor with no columns: ZeroDivisionError in convert before
     "q4_0-ne0-zero": ([RawTensor("blk.0.ffn_up.weight", (0, 32), 2, 0)], b"", ()),
     "q8_0-ne0-zero-3d": ([RawTensor("blk.0.ffn_up_exps.weight", (0, 16, 4), 8, 0)], b"", ()),
-    # BF16 rows of an odd length: interleaved packs column pairs (ValueError with --include)
+    # BF16 rows of an odd length: interleaved packs column pairs (ValueError once forced)
     "bf16-odd-ne0": ([RawTensor("blk.0.ffn_up.weight", (33, 16), 30, 0)], bytes(33 * 16 * 2), ()),
 }
 
@@ -276,8 +276,8 @@ def test_shapes_no_layout_holds_are_kept(tmp_path, case):
     src = write_raw(tmp_path / "in.gguf", tensors, data, kvs)
     before = fingerprint(src)
     for layout in ("amx", "interleaved"):
-        for extra in ([], ["--include", "."], ["--include", "."] + (
-                ["--allow-amx-n16"] if layout == "amx" else [])):
+        every_override = [a for code in SOFT_CODES[layout] for a in ("--override", code)]
+        for extra in ([], ["--include", "."], ["--include", "."] + every_override):
             out = tmp_path / f"out-{layout}.gguf"
             proc = run_cli("convert", "-q", "--force", "--layout", layout, *extra, src, out)
             assert proc.returncode == 0, proc.stderr
@@ -325,7 +325,7 @@ def test_hostile_packed_shapes_are_one_line(tmp_path, case):
     if case == "bf16_r16-odd-ne0":
         src = write_raw(tmp_path / "in.gguf", [RawTensor("blk.0.ffn_up.weight", (34, 16), 30, 0)],
                         bytes(34 * 16 * 2))
-        layout, extra, ne0 = "interleaved", dict(include=["."]), 33
+        layout, extra, ne0 = "interleaved", dict(overrides=["bf16"]), 33
     else:
         src = write_model(tmp_path / "in.gguf", [("blk.0.ffn_up.weight", "q4_0", (64, 32))], seed=5)
         layout, extra, ne0 = case.split("-")[0], {}, 0

@@ -320,6 +320,13 @@ def test_too_much_non_zero_filler_is_refused_not_dropped(tmp_path):
     one_line_error(proc, 2, "not a canonical GGUF file", "after the last tensor's data",
                    "--layout none")
     assert_nothing_written(tmp_path, before)
+    # the dry run refuses it the same way; the API's message names no flag
+    proc = amx_repack_cli("convert", "--dry-run", src, tmp_path / "out.gguf")
+    one_line_error(proc, 2, "not a canonical GGUF file", "--layout none")
+    with pytest.raises(repack.TooMuchFiller) as e:
+        repack.convert(src, tmp_path / "out.gguf")
+    assert "--" not in str(e.value)
+    assert_nothing_written(tmp_path, before)
     amx_repack_cli("convert", "--layout", "none", src, tmp_path / "copy.gguf", check=True)
     assert (tmp_path / "copy.gguf").read_bytes() == src.read_bytes()
 

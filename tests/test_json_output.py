@@ -1,0 +1,122 @@
+"""The --json documents of convert, unpack, verify and inspect: docs/json.md, the key lists in
+repack/report_json.py and real output, checked against each other (issue 12, item 5)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from formats.layouts import CODES, SOFT_CODES
+from repack.report_json import ENVELOPE_KEYS, KEYS, SCHEMA_VERSION
+from tests.conftest import ROOT, amx_repack_cli
+from tests.synthetic import write_model
+
+DOC = ROOT / "docs" / "json.md"
+
+TENSORS = [
+    ("token_embd.weight", "q8_0", (64, 64)),
+    ("output_norm.weight", "f32", (64,)),
+    ("blk.0.attn_q.weight", "q4_0", (64, 64)),
+    ("blk.0.attn_k.weight", "q4_0", (64, 48)),
+    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 64, 2)),
+]
+
+
+def documented() -> dict[str, dict[str, list[str]]]:
+    """{section: {part: [keys]}} from the tables of docs/json.md: "## convert" is part "top",
+    "### convert tensors[]" part "tensors"; "## Every document" is the envelope."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    section = part = None
+    for line in DOC.read_text().splitlines():
+        if m := re.match(r"## (.+)$", line):
+            section, part = m[1].strip(), "top"
+        elif m := re.match(r"### (\w+) (\w+)\[\]$", line):
+            assert m[1] == section, line
+            part = m[2]
+        elif (m := re.match(r"\| `(\w+)` \|", line)) and section:
+            sections.setdefault(section, {}).setdefault(part, []).append(m[1])
+    return sections
+
+
+def test_the_documentation_lists_exactly_the_keys_written():
+    doc = documented()
+    assert tuple(doc["Every document"]["top"]) == ENVELOPE_KEYS
+    for command, parts in KEYS.items():
+        assert tuple(doc["Every document"]["top"] + doc[command]["top"]) == parts["top"], command
+        assert tuple(doc[command]["tensors"]) == parts["tensors"], command
+        assert tuple(doc[command]["by_type"]) == parts["by_type"], command
+    # every decision code, and which layout may override it
+    assert doc["Decision codes"]["top"] == list(CODES)
+    codes_table = DOC.read_text().split("## Decision codes")[1]
+    soft = {m[1]: m[2] for m in re.finditer(r"\| `(\w+)` \| (\w+) \|", codes_table)}
+    assert soft == {code: layout for layout, codes in SOFT_CODES.items() for code in codes}
+    assert "docs/json.md" in (ROOT / "README.md").read_text()
+
+
+def check(document: dict, command: str) -> None:
+    keys = KEYS[command]
+    assert list(document) == list(keys["top"])
+    assert document["schema_version"] == SCHEMA_VERSION and document["command"] == command
+    assert document["tensors"] and document["by_type"]
+    for t in document["tensors"]:
+        assert list(t) == list(keys["tensors"]), t
+    for row in document["by_type"]:
+        assert list(row) == list(keys["by_type"]), row
+    assert isinstance(document["seconds"], float) and document["seconds"] >= 0
+
+
+def run_json(*args) -> dict:
+    proc = amx_repack_cli(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)     # exactly one document: nothing else on stdout
+
+
+@pytest.fixture
+def model(tmp_path):
+    return write_model(tmp_path / "m.gguf", TENSORS, seed=4)
+
+
+def test_every_command_writes_its_documented_keys(model, tmp_path):
+    out, back = tmp_path / "o.gguf", tmp_path / "back.gguf"
+    plan = run_json("convert", "--dry-run", "--override", "shape_n", model, out)
+    check(plan, "convert")
+    done = run_json("convert", "--override", "shape_n", model, out)
+    check(done, "convert")
+    assert done["inputs"] == [str(model)] and done["outputs"] == [str(out)]
+    assert done["layout"] == "amx" and done["dry_run"] is False and done["repacked"] == 2
+    assert done["selection"] == {"include": [], "exclude": [], "overrides": ["shape_n"]}
+    by_name = {t["name"]: t for t in done["tensors"]}
+    assert by_name["blk.0.attn_q.weight"]["code"] is None
+    assert by_name["blk.0.attn_k.weight"]["code"] == "override"
+    assert by_name["blk.0.attn_k.weight"]["overridden"] == ["shape_n"]
+    assert by_name["token_embd.weight"]["code"] == "embedding"
+    assert by_name["blk.0.ffn_down_exps.weight"]["code"] == "experts"
+    assert all(t["code"] in CODES for t in done["tensors"] if t["code"])
+    assert len(done["warnings"]) == 1 and "override 'shape_n'" in done["warnings"][0]
+    assert sum(r["tensors"] for r in done["by_type"]) == len(TENSORS)
+    assert sum(r["bytes_out"] for r in done["by_type"]) == done["bytes_out"]
+    unpacked = run_json("unpack", out, back)
+    check(unpacked, "unpack")
+    assert unpacked["byte_identical"] is True and unpacked["foreign"] is False
+    assert unpacked["unpacked"] == 2 and back.read_bytes() == model.read_bytes()
+    verified = run_json("verify", model, out)
+    check(verified, "verify")
+    assert verified["ok"] and verified["verdict"] == "equivalent" and verified["failures"] == 0
+    assert verified["inputs"] == [str(model), str(out)] and verified["outputs"] == []
+    inspected = run_json("inspect", out)
+    check(inspected, "inspect")
+    assert inspected["repacked_by"]["layout"] == "amx"
+
+
+def test_a_failed_verify_is_still_one_document(model, tmp_path):
+    out = tmp_path / "o.gguf"
+    amx_repack_cli("convert", "-q", model, out, check=True)
+    other = write_model(tmp_path / "other.gguf", TENSORS, seed=5)
+    proc = amx_repack_cli("verify", "--json", other, out)
+    assert proc.returncode == 1
+    d = json.loads(proc.stdout)
+    check(d, "verify")
+    assert d["ok"] is False and d["verdict"] == "mismatch" and d["failures"] > 0
+    assert sum(r["failing"] for r in d["by_type"]) == d["failures"]
