@@ -25,8 +25,10 @@ from .pipeline import LAYOUTS, ConvertReport, convert as convert_file
 from .runner import install_signal_handlers, output_committed
 from .unpack import unpack as unpack_file
 from .verify import VerifyReport, verify as verify_file
+from .wording import plural
 
 PROG = "amx-repack"
+THREADS_HELP = "Worker threads (default: all cores)."
 
 
 def _human(n: float) -> str:
@@ -68,11 +70,11 @@ class _Progress:
 
 def print_convert_report(r: ConvertReport) -> None:
     """The end-of-run summary: the table on stdout; what runs the output, and notes, on stderr."""
-    click.echo(f"{printable(r.input)} -> {printable(r.output)}  (layout {r.layout}, {r.threads} threads)")
+    click.echo(f"{printable(r.input)} -> {printable(r.output)}  (layout {r.layout}, {plural(r.threads, 'thread')})")
     rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
     click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
                       {2, 3, 4}))
-    click.echo(f"repacked {len(r.repacked)} of {len(r.tensors)} tensors; {_human(r.bytes_in)} in, "
+    click.echo(f"repacked {len(r.repacked)} of {plural(len(r.tensors), 'tensor')}; {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
     click.echo(f"runtime: the {r.layout} layout is read by {r.runtime}", err=True)
     for n in r.notes:
@@ -85,7 +87,31 @@ def print_warnings(r: ConvertReport) -> None:
         click.echo(f"warning: {printable(w)}", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _StdoutClosed(Exception):
+    """The reader of stdout went away (``amx-repack inspect F | head -1``): not a failure."""
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        # click's own EPIPE handling exits 1, the status that means "mismatch": take it over
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _StdoutClosed() from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is still buffered for the closed pipe is dropped
+    silently when the interpreter flushes it at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name=PROG)
 def cli():
     """Repack GGUF quantized weights offline into the layout CPU kernels consume."""
@@ -98,7 +124,7 @@ def cli():
               help="amx: llama.cpp AMX VNNI tiles; interleaved: ik_llama.cpp _R4/_R8 types; "
                    "none: plain copy.")
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
-              help="Worker threads (default: all cores).")
+              help=THREADS_HELP)
 @click.option("--include", multiple=True, metavar="REGEX",
               help="Only repack tensors whose name matches (repeatable); also overrides the soft "
                    "defaults (embeddings, runtime row multiples) for matching tensors.")
@@ -144,8 +170,8 @@ def inspect(file, as_json):
     if as_json:
         click.echo(json.dumps(r.to_dict(), indent=2))
         return
-    click.echo(f"{printable(r.path)}: GGUF v{r.version}, {len(r.tensors)} tensors, {r.metadata_count} "
-               f"metadata keys, {_human(r.file_size)}, alignment {r.alignment}"
+    click.echo(f"{printable(r.path)}: GGUF v{r.version}, {plural(len(r.tensors), 'tensor')}, "
+               f"{plural(r.metadata_count, 'metadata key')}, {_human(r.file_size)}, alignment {r.alignment}"
                + (f", {len(r.shards)} shards" if len(r.shards) > 1 else ""))
     if r.repacked_by:
         by = {k: printable(str(v)) for k, v in r.repacked_by.items()}   # values from the file
@@ -181,17 +207,18 @@ def print_verify_report(r: VerifyReport, show_all: bool) -> None:
     packed = sum(1 for t in r.tensors if t.type_before != t.type_after)
     verdict = "EQUIVALENT" if r.ok else "MISMATCH"
     against = f"against {printable(r.original)}" if r.original else "against its recorded digests"
-    click.echo(f"{verdict}: {printable(r.repacked)} {against}; {len(r.tensors)} tensors ({packed} repacked), "
-               f"{len(r.failures)} failing, {len(r.metadata_problems)} metadata problems, "
+    click.echo(f"{verdict}: {printable(r.repacked)} {against}; {plural(len(r.tensors), 'tensor')} ({packed} repacked), "
+               f"{len(r.failures)} failing, {plural(len(r.metadata_problems), 'metadata problem')}, "
                f"{r.seconds:.2f} s")
 
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
-              help="Worker threads (default: all cores).")
+              help=THREADS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
-@click.option("--all", "show_all", is_flag=True, help="List every tensor, not only failures.")
+@click.option("--verbose", "-v", "--all", "show_all", is_flag=True,
+              help="List every tensor (without it: only the failing ones, on a terminal or not).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def verify(files, threads, as_json, show_all, quiet):
     """Prove REPACKED equals ORIGINAL: verify [ORIGINAL] REPACKED.
@@ -205,18 +232,21 @@ def verify(files, threads, as_json, show_all, quiet):
         report = verify_file(original, repacked, threads=threads, progress=progress)
     finally:
         progress.close()
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        print_verify_report(report, show_all or sys.stdout.isatty() and len(report.tensors) < 50)
-    if not report.ok:
-        sys.exit(1)
+    try:
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            print_verify_report(report, show_all)
+    finally:
+        if not report.ok:
+            sys.exit(1)     # a mismatch stays one, even when the reader of stdout went away
 
 
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path())   # a folder: our one-line refusal
-@click.option("--threads", "-t", type=click.IntRange(min=1), default=None)
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
+              help=THREADS_HELP)
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def unpack(input, output, threads, force, quiet):
@@ -227,7 +257,7 @@ def unpack(input, output, threads, force, quiet):
     finally:
         progress.close()
     if not quiet:
-        click.echo(f"{printable(r.input)} -> {printable(r.output)}: {r.unpacked} of {r.tensors} tensors unpacked, "
+        click.echo(f"{printable(r.input)} -> {printable(r.output)}: {r.unpacked} of {plural(r.tensors, 'tensor')} unpacked, "
                    f"{_human(r.bytes_out)}, {r.seconds:.2f} s")
         for n in r.notes:
             click.echo(f"note: {printable(n)}", err=True)
@@ -236,7 +266,8 @@ def unpack(input, output, threads, force, quiet):
 @cli.command()
 @click.option("--keep", type=click.Path(file_okay=False), default=None,
               help="Write the demo files into this folder (default: a temporary folder).")
-@click.option("--threads", "-t", type=click.IntRange(min=1), default=None)
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
+              help=THREADS_HELP)
 def demo(keep, threads):
     """Build a small model with every supported source type, convert, verify and unpack it."""
     import shutil
@@ -262,6 +293,23 @@ def demo(keep, threads):
 
 
 def main(argv=None) -> None:
+    """The command line. A closed stdout (a pipe whose reader has exited) ends the command quietly:
+    exit 0, as coreutils do, or the status it had already decided (verify's 1 for a mismatch)."""
+    try:
+        _main(argv)
+        sys.stdout.flush()
+    except (BrokenPipeError, _StdoutClosed):
+        _discard_stdout()
+        sys.exit(0)
+    except SystemExit:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _discard_stdout()
+        raise
+
+
+def _main(argv) -> None:
     # Disk quotas (RLIMIT_FSIZE) must surface as EFBIG errors, not kill the process.
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -287,6 +335,8 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         click.echo(f"{PROG}: interrupted", err=True)
         sys.exit(130)
+    except (BrokenPipeError, _StdoutClosed):
+        raise                   # main: not a failure
     except OSError as e:
         click.echo(f"{PROG}: error: {printable(str(e.strerror or e))}"
                    + (f": {printable(os.fsdecode(e.filename))}" if getattr(e, "filename", None)

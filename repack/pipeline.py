@@ -16,6 +16,7 @@ from .checksum import XXH64
 from .atomic import AtomicOutputFile, commit_all
 from .errors import InputError, UsageError
 from .families import FAMILIES, LAYOUT_VERSION
+from .wording import plural
 from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
 LAYOUTS = ("amx", "interleaved", "none")
@@ -294,7 +295,7 @@ def _group(out: list[str], verb: str, plans: list[TensorPlan]) -> None:
         by_code.setdefault(p.decision.code, []).append(p)
     for group in by_code.values():
         names = ", ".join(p.name for p in group[:3]) + (", ..." if len(group) > 3 else "")
-        out.append(f"{len(group)} {verb} tensor(s) ({names}): {group[0].decision.reason}"
+        out.append(f"{plural(len(group), verb + ' tensor')} ({names}): {group[0].decision.reason}"
                    + (" (and similar)" if len(group) > 1 else ""))
 
 

@@ -37,6 +37,7 @@ from .block_decoders import first_difference
 from .checksum import XXH64
 from .families import Family, dequantize_source, family_of_packed
 from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
+from .wording import plural
 
 # Small chunks keep the float32 decodes (7-8x the packed size) in cache between decode and compare.
 CHUNK_BYTES = 1 << 20
@@ -233,8 +234,8 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
         with (shards.open_model(os.fspath(original)) if original is not None
               else contextlib.nullcontext()) as orig:
             if orig is not None and orig.count != rep.count:
-                raise InputError(f"the original has {orig.count} file(s), the repacked model "
-                                 f"{rep.count}")
+                raise InputError(f"the original has {plural(orig.count, 'file')}, the repacked "
+                                 f"model {rep.count}")
             with interruptible():
                 reports = [_verify_open(orig.files[i] if orig else None, f, threads, progress)
                            for i, f in enumerate(rep.files)]
