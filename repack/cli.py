@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import click
 from tqdm import tqdm
@@ -52,20 +53,75 @@ def _table(headers: list[str], rows: list[list], right: set[int] = frozenset()) 
 
 
 class _Progress:
-    """tqdm in bytes on a terminal; silent otherwise or with --quiet."""
+    """Progress on stderr, phase by phase (runner.start_phase: decompress, convert, verify,
+    unpack, compress), each with its own total: a tqdm bar on a terminal; elsewhere (a log, a
+    pipe) a plain line every 10% or 30 s, so a pipeline's log shows a long job is alive.
+    Nothing with --quiet. Warnings go through ``warn``, which never hides them."""
 
-    def __init__(self, total: int, quiet: bool, desc: str):
+    LINE_EVERY_PERCENT = 10
+    LINE_EVERY_SECONDS = 30.0
+
+    def __init__(self, quiet: bool, desc: str):
+        self.quiet, self.desc = quiet, desc
+        self.tty = sys.stderr.isatty()
         self.bar = None
-        if not quiet and sys.stderr.isatty():
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
+        self.name = None
+        self.total = self.done = 0
+
+    def phase(self, name: str, total: int) -> None:
+        self._end_bar()
+        self.name, self.total, self.done = name, total, 0
+        self.started = self.last_line = time.monotonic()
+        self.next_percent = self.LINE_EVERY_PERCENT
+        if not self.quiet and self.tty:
+            # created when its work starts (not before the input is opened), so the first rate
+            # and ETA it shows are those of this phase
+            self.bar = tqdm(total=total or None, unit="B", unit_scale=True, desc=name, leave=False)
 
     def __call__(self, n: int) -> None:
+        if self.name is None:       # a caller that announces no phase: one of unknown size
+            self.phase(self.desc, 0)
+        self.done += n
+        if self.quiet:
+            return
         if self.bar is not None:
             self.bar.update(n)
+            return
+        if not self.tty:
+            self._plain_line()
 
-    def close(self) -> None:
+    def _percent(self) -> int:
+        return min(100, self.done * 100 // self.total) if self.total else 0
+
+    def _plain_line(self) -> None:
+        now = time.monotonic()
+        percent = self._percent()
+        if not (self.total and percent >= self.next_percent) \
+                and now - self.last_line < self.LINE_EVERY_SECONDS:
+            return
+        self.last_line = now
+        while self.total and self.next_percent <= percent:
+            self.next_percent += self.LINE_EVERY_PERCENT
+        size = (f"{_human(min(self.done, self.total))} of {_human(self.total)}" if self.total
+                else _human(self.done))
+        sys.stderr.write(f"{PROG}: {self.name} {f'{percent}%' if self.total else '...'} "
+                         f"({size}, {now - self.started:.0f} s)\n")
+        sys.stderr.flush()
+
+    def warn(self, message: str) -> None:
+        line = f"warning: {printable(message)}"
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)     # above the bar, which stays intact
+        else:
+            click.echo(line, err=True)
+
+    def _end_bar(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+    def close(self) -> None:
+        self._end_bar()
 
 
 def print_convert_report(r: ConvertReport) -> None:
@@ -79,12 +135,6 @@ def print_convert_report(r: ConvertReport) -> None:
     click.echo(f"runtime: the {r.layout} layout is read by {r.runtime}", err=True)
     for n in r.notes:
         click.echo(f"note: {printable(n)}", err=True)
-
-
-def print_warnings(r: ConvertReport) -> None:
-    """Warnings go to stderr even with --quiet."""
-    for w in r.warnings:
-        click.echo(f"warning: {printable(w)}", err=True)
 
 
 class _StdoutClosed(Exception):
@@ -138,27 +188,21 @@ def cli():
               help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True,
-              help="No progress bar and no summary (warnings are still printed).")
+              help="No progress and no summary (warnings are still printed).")
 def convert(input, output, layout, threads, include, exclude, allow_amx_n16, compress, force,
             quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
-    progress = _Progress(_input_size(input), quiet, "convert")
+    progress = _Progress(quiet, "convert")
     try:
+        # warnings as they arise (from the plan, before the work), even with --quiet
         report = convert_file(input, output, layout=layout, threads=threads, include=include,
                               exclude=exclude, force=force, progress=progress,
-                              compress=compress, allow_amx_n16=allow_amx_n16)
+                              compress=compress, allow_amx_n16=allow_amx_n16,
+                              on_warning=progress.warn)
     finally:
         progress.close()
     if not quiet:
         print_convert_report(report)
-    print_warnings(report)
-
-
-def _input_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 @cli.command()
@@ -219,7 +263,7 @@ def print_verify_report(r: VerifyReport, show_all: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("--verbose", "-v", "--all", "show_all", is_flag=True,
               help="List every tensor (without it: only the failing ones, on a terminal or not).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def verify(files, threads, as_json, show_all, quiet):
     """Prove REPACKED equals ORIGINAL: verify [ORIGINAL] REPACKED.
 
@@ -227,7 +271,7 @@ def verify(files, threads, as_json, show_all, quiet):
     if len(files) > 2:
         raise click.UsageError("give REPACKED, or ORIGINAL and REPACKED")
     original, repacked = (None, files[0]) if len(files) == 1 else files
-    progress = _Progress(_input_size(repacked), quiet or as_json, "verify")
+    progress = _Progress(quiet or as_json, "verify")
     try:
         report = verify_file(original, repacked, threads=threads, progress=progress)
     finally:
@@ -248,10 +292,10 @@ def verify(files, threads, as_json, show_all, quiet):
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
               help=THREADS_HELP)
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display and no summary.")
 def unpack(input, output, threads, force, quiet):
     """Rebuild the original file (byte-identical) from a repacked INPUT."""
-    progress = _Progress(_input_size(input), quiet, "unpack")
+    progress = _Progress(quiet, "unpack")
     try:
         r = unpack_file(input, output, threads=threads, force=force, progress=progress)
     finally:

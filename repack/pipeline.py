@@ -17,7 +17,8 @@ from .atomic import AtomicOutputFile, commit_all
 from .errors import InputError, UsageError
 from .families import FAMILIES, LAYOUT_VERSION
 from .wording import plural
-from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
+from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
+                     start_phase)
 
 LAYOUTS = ("amx", "interleaved", "none")
 CHUNK_BYTES = 16 << 20   # work per task: big enough to amortise a call, small enough to balance
@@ -149,15 +150,17 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
 def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "amx",
             threads: int | None = None, include=(), exclude=(), force: bool = False,
             progress: ProgressCallback | None = None, compress: bool = False,
-            allow_amx_n16: bool = False) -> ConvertReport:
+            allow_amx_n16: bool = False, on_warning=None) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
     ``include`` / ``exclude`` are regular expressions searched in tensor names.
     ``allow_amx_n16`` (amx only) also packs tensors with ``ne1 % 16 == 0`` but ``ne1 % 32 != 0``,
     which the format holds but llama.cpp's AMX backend does not run (a warning says so).
-    ``progress`` is called with a byte count as work completes. ``compress`` writes ``output + ".zst"`` (a
-    multi-threaded zstd stream); a ``.gguf.zst`` input is streamed, never held in memory.
+    ``progress`` is called with a byte count as work completes (phases: runner.start_phase).
+    ``on_warning`` is called with each warning as it arises, before the work it concerns (the
+    report lists them too). ``compress`` writes ``output + ".zst"`` (a multi-threaded zstd
+    stream); a ``.gguf.zst`` input is streamed, never held in memory.
     Raises a :class:`repack.errors.RepackError`.
     """
     input, output = os.fspath(input), os.fspath(output)
@@ -167,26 +170,37 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     started = time.perf_counter()
 
     def produce(src, in_path, out_path):
-        r, out = _convert_open(src, in_path, out_path, layout, threads, include, exclude,
-                               allow_amx_n16, progress)
-        if compress:
-            out = zst.compress_output(out, zst.compressed_name(out_path), threads)
-            r.output = r.outputs[0] = zst.compressed_name(out_path)
-        return r, out
+        return _convert_open(src, in_path, out_path, layout, threads, include, exclude,
+                             allow_amx_n16, progress, on_warning)
+
+    def compress_all(reports, outs):
+        """After every shard is converted: one "compress" phase over all of them."""
+        start_phase(progress, "compress", sum(out.size for out in outs))
+        for i, (r, out) in enumerate(zip(reports, outs)):
+            outs[i] = zst.compress_output(out, zst.compressed_name(r.output), threads, progress)
+            r.output = r.outputs[0] = zst.compressed_name(r.output)
 
     reports = write_outputs(input, output, force, produce,
-                            final_name=zst.compressed_name if compress else None)
+                            final_name=zst.compressed_name if compress else None,
+                            progress=progress, phase="convert",
+                            work=lambda src: src.file_size if layout == "none"
+                            else sum(t.nbytes for t in src.tensors),
+                            finish=compress_all if compress else None)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def write_outputs(input: str, output: str, force: bool, produce, final_name=None) -> list:
+def write_outputs(input: str, output: str, force: bool, produce, final_name=None, progress=None,
+                  phase: str = "", work=None, finish=None) -> list:
     """Run ``produce(src, in_path, out_path) -> (report, uncommitted output)`` for every file of
     the input model (each shard of a split model, output shards named after the same pattern)
-    and return the reports. The outputs take their final names only once all of them are
+    and return the reports. ``work(src)`` is the bytes of progress ``produce`` reports for one
+    file: one ``phase`` covers all of them. ``finish(reports, outputs)`` may then replace the
+    outputs in place (--compress). The outputs take their final names only once all of them are
     complete; on any error or interruption every temporary file is removed."""
-    with shards.open_model(input, scratch_dir=os.path.dirname(os.path.abspath(output))) as model:
+    with shards.open_model(input, scratch_dir=os.path.dirname(os.path.abspath(output)),
+                           progress=progress) as model:
         out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
         for a, b in zip(model.paths, out_paths):
             shards.check_output_path(a, final_name(b) if final_name else b, force)
@@ -194,10 +208,14 @@ def write_outputs(input: str, output: str, force: bool, produce, final_name=None
         try:
             with interruptible():
                 reports = []
+                if work is not None:
+                    start_phase(progress, phase, sum(work(src) for src in model.files))
                 for src, a, b in zip(model.files, model.paths, out_paths):
                     report, out = produce(src, a, b)
                     reports.append(report)
                     pending.append(out)
+                if finish is not None:
+                    finish(reports, pending)
                 # all or none, and without --force never in place of a file that appeared
                 commit_all(pending, replace=force)
         except BaseException:
@@ -227,7 +245,7 @@ def refuse_repacked_input(src: GGUFFile, path: str) -> None:
 
 def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: int,
                   include, exclude, allow_amx_n16: bool,
-                  progress) -> tuple[ConvertReport, AtomicOutputFile]:
+                  progress, on_warning=None) -> tuple[ConvertReport, AtomicOutputFile]:
     if layout != "none":
         refuse_repacked_input(src, input)
     plans = plan_tensors(src, layout, include, exclude, allow_amx_n16)
@@ -242,6 +260,9 @@ def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: 
     if not report.repacked:
         report.warnings.append(f"no tensor is eligible for the {layout} layout; output is a copy "
                                f"with amx-repack metadata")
+    if on_warning is not None:     # said now, not after the work: a long job's log shows it first
+        for w in report.warnings:
+            on_warning(w)
     # everything of the input that is not tensor data, recorded so that unpack rebuilds it
     recorded = original.capture(src, input)
     if recorded.filler:

@@ -46,7 +46,9 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     started = time.perf_counter()
     threads = threads or default_threads()
     reports = write_outputs(input, output, force,
-                            lambda src, a, b: _unpack_open(src, a, b, threads, progress))
+                            lambda src, a, b: _unpack_open(src, a, b, threads, progress),
+                            progress=progress, phase="unpack",
+                            work=lambda src: sum(t.nbytes for t in src.tensors))
     report = reports[0]
     for r in reports[1:]:
         report.tensors += r.tensors
