@@ -70,6 +70,12 @@ def requantized(gemma_path, llama_quantize):
     return make
 
 
+def pytest_configure(config):
+    # here, not in pyproject.toml: tests/sanitize.sh runs these tests from a scratch copy
+    config.addinivalue_line("markers", "golden_missing(path): stands for a missing golden-vector "
+                                       "file (_paths.golden_cases)")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     """The one parameter that stands for a missing golden-vector file (_paths.golden_cases) fails
