@@ -27,7 +27,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _checkout import use_checkout  # noqa: E402
+
+use_checkout()      # this checkout's code, its kernels built in place if missing
 
 from formats.gguf_container import OutputTensor, ValueType, encode_kv, plan_layout, read_gguf  # noqa: E402
 from formats.ggml_types import type_by_name  # noqa: E402
