@@ -122,3 +122,19 @@ def test_verify_listing_rule_is_the_same_on_a_terminal(small):
     out = b"".join(chunks).decode()
     assert "EQUIVALENT:" in out
     assert not any(line.startswith("blk.0.attn_q.weight") for line in out.splitlines())
+
+
+def test_shell_completion_as_the_readme_gives_it():
+    """`_AMX_REPACK_COMPLETE=bash_source amx-repack` prints the bash script; the script asks the
+    command itself for completions (bash_complete), which names our commands and options."""
+    env = dict(os.environ, _AMX_REPACK_COMPLETE="bash_source")
+    script = subprocess.run([sys.executable, "-m", "repack"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert script.returncode == 0 and "_AMX_REPACK_COMPLETE=bash_complete" in script.stdout
+    for words, cword, want in (("amx-repack con", "1", "plain,convert"),
+                               ("amx-repack convert --la", "2", "plain,--layout")):
+        env = dict(os.environ, _AMX_REPACK_COMPLETE="bash_complete", COMP_WORDS=words,
+                   COMP_CWORD=cword)
+        proc = subprocess.run([sys.executable, "-m", "repack"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert (proc.returncode, proc.stdout.split()) == (0, [want]), proc.stderr
