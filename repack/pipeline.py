@@ -260,9 +260,6 @@ def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: 
     if not report.repacked:
         report.warnings.append(f"no tensor is eligible for the {layout} layout; output is a copy "
                                f"with amx-repack metadata")
-    if on_warning is not None:     # said now, not after the work: a long job's log shows it first
-        for w in report.warnings:
-            on_warning(w)
     # everything of the input that is not tensor data, recorded so that unpack rebuilds it
     recorded = original.capture(src, input)
     if recorded.filler:
@@ -279,6 +276,11 @@ def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: 
     out_layout = layout_for(digests)
     out = AtomicOutputFile(output, out_layout.total_size)
     try:
+        if on_warning is not None:
+            # said before the work, not after it (a long job's log shows them first), and only
+            # once the input is accepted and the output has its space: none for a refused job
+            for w in report.warnings:
+                on_warning(w)
         _fill(src, input, out, out_layout, plans, layout, digests, threads, progress)
         header = layout_for(digests).header
         assert len(header) == out_layout.data_start

@@ -7,6 +7,7 @@ repository, which git ignores), so the suite pays for requantization once per ma
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,16 @@ def pytest_runtest_setup(item):
     if mark is not None:
         from _paths import missing_golden
         missing_golden(mark.args[0])
+
+
+# A progress line, printed where stderr is not a terminal (README, "Progress and warnings"). It is
+# not part of an error message: a command that fails says so in one line besides these.
+PROGRESS_LINE = re.compile(r"^amx-repack: [a-z]+ (\d+%|\.\.\.) \(.*\)$")
+
+
+def stderr_lines(stderr: str) -> list[str]:
+    """The lines of stderr other than progress lines."""
+    return [line for line in stderr.strip().splitlines() if not PROGRESS_LINE.match(line)]
 
 
 def amx_repack_cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
