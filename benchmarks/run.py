@@ -27,7 +27,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _checkout import use_checkout  # noqa: E402
+
+use_checkout()      # this checkout's code, its kernels built in place if missing
 
 from formats.gguf_container import OutputTensor, ValueType, encode_kv, plan_layout, read_gguf  # noqa: E402
 from formats.ggml_types import type_by_name  # noqa: E402
@@ -281,12 +284,12 @@ def bench_input(label: str, paths: list[Path], full: bool, quantize, threads: in
     amx_select = ["--override", "experts"] if "MoE" in label else []
     if full:
         timed(amx_repack("convert", "-q", "--layout", "interleaved", "-t", threads, files[0], out),
-              f"convert interleaved ({threads} threads)", ik_s)
+              f"convert interleaved ({threads} thread{'s' if threads != 1 else ''})", ik_s)
         interleaved = keep("interleaved")
         timed(amx_repack("convert", "-q", "--layout", "amx", *amx_select, "-t", 1, files[0], out),
               "convert amx (1 thread)")
     amx_s = timed(amx_repack("convert", "-q", "--layout", "amx", *amx_select, "-t", threads,
-                             files[0], out), f"convert amx ({threads} threads)", ik_s)
+                             files[0], out), f"convert amx ({threads} thread{'s' if threads != 1 else ''})", ik_s)
     packed = keep("amx")
     s, rss = run(amx_repack("verify", "-q", "-t", threads, files[0], packed))
     rows.append([label, "verify amx (pair)", fmt_bytes(size), f"{s:.2f}", f"{size / s / 1e9:.2f}",

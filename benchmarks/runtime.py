@@ -28,7 +28,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _checkout import use_checkout  # noqa: E402
+
+use_checkout()      # this checkout's code, its kernels built in place if missing
 
 PROMPT = "The capital of France is"
 

@@ -11,7 +11,7 @@ Reader
 Writer
     :func:`plan_layout` computes the whole output (header bytes, every tensor's offset, alignment
     padding, total size) before a byte is written, so workers can fill tensor ranges by position.
-    The file itself is written through :class:`formats.atomic_file.AtomicOutputFile`.
+    The file itself is written by the application through :class:`repack.atomic.AtomicOutputFile`.
 """
 
 from __future__ import annotations

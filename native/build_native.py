@@ -53,8 +53,29 @@ interleaved_ffi = make_ffi("interleaved")
 blocks_ffi = make_ffi("blocks")
 checksum_ffi = make_ffi("checksum")
 
+def build_in_place(family: str) -> Path:
+    """Compile repack._<family> in a scratch folder and move it into repack/. Not in the project
+    folder itself: cffi's compile step reads the setuptools configuration of the folder it runs
+    in, and pyproject.toml's SPDX ``license`` string needs setuptools>=77, which an install gets
+    from [build-system] but a development environment may not have. Renamed into place (a new
+    file, not overwritten), so a process that has the old module loaded keeps a valid mapping."""
+    import shutil
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="amx-repack-build-") as scratch:
+        previous = os.getcwd()
+        os.chdir(scratch)            # sources outside it: make_ffi gives absolute paths
+        try:
+            built = Path(make_ffi(family).compile(tmpdir=scratch, verbose=False))
+        finally:
+            os.chdir(previous)
+        dest = ROOT / "repack" / built.name
+        temp = dest.with_name(dest.name + ".tmp")
+        shutil.copy2(built, temp)
+        os.replace(temp, dest)
+    return dest
+
+
 if __name__ == "__main__":
-    os.chdir(ROOT)
     for family in sys.argv[1:] or FAMILIES:
-        make_ffi(family).compile(tmpdir=str(ROOT), verbose=False)
+        build_in_place(family)
         print(f"built repack._{family}")

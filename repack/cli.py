@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import click
 from tqdm import tqdm
@@ -25,8 +26,10 @@ from .pipeline import LAYOUTS, ConvertReport, convert as convert_file
 from .runner import install_signal_handlers, output_committed
 from .unpack import unpack as unpack_file
 from .verify import VerifyReport, verify as verify_file
+from .wording import plural
 
 PROG = "amx-repack"
+THREADS_HELP = "Worker threads (default: all cores)."
 
 
 def _human(n: float) -> str:
@@ -50,42 +53,115 @@ def _table(headers: list[str], rows: list[list], right: set[int] = frozenset()) 
 
 
 class _Progress:
-    """tqdm in bytes on a terminal; silent otherwise or with --quiet."""
+    """Progress on stderr, phase by phase (runner.start_phase: decompress, convert, verify,
+    unpack, compress), each with its own total: a tqdm bar on a terminal; elsewhere (a log, a
+    pipe) a plain line every 10% or 30 s, so a pipeline's log shows a long job is alive.
+    Nothing with --quiet. Warnings go through ``warn``, which never hides them."""
 
-    def __init__(self, total: int, quiet: bool, desc: str):
+    LINE_EVERY_PERCENT = 10
+    LINE_EVERY_SECONDS = 30.0
+
+    def __init__(self, quiet: bool, desc: str):
+        self.quiet, self.desc = quiet, desc
+        self.tty = sys.stderr.isatty()
         self.bar = None
-        if not quiet and sys.stderr.isatty():
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
+        self.name = None
+        self.total = self.done = 0
+
+    def phase(self, name: str, total: int) -> None:
+        self._end_bar()
+        self.name, self.total, self.done = name, total, 0
+        self.started = self.last_line = time.monotonic()
+        self.next_percent = self.LINE_EVERY_PERCENT
+        if not self.quiet and self.tty:
+            # created when its work starts (not before the input is opened), so the first rate
+            # and ETA it shows are those of this phase
+            self.bar = tqdm(total=total or None, unit="B", unit_scale=True, desc=name, leave=False)
 
     def __call__(self, n: int) -> None:
+        if self.name is None:       # a caller that announces no phase: one of unknown size
+            self.phase(self.desc, 0)
+        self.done += n
+        if self.quiet:
+            return
         if self.bar is not None:
             self.bar.update(n)
+            return
+        if not self.tty:
+            self._plain_line()
 
-    def close(self) -> None:
+    def _percent(self) -> int:
+        return min(100, self.done * 100 // self.total) if self.total else 0
+
+    def _plain_line(self) -> None:
+        now = time.monotonic()
+        percent = self._percent()
+        if not (self.total and percent >= self.next_percent) \
+                and now - self.last_line < self.LINE_EVERY_SECONDS:
+            return
+        self.last_line = now
+        while self.total and self.next_percent <= percent:
+            self.next_percent += self.LINE_EVERY_PERCENT
+        size = (f"{_human(min(self.done, self.total))} of {_human(self.total)}" if self.total
+                else _human(self.done))
+        sys.stderr.write(f"{PROG}: {self.name} {f'{percent}%' if self.total else '...'} "
+                         f"({size}, {now - self.started:.0f} s)\n")
+        sys.stderr.flush()
+
+    def warn(self, message: str) -> None:
+        line = f"warning: {printable(message)}"
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)     # above the bar, which stays intact
+        else:
+            click.echo(line, err=True)
+
+    def _end_bar(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+    def close(self) -> None:
+        self._end_bar()
 
 
 def print_convert_report(r: ConvertReport) -> None:
     """The end-of-run summary: the table on stdout; what runs the output, and notes, on stderr."""
-    click.echo(f"{printable(r.input)} -> {printable(r.output)}  (layout {r.layout}, {r.threads} threads)")
+    click.echo(f"{printable(r.input)} -> {printable(r.output)}  (layout {r.layout}, {plural(r.threads, 'thread')})")
     rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
     click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
                       {2, 3, 4}))
-    click.echo(f"repacked {len(r.repacked)} of {len(r.tensors)} tensors; {_human(r.bytes_in)} in, "
+    click.echo(f"repacked {len(r.repacked)} of {plural(len(r.tensors), 'tensor')}; {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
     click.echo(f"runtime: the {r.layout} layout is read by {r.runtime}", err=True)
     for n in r.notes:
         click.echo(f"note: {printable(n)}", err=True)
 
 
-def print_warnings(r: ConvertReport) -> None:
-    """Warnings go to stderr even with --quiet."""
-    for w in r.warnings:
-        click.echo(f"warning: {printable(w)}", err=True)
+class _StdoutClosed(Exception):
+    """The reader of stdout went away (``amx-repack inspect F | head -1``): not a failure."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    def invoke(self, ctx):
+        # click's own EPIPE handling exits 1, the status that means "mismatch": take it over
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _StdoutClosed() from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is still buffered for the closed pipe is dropped
+    silently when the interpreter flushes it at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name=PROG)
 def cli():
     """Repack GGUF quantized weights offline into the layout CPU kernels consume."""
@@ -127,7 +203,7 @@ def printable_type(type_id: int) -> str:
               help="amx: llama.cpp AMX VNNI tiles; interleaved: ik_llama.cpp _R4/_R8 types; "
                    "none: plain copy.")
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
-              help="Worker threads (default: all cores).")
+              help=THREADS_HELP)
 @click.option("--include", multiple=True, metavar="REGEX",
               help="Only repack tensors whose name matches (repeatable). Only narrows the "
                    "selection: never packs a tensor a default keeps. Must match some tensor.")
@@ -150,32 +226,28 @@ def printable_type(type_id: int) -> str:
               help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True,
-              help="No progress bar and no summary (warnings are still printed).")
+              help="No progress and no summary (warnings are still printed).")
 def convert(input, output, layout, threads, include, exclude, overrides, allow_amx_n16, dry_run,
             as_json, compress, force, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
-    progress = _Progress(0 if dry_run else _input_size(input), quiet or dry_run, "convert")
+    progress = _Progress(quiet or dry_run, "convert")
     try:
+        # warnings as they arise (from the plan, before the work), even with --quiet
         report = convert_file(input, output, layout=layout, threads=threads, include=include,
                               exclude=exclude, force=force, progress=progress,
                               compress=compress, allow_amx_n16=allow_amx_n16,
-                              overrides=overrides, dry_run=dry_run)
+                              overrides=overrides, dry_run=dry_run, on_warning=progress.warn)
     finally:
         progress.close()
-    print_warnings(report)
+    if dry_run:     # a plan's warnings (what the real run would say) come with the plan
+        for w in report.warnings:
+            progress.warn(w)
     if as_json:
         _json_out(report_json.convert_document(report))
     elif dry_run:
         print_plan(report)
     elif not quiet:
         print_convert_report(report)
-
-
-def _input_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 @cli.command()
@@ -187,8 +259,8 @@ def inspect(file, as_json):
     if as_json:
         _json_out(report_json.inspect_document(r))
         return
-    click.echo(f"{printable(r.path)}: GGUF v{r.version}, {len(r.tensors)} tensors, {r.metadata_count} "
-               f"metadata keys, {_human(r.file_size)}, alignment {r.alignment}"
+    click.echo(f"{printable(r.path)}: GGUF v{r.version}, {plural(len(r.tensors), 'tensor')}, "
+               f"{plural(r.metadata_count, 'metadata key')}, {_human(r.file_size)}, alignment {r.alignment}"
                + (f", {len(r.shards)} shards" if len(r.shards) > 1 else ""))
     if r.repacked_by:
         by = {k: printable(str(v)) for k, v in r.repacked_by.items()}   # values from the file
@@ -224,18 +296,19 @@ def print_verify_report(r: VerifyReport, show_all: bool) -> None:
     packed = sum(1 for t in r.tensors if t.type_before != t.type_after)
     verdict = "EQUIVALENT" if r.ok else "MISMATCH"
     against = f"against {printable(r.original)}" if r.original else "against its recorded digests"
-    click.echo(f"{verdict}: {printable(r.repacked)} {against}; {len(r.tensors)} tensors ({packed} repacked), "
-               f"{len(r.failures)} failing, {len(r.metadata_problems)} metadata problems, "
+    click.echo(f"{verdict}: {printable(r.repacked)} {against}; {plural(len(r.tensors), 'tensor')} ({packed} repacked), "
+               f"{len(r.failures)} failing, {plural(len(r.metadata_problems), 'metadata problem')}, "
                f"{r.seconds:.2f} s")
 
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
-              help="Worker threads (default: all cores).")
+              help=THREADS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
-@click.option("--all", "show_all", is_flag=True, help="List every tensor, not only failures.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--verbose", "-v", "--all", "show_all", is_flag=True,
+              help="List every tensor (without it: only the failing ones, on a terminal or not).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def verify(files, threads, as_json, show_all, quiet):
     """Prove REPACKED equals ORIGINAL: verify [ORIGINAL] REPACKED.
 
@@ -243,23 +316,26 @@ def verify(files, threads, as_json, show_all, quiet):
     if len(files) > 2:
         raise click.UsageError("give REPACKED, or ORIGINAL and REPACKED")
     original, repacked = (None, files[0]) if len(files) == 1 else files
-    progress = _Progress(_input_size(repacked), quiet or as_json, "verify")
+    progress = _Progress(quiet or as_json, "verify")
     try:
         report = verify_file(original, repacked, threads=threads, progress=progress)
     finally:
         progress.close()
-    if as_json:
-        _json_out(report_json.verify_document(report))
-    else:
-        print_verify_report(report, show_all or sys.stdout.isatty() and len(report.tensors) < 50)
-    if not report.ok:
-        sys.exit(1)
+    try:
+        if as_json:
+            _json_out(report_json.verify_document(report))
+        else:
+            print_verify_report(report, show_all)
+    finally:
+        if not report.ok:
+            sys.exit(1)     # a mismatch stays one, even when the reader of stdout went away
 
 
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path())   # a folder: our one-line refusal
-@click.option("--threads", "-t", type=click.IntRange(min=1), default=None)
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
+              help=THREADS_HELP)
 @click.option("--foreign", is_flag=True,
               help="INPUT has no amx-repack records (e.g. ik_llama.cpp's llama-quantize --repack "
                    "wrote it): turn its packed tensors back into plain types, keeping its "
@@ -267,10 +343,10 @@ def verify(files, threads, as_json, show_all, quiet):
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document on stdout instead of the summary (docs/json.md).")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display and no summary.")
 def unpack(input, output, threads, foreign, as_json, force, quiet):
     """Rebuild the original file (byte-identical) from a repacked INPUT."""
-    progress = _Progress(_input_size(input), quiet, "unpack")
+    progress = _Progress(quiet, "unpack")
     try:
         r = unpack_file(input, output, threads=threads, force=force, progress=progress,
                         foreign=foreign)
@@ -285,7 +361,7 @@ def unpack(input, output, threads, foreign, as_json, force, quiet):
         _json_out(report_json.unpack_document(r))
         return
     if not quiet:
-        click.echo(f"{printable(r.input)} -> {printable(r.output)}: {r.unpacked} of {r.tensors} tensors unpacked, "
+        click.echo(f"{printable(r.input)} -> {printable(r.output)}: {r.unpacked} of {plural(r.tensors, 'tensor')} unpacked, "
                    f"{_human(r.bytes_out)}, {r.seconds:.2f} s"
                    + ("" if r.byte_identical else " (plain types; not byte-identical to an "
                       "original)"))
@@ -297,7 +373,8 @@ def unpack(input, output, threads, foreign, as_json, force, quiet):
 @cli.command()
 @click.option("--keep", type=click.Path(file_okay=False), default=None,
               help="Write the demo files into this folder (default: a temporary folder).")
-@click.option("--threads", "-t", type=click.IntRange(min=1), default=None)
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
+              help=THREADS_HELP)
 def demo(keep, threads):
     """Build a small model with every supported source type, convert, verify and unpack it."""
     import shutil
@@ -333,6 +410,23 @@ def _flag_hint(e: RepackError) -> str:
 
 
 def main(argv=None) -> None:
+    """The command line. A closed stdout (a pipe whose reader has exited) ends the command quietly:
+    exit 0, as coreutils do, or the status it had already decided (verify's 1 for a mismatch)."""
+    try:
+        _main(argv)
+        sys.stdout.flush()
+    except (BrokenPipeError, _StdoutClosed):
+        _discard_stdout()
+        sys.exit(0)
+    except SystemExit:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _discard_stdout()
+        raise
+
+
+def _main(argv) -> None:
     # Disk quotas (RLIMIT_FSIZE) must surface as EFBIG errors, not kill the process.
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -359,6 +453,8 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         click.echo(f"{PROG}: interrupted", err=True)
         sys.exit(130)
+    except (BrokenPipeError, _StdoutClosed):
+        raise                   # main: not a failure
     except OSError as e:
         click.echo(f"{PROG}: error: {printable(str(e.strerror or e))}"
                    + (f": {printable(os.fsdecode(e.filename))}" if getattr(e, "filename", None)

@@ -29,6 +29,7 @@ from formats.gguf_container import (ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC
 
 from . import metadata
 from .errors import InputError, TooMuchFiller
+from .wording import plural
 
 # Non-zero filler is kept in the header of the repacked file (metadata KEY_FILLER_BYTES): a few
 # bytes in the rare file that has any. More than this is refused rather than dropped.
@@ -211,8 +212,8 @@ def _where(src: GGUFFile, offset: int) -> str:
 def describe_filler(src: GGUFFile, runs: list[tuple[int, bytes]]) -> str:
     """A note for the convert summary when the input has non-zero filler (kept and restored)."""
     n = sum(len(d) for _, d in runs)
-    return (f"{src.path} is not a canonical GGUF file: {n:,} byte(s) outside its header and "
-            f"tensor data are not zero (first at offset {runs[0][0]}: "
+    return (f"{src.path} is not a canonical GGUF file: {plural(n, 'byte', sep=',')} outside its "
+            f"header and tensor data {'is' if n == 1 else 'are'} not zero (first at offset {runs[0][0]}: "
             f"{_where(src, runs[0][0])}); they are recorded, and unpack restores them")
 
 
@@ -280,7 +281,7 @@ def recorded_layout(rep: GGUFFile, info: metadata.RepackInfo, source_types: list
                         (metadata.KEY_ORIGINAL_N_DIMS, info.original_shapes),
                         (metadata.KEY_ORIGINAL_OFFSETS, info.original_offsets)):
         if values is not None and len(values) != n:
-            problems.append(f"'{key}' lists {len(values)} tensors, the file has {n}")
+            problems.append(f"'{key}' lists {plural(len(values), 'tensor')}, the file has {n}")
     if problems:
         return None, problems
 
@@ -339,7 +340,7 @@ def _names_problem(recorded: list[str], names: list[str]) -> str:
         if a != b:
             return f"tensor {i} is '{b}' in the file, convert recorded '{a}'"
     if len(recorded) != len(names):
-        return f"the file has {len(names)} tensors, convert recorded {len(recorded)}"
+        return f"the file has {plural(len(names), 'tensor')}, convert recorded {len(recorded)}"
     return "tensor names differ from the recorded ones"
 
 

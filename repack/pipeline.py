@@ -17,7 +17,9 @@ from .checksum import XXH64
 from .atomic import AtomicOutputFile, commit_all
 from .errors import InputError, UsageError
 from .families import FAMILIES, LAYOUT_VERSION
-from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
+from .wording import plural
+from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
+                     start_phase)
 
 LAYOUTS = ("amx", "interleaved", "none")
 CHUNK_BYTES = 16 << 20   # work per task: big enough to amortise a call, small enough to balance
@@ -195,7 +197,8 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
 def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "amx",
             threads: int | None = None, include=(), exclude=(), force: bool = False,
             progress: ProgressCallback | None = None, compress: bool = False,
-            allow_amx_n16: bool = False, overrides=(), dry_run: bool = False) -> ConvertReport:
+            allow_amx_n16: bool = False, overrides=(), dry_run: bool = False,
+            on_warning=None) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
@@ -206,8 +209,10 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     overridden. ``allow_amx_n16`` is the same as overriding "shape_n" (amx: tensors with
     ``ne1 % 16 == 0`` but ``ne1 % 32 != 0``, which llama.cpp's AMX backend does not run).
     ``dry_run`` plans without writing anything (only the header is read) and returns the report.
-    ``progress`` is called with a byte count as work completes. ``compress`` writes ``output + ".zst"`` (a
-    multi-threaded zstd stream); a ``.gguf.zst`` input is streamed, never held in memory.
+    ``progress`` is called with a byte count as work completes (phases: runner.start_phase).
+    ``on_warning`` is called with each warning as it arises, before the work it concerns (the
+    report lists them too). ``compress`` writes ``output + ".zst"`` (a multi-threaded zstd
+    stream); a ``.gguf.zst`` input is streamed, never held in memory.
     Raises a :class:`repack.errors.RepackError`.
     """
     input, output = os.fspath(input), os.fspath(output)
@@ -222,15 +227,22 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
         return report
 
     def produce(src, in_path, out_path):
-        r, out = _convert_open(src, in_path, out_path, selection, threads, progress)
-        if compress:
-            out = zst.compress_output(out, zst.compressed_name(out_path), threads)
-            r.output = r.outputs[0] = zst.compressed_name(out_path)
-        return r, out
+        return _convert_open(src, in_path, out_path, selection, threads, progress, on_warning)
+
+    def compress_all(reports, outs):
+        """After every shard is converted: one "compress" phase over all of them."""
+        start_phase(progress, "compress", sum(out.size for out in outs))
+        for i, (r, out) in enumerate(zip(reports, outs)):
+            outs[i] = zst.compress_output(out, zst.compressed_name(r.output), threads, progress)
+            r.output = r.outputs[0] = zst.compressed_name(r.output)
 
     reports = write_outputs(input, output, force, produce,
                             final_name=zst.compressed_name if compress else None,
-                            check=lambda model: selection.check_matches(_names(model)))
+                            check=lambda model: selection.check_matches(_names(model)),
+                            progress=progress, phase="convert",
+                            work=lambda src: src.file_size if layout == "none"
+                            else sum(t.nbytes for t in src.tensors),
+                            finish=compress_all if compress else None)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.seconds = time.perf_counter() - started
     return report
@@ -271,14 +283,17 @@ def _plan_only(input: str, output: str, selection: Selection, threads: int, forc
     return report
 
 
-def write_outputs(input: str, output: str, force: bool, produce, final_name=None,
-                  check=None) -> list:
+def write_outputs(input: str, output: str, force: bool, produce, final_name=None, check=None,
+                  progress=None, phase: str = "", work=None, finish=None) -> list:
     """Run ``produce(src, in_path, out_path) -> (report, uncommitted output)`` for every file of
     the input model (each shard of a split model, output shards named after the same pattern)
-    and return the reports. The outputs take their final names only once all of them are
-    complete; on any error or interruption every temporary file is removed. ``check(model)``,
-    when given, runs on the opened model before anything is written."""
-    with shards.open_model(input, scratch_dir=os.path.dirname(os.path.abspath(output))) as model:
+    and return the reports. ``check(model)``, when given, runs on the opened model before
+    anything is written. ``work(src)`` is the bytes of progress ``produce`` reports for one
+    file: one ``phase`` covers all of them. ``finish(reports, outputs)`` may then replace the
+    outputs in place (--compress). The outputs take their final names only once all of them are
+    complete; on any error or interruption every temporary file is removed."""
+    with shards.open_model(input, scratch_dir=os.path.dirname(os.path.abspath(output)),
+                           progress=progress) as model:
         if check is not None:
             check(model)
         out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
@@ -288,10 +303,14 @@ def write_outputs(input: str, output: str, force: bool, produce, final_name=None
         try:
             with interruptible():
                 reports = []
+                if work is not None:
+                    start_phase(progress, phase, sum(work(src) for src in model.files))
                 for src, a, b in zip(model.files, model.paths, out_paths):
                     report, out = produce(src, a, b)
                     reports.append(report)
                     pending.append(out)
+                if finish is not None:
+                    finish(reports, pending)
                 # all or none, and without --force never in place of a file that appeared
                 commit_all(pending, replace=force)
         except BaseException:
@@ -320,7 +339,7 @@ def refuse_repacked_input(src: GGUFFile, path: str) -> None:
 
 
 def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, threads: int,
-                  progress) -> tuple[ConvertReport, AtomicOutputFile]:
+                  progress, on_warning=None) -> tuple[ConvertReport, AtomicOutputFile]:
     layout = selection.layout
     if layout != "none":
         refuse_repacked_input(src, input)
@@ -345,6 +364,11 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
     out_layout = layout_for(digests)
     out = AtomicOutputFile(output, out_layout.total_size)
     try:
+        if on_warning is not None:
+            # said before the work, not after it (a long job's log shows them first), and only
+            # once the input is accepted and the output has its space: none for a refused job
+            for w in report.warnings:
+                on_warning(w)
         _fill(src, input, out, out_layout, plans, layout, digests, threads, progress)
         header = layout_for(digests).header
         assert len(header) == out_layout.data_start
@@ -384,12 +408,12 @@ def _explain(report: ConvertReport) -> None:
     for code in sorted({c for p in plans if p.repacked for c in p.decision.overridden}):
         group = [p for p in plans if p.repacked and code in p.decision.overridden]
         report.warnings.append(
-            f"override '{code}': {len(group)} repacked tensor(s) ({_names_of(group)}) that the "
+            f"override '{code}': {plural(len(group), 'repacked tensor')} ({_names_of(group)}) that the "
             f"{report.layout} layout keeps by default ({group[0].decision.reason}"
             f"{' and similar' if len(group) > 1 else ''}): {OVERRIDE_CONSEQUENCES[code]}")
     for code in sorted({p.decision.code for p in plans if not p.repacked and p.decision.soft}):
         group = [p for p in plans if not p.repacked and p.decision.code == code]
-        report.notes.append(f"{len(group)} kept tensor(s) ({_names_of(group)}): "
+        report.notes.append(f"{plural(len(group), 'kept tensor')} ({_names_of(group)}): "
                             f"{group[0].decision.reason}" + (" (and similar)" if len(group) > 1
                                                              else "")
                             + f"; the override '{code}' packs them anyway")

@@ -25,6 +25,17 @@ from .errors import Interrupted
 ProgressCallback = Callable[[int], None]
 
 
+def start_phase(progress: ProgressCallback | None, name: str, total: int) -> None:
+    """A new phase of work begins ("decompress", "convert", "verify", "unpack", "compress"):
+    the calls that follow, until the next phase, add up to ``total`` bytes. A plain callable (the
+    API's ``progress=lambda nbytes: ...``) only receives the byte counts; an object that also has
+    a ``phase(name, total)`` method (the command line's progress display) is told of each phase,
+    so that its total is right for split models, ``.zst`` inputs and ``--compress``."""
+    phase = getattr(progress, "phase", None)
+    if phase is not None:
+        phase(name, total)
+
+
 def default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))

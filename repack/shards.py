@@ -191,11 +191,13 @@ class Model:
         self.close()
 
 
-def open_model(path: str, scratch_dir: str | None = None, header_only: bool = False) -> Model:
+def open_model(path: str, scratch_dir: str | None = None, header_only: bool = False,
+               progress=None) -> Model:
     """Open a GGUF file; given the first shard of a split model, open and check every shard.
 
     A zstd-compressed file is streamed: with ``header_only`` just far enough to parse the header,
-    otherwise into a temporary plain copy in ``scratch_dir`` that ``close`` removes."""
+    otherwise into a temporary plain copy in ``scratch_dir`` that ``close`` removes (a
+    "decompress" phase of ``progress``, see runner.start_phase)."""
     from . import zst
 
     if zst.is_zst(path):
@@ -206,7 +208,7 @@ def open_model(path: str, scratch_dir: str | None = None, header_only: bool = Fa
             return model
         model = Model([path])
         try:
-            temp = zst.decompress_to_temp(path, scratch_dir)
+            temp = zst.decompress_to_temp(path, scratch_dir, progress)
             model.temporaries.append(temp)
             try:
                 model.files.append(open_input(temp))

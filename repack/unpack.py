@@ -28,6 +28,7 @@ from .checksum import XXH64
 from .errors import InputError, NoRecords, VerificationFailed
 from .families import family_of_packed
 from .pipeline import write_outputs
+from .wording import plural
 from .runner import ProgressCallback, default_threads, run_tasks, scratch
 
 CHUNK_BYTES = 16 << 20
@@ -72,7 +73,9 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     started = time.perf_counter()
     threads = threads or default_threads()
     reports = write_outputs(input, output, force,
-                            lambda src, a, b: _unpack_open(src, a, b, threads, progress, foreign))
+                            lambda src, a, b: _unpack_open(src, a, b, threads, progress, foreign),
+                            progress=progress, phase="unpack",
+                            work=lambda src: sum(t.nbytes for t in src.tensors))
     report = reports[0]
     for r in reports[1:]:
         report.tensors += r.tensors
@@ -175,7 +178,7 @@ def _unpack_foreign(src, input: str, output: str, threads: int,
                   else f"{key} unchanged")
     report.notes.append(
         f"{input} carries no amx-repack records (a file repacked by another tool, such as "
-        f"ik_llama.cpp's llama-quantize --repack): {report.unpacked} packed tensor(s) turned back "
+        f"ik_llama.cpp's llama-quantize --repack): {plural(report.unpacked, 'packed tensor')} turned back "
         f"into plain types with their values unchanged, every metadata key kept as the file has "
         f"it ({relabelled}); the result cannot be byte-identical to an original amx-repack never "
         f"saw (verify OUTPUT {input} proves the tensor values equal)")

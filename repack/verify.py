@@ -36,7 +36,9 @@ from .errors import InputError
 from .block_decoders import first_difference
 from .checksum import XXH64
 from .families import Family, dequantize_source, family_of_packed
-from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
+from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
+                     start_phase)
+from .wording import plural
 
 # Small chunks keep the float32 decodes (7-8x the packed size) in cache between decode and compare.
 CHUNK_BYTES = 1 << 20
@@ -229,13 +231,14 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
     unreadable input."""
     started = time.perf_counter()
     threads = threads or default_threads()
-    with shards.open_model(os.fspath(repacked)) as rep:
-        with (shards.open_model(os.fspath(original)) if original is not None
+    with shards.open_model(os.fspath(repacked), progress=progress) as rep:
+        with (shards.open_model(os.fspath(original), progress=progress) if original is not None
               else contextlib.nullcontext()) as orig:
             if orig is not None and orig.count != rep.count:
-                raise InputError(f"the original has {orig.count} file(s), the repacked model "
-                                 f"{rep.count}")
+                raise InputError(f"the original has {plural(orig.count, 'file')}, the repacked "
+                                 f"model {rep.count}")
             with interruptible():
+                start_phase(progress, "verify", sum(t.nbytes for f in rep.files for t in f.tensors))
                 reports = [_verify_open(orig.files[i] if orig else None, f, threads, progress)
                            for i, f in enumerate(rep.files)]
     report = reports[0]
@@ -302,6 +305,8 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
             continue
         tasks.append((_tensor_task(res, family, src_type, t, rep, orig, o, digest), t.nbytes))
     run_tasks(tasks, threads, progress)
+    if progress is not None:    # tensors refused before any check count as done
+        progress(sum(t.nbytes for t in rep.tensors) - sum(weight for _, weight in tasks))
     report.tensors += results
     return report
 

@@ -30,7 +30,7 @@ from formats.gguf_container import (GGUFFile, GGUFFormatError, check_data_sectio
                                     parse_header)
 
 from .atomic import AtomicOutputFile, temp_path_for
-from .runner import stop_signals_held, track_temporary, untrack_temporary
+from .runner import start_phase, stop_signals_held, track_temporary, untrack_temporary
 from .errors import InputError, OutputError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -227,14 +227,15 @@ class _CountingReader:
         return data
 
 
-def decompress_to_temp(path: str, folder: str | None) -> str:
+def decompress_to_temp(path: str, folder: str | None, progress=None) -> str:
     """Stream ``path`` into a temporary plain GGUF in ``folder``; the caller removes it.
 
     Every frame must be complete (a truncated download is an error, not a short file); the
     declared content size must fit in the free space of ``folder``, and the real output may never
     outgrow it (checked at every step, so a stream that declares nothing stops there too).
     Memory: one ``STREAM_CHUNK`` of output at a time, plus zstd's own window (at most 128 MiB,
-    zstd's default limit; 2-8 MiB at the usual levels)."""
+    zstd's default limit; 2-8 MiB at the usual levels). ``progress`` counts compressed bytes
+    read (the one total known up front, whether or not the frames declare their size)."""
     folder = folder or tempfile.gettempdir()
     temp = temp_path_for(os.path.join(folder, os.path.basename(path))) + "-input"
     with os.fdopen(open_regular(path), "rb") as src:
@@ -255,8 +256,10 @@ def decompress_to_temp(path: str, folder: str | None) -> str:
                                   f"{e.strerror}") from None
             track_temporary(temp)
         try:
+            start_phase(progress, "decompress", shape.compressed_size)
             with os.fdopen(fd, "wb", buffering=0) as dst:
                 counted = _CountingReader(src)
+                reported = 0
                 reader = zstandard.ZstdDecompressor().stream_reader(
                     counted, read_size=1 << 20, read_across_frames=True, closefd=False)
                 written = 0
@@ -268,6 +271,9 @@ def decompress_to_temp(path: str, folder: str | None) -> str:
                             f"goes on past the {free:,} bytes available"
                             + ("" if shape.content_size >= 0 else " (it declares no size)"))
                     _write_all(dst, chunk, path, folder)
+                    if progress is not None and counted.count > reported:
+                        progress(counted.count - reported)
+                        reported = counted.count
                 if counted.count != shape.compressed_size or \
                         shape.content_size not in (-1, written):
                     raise InputError(f"{path}: the zstd stream changed while it was read, or its "
@@ -299,15 +305,21 @@ def _write_all(dst, data: bytes, path: str, folder: str) -> None:
 # convert --compress
 
 
-def compress_output(out: AtomicOutputFile, dest: str, threads: int) -> AtomicOutputFile:
-    """Compress a finished (uncommitted) output into an uncommitted ``dest`` and drop ``out``."""
+def compress_output(out: AtomicOutputFile, dest: str, threads: int,
+                    progress=None) -> AtomicOutputFile:
+    """Compress a finished (uncommitted) output into an uncommitted ``dest`` and drop ``out``.
+    ``progress`` receives the uncompressed bytes as they are compressed."""
     zout = AtomicOutputFile(dest, 0)
     try:
         cctx = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL, threads=threads,
                                         write_content_size=True, write_checksum=True)
         with open(out.temp, "rb") as src, os.fdopen(os.dup(zout.fd), "wb") as dst:
-            cctx.copy_stream(src, dst, size=out.size, read_size=STREAM_CHUNK,
-                             write_size=STREAM_CHUNK)
+            with cctx.stream_writer(dst, size=out.size, write_size=STREAM_CHUNK,
+                                    closefd=False) as writer:
+                while chunk := src.read(STREAM_CHUNK):
+                    writer.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
     except BaseException:
         zout.abort()
         raise

@@ -7,6 +7,7 @@ repository, which git ignores), so the suite pays for requantization once per ma
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,32 @@ def requantized(gemma_path, llama_quantize):
         return run_quantize(llama_quantize, ["--allow-requantize", "--pure"], gemma_path, qtype, out)
 
     return make
+
+
+def pytest_configure(config):
+    # here, not in pyproject.toml: tests/sanitize.sh runs these tests from a scratch copy
+    config.addinivalue_line("markers", "golden_missing(path): stands for a missing golden-vector "
+                                       "file (_paths.golden_cases)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """The one parameter that stands for a missing golden-vector file (_paths.golden_cases) fails
+    under CI and skips elsewhere, naming the path."""
+    mark = item.get_closest_marker("golden_missing")
+    if mark is not None:
+        from _paths import missing_golden
+        missing_golden(mark.args[0])
+
+
+# A progress line, printed where stderr is not a terminal (README, "Progress and warnings"). It is
+# not part of an error message: a command that fails says so in one line besides these.
+PROGRESS_LINE = re.compile(r"^amx-repack: [a-z]+ (\d+%|\.\.\.) \(.*\)$")
+
+
+def stderr_lines(stderr: str) -> list[str]:
+    """The lines of stderr other than progress lines."""
+    return [line for line in stderr.strip().splitlines() if not PROGRESS_LINE.match(line)]
 
 
 def amx_repack_cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:

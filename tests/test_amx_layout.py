@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
 
-from _paths import SHARED_DIR
+from _paths import golden_cases, golden_file
 from formats import amx_layout as layout
 from formats.ggml_types import AMX_TYPE_ID_BASE, type_by_name
 from repack import amx_kernels as kernels
 from repack._amx import ffi, lib
 
-GOLDEN_PATH = SHARED_DIR / "golden" / "amx.npz"
+GOLDEN_NAME = "amx.npz"   # in _paths.GOLDEN_DIR
 TYPES = list(layout.AMX_PARAMS)
 
 # Byte offsets of the fp16 fields inside one source block (spec section 3).
@@ -36,17 +36,15 @@ TILE_SIZES = {"q4_0": 288, "q4_1": 320, "q8_0": 608, "q4_K": 2368, "q5_K": 2880,
 
 
 def _golden_prefixes() -> list[str]:
-    if not GOLDEN_PATH.exists():
-        return []
-    with np.load(GOLDEN_PATH) as z:
-        return sorted(k[: -len("_packed")] for k in z.files if k.endswith("_packed"))
+    def cases(path):
+        with np.load(path) as z:
+            return sorted(k[: -len("_packed")] for k in z.files if k.endswith("_packed"))
+    return golden_cases(GOLDEN_NAME, cases)
 
 
 @pytest.fixture(scope="module")
 def golden():
-    if not GOLDEN_PATH.exists():
-        pytest.skip(f"golden vectors not found at {GOLDEN_PATH}")
-    with np.load(GOLDEN_PATH) as z:
+    with np.load(golden_file(GOLDEN_NAME)) as z:
         return {k: z[k] for k in z.files}
 
 

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, quants
 
-from _paths import SHARED_DIR
+from _paths import golden_cases, golden_file
 from formats.ggml_types import TYPES, type_by_name
 from repack import block_decoders as bd
 
-GOLDEN_PATH = SHARED_DIR / "golden" / "interleaved.npz"
+GOLDEN_NAME = "interleaved.npz"   # in _paths.GOLDEN_DIR
 
 # Source types with a native decoder: name -> byte offsets of the fp16 scale fields in one block.
 SOURCE_TYPES = {
@@ -98,18 +98,18 @@ def _decode_rows(name: str, data, ne0: int, nrows: int) -> np.ndarray:
 
 
 def _golden():
-    if not GOLDEN_PATH.exists():
-        pytest.skip(f"golden vectors not found at {GOLDEN_PATH}")
-    return np.load(GOLDEN_PATH)
+    return np.load(golden_file(GOLDEN_NAME))
+
+
+def _cases_of(path, decoders) -> list[str]:
+    with np.load(path) as z:
+        cases = sorted(k[:-4] for k in z.files if k.endswith("_out"))
+    return [c for c in cases if c.split("_to_")[1].rsplit("_", 1)[0] in decoders]
 
 
 def _golden_cases() -> list[str]:
     """Golden cases whose conversion has both decoders here (e.g. "q4_K_to_q4_k_r4_2")."""
-    if not GOLDEN_PATH.exists():
-        return []
-    with np.load(GOLDEN_PATH) as z:
-        cases = sorted(k[:-4] for k in z.files if k.endswith("_out"))
-    return [c for c in cases if c.split("_to_")[1].rsplit("_", 1)[0] in INTERLEAVED]
+    return golden_cases(GOLDEN_NAME, lambda path: _cases_of(path, INTERLEAVED))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,9 +208,7 @@ def test_interleaved_golden(case):
 
 
 def test_every_interleaved_decoder_has_golden_vectors():
-    cases = _golden_cases()
-    if not cases:
-        pytest.skip("golden vectors not found")
+    cases = _cases_of(golden_file(GOLDEN_NAME), INTERLEAVED)
     assert {c.split("_to_")[1].rsplit("_", 1)[0] for c in cases} == set(INTERLEAVED)
     assert len(cases) == 4 * len(INTERLEAVED)
 
@@ -501,11 +499,7 @@ def test_ik_source_matches_ik_special_scales(name, ik_to_float):
 
 
 def _ik_golden_cases() -> list[str]:
-    if not GOLDEN_PATH.exists():
-        return []
-    with np.load(GOLDEN_PATH) as z:
-        cases = sorted(k[:-4] for k in z.files if k.endswith("_out"))
-    return [c for c in cases if c.split("_to_")[1].rsplit("_", 1)[0] in IK_INTERLEAVED]
+    return golden_cases(GOLDEN_NAME, lambda path: _cases_of(path, IK_INTERLEAVED))
 
 
 @pytest.mark.parametrize("case", _ik_golden_cases())
@@ -537,9 +531,7 @@ def test_ik_interleaved_golden(case):
 
 
 def test_every_ik_interleaved_decoder_has_golden_vectors():
-    cases = _ik_golden_cases()
-    if not cases:
-        pytest.skip("golden vectors not found")
+    cases = _cases_of(golden_file(GOLDEN_NAME), IK_INTERLEAVED)
     assert {c.split("_to_")[1].rsplit("_", 1)[0] for c in cases} == set(IK_INTERLEAVED)
     assert len(cases) == 4 * len(IK_INTERLEAVED)
 

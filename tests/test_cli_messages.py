@@ -13,7 +13,7 @@ import struct
 import pytest
 
 import repack
-from tests.conftest import amx_repack_cli
+from tests.conftest import amx_repack_cli, stderr_lines
 from tests.ggufbuild import RawGGUF, RawTensor, kv_str, kv_u32
 from tests.synthetic import write_model
 
@@ -57,7 +57,7 @@ def test_convert_summary_and_verify_table_escape_names(evil_model, tmp_path):
     notes = [line for line in proc.stderr.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and _escaped(EVIL[2]) in notes[0], proc.stderr
     assert all(line.startswith(("note: ", "runtime: ", "warning: "))
-               for line in proc.stderr.splitlines()), proc.stderr
+               for line in stderr_lines(proc.stderr)), proc.stderr
     proc = amx_repack_cli("verify", "--all", evil_model, out, check=True)
     assert not RAW_CONTROL.search(proc.stdout), proc.stdout
     listed = [line.split("  ")[0] for line in proc.stdout.splitlines()[2:2 + len(EVIL)]]
@@ -75,7 +75,7 @@ def test_error_quoting_a_name_is_one_line(tmp_path):
     for args in (["inspect", path], ["convert", path, tmp_path / "out.gguf"]):
         proc = amx_repack_cli(*args)
         assert proc.returncode == 2, proc.stderr
-        lines = proc.stderr.splitlines()
+        lines = stderr_lines(proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("amx-repack: error: "), proc.stderr
         assert _escaped(name) in lines[0] and not RAW_CONTROL.search(proc.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dup.gguf"]
@@ -85,4 +85,4 @@ def test_path_with_a_newline_is_one_line(tmp_path):
     missing = tmp_path / "no\nsuch\x1b[2J.gguf"
     proc = amx_repack_cli("convert", missing, tmp_path / "out.gguf")
     assert proc.returncode == 2
-    assert len(proc.stderr.splitlines()) == 1 and "no\\nsuch\\x1b[2J.gguf" in proc.stderr
+    assert len(stderr_lines(proc.stderr)) == 1 and "no\\nsuch\\x1b[2J.gguf" in proc.stderr

@@ -28,7 +28,7 @@ import pytest
 import repack
 from repack import atomic
 from repack.atomic import TEMP_MARKER
-from tests.conftest import amx_repack_cli
+from tests.conftest import amx_repack_cli, stderr_lines
 from tests.synthetic import big_model_tensors, fingerprint, sha256, small_model_tensors, write_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def _temps(folder: Path) -> list[str]:
 
 def _one_line_error(proc, *needles: str) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
+    lines = stderr_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("amx-repack: error: "), proc.stderr
     assert "Traceback" not in proc.stderr
     for needle in needles:

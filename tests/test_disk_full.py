@@ -20,6 +20,7 @@ import pytest
 
 import repack
 from repack.atomic import TEMP_MARKER
+from tests.conftest import stderr_lines
 from tests.synthetic import fingerprint, small_model_tensors, write_model
 
 COMMANDS = ["convert-amx", "convert-interleaved", "convert-none", "unpack"]
@@ -35,7 +36,7 @@ def cli(args, **kw) -> subprocess.CompletedProcess:
 def assert_one_line_error(proc, *needles: str) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = stderr_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("amx-repack: error: "), proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]

@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import repack
 from formats.gguf_container import GGUFFile, GGUFFormatError, parse_header
-from tests.conftest import amx_repack_cli
+from tests.conftest import amx_repack_cli, stderr_lines
 from tests.ggufbuild import valid_small
 from tests.synthetic import write_model
 
@@ -503,6 +503,6 @@ def test_corpus_replay(name, want):
         assert proc.stderr == "" and want == "ok", proc.stdout[-500:]
     else:
         assert proc.returncode == 2, (proc.returncode, proc.stderr)
-        lines = proc.stderr.strip().splitlines()
+        lines = stderr_lines(proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("amx-repack: error: "), proc.stderr
         assert want in lines[0], (want, lines[0])

@@ -13,7 +13,7 @@ import pytest
 
 from formats.ggml_types import TYPES
 from formats.gguf_container import GGUFFormatError, parse_header, read_gguf
-from tests.conftest import amx_repack_cli
+from tests.conftest import amx_repack_cli, stderr_lines
 from tests.ggufbuild import RawTensor, gstr, kv_str, kv_u32, valid_small
 
 
@@ -211,7 +211,7 @@ def test_cli_rejects_bad_input_cleanly(kind, command, tmp_path):
     else:
         proc = amx_repack_cli("convert", "--layout", command.split("-")[1], bad, out)
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = stderr_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("amx-repack: error: ") and BAD_INPUTS[kind] in lines[0]
     assert "Traceback" not in proc.stderr

@@ -31,6 +31,7 @@ import repack
 from formats.gguf_container import MAX_KV_RECORDS, MAX_TENSORS, parse_header, read_gguf
 from formats.layouts import SOFT_CODES, amx_decision, interleaved_decision
 from formats.gguf_container import TensorInfo
+from tests.conftest import stderr_lines
 from tests.ggufbuild import F32, STR, U8, U32, RawGGUF, RawTensor, gstr, kv_str
 from tests.rss import run_measured
 from tests.synthetic import fingerprint, write_model
@@ -46,7 +47,7 @@ def run_cli(*args, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
 def assert_refused(rc: int, stderr: str, *needles: str) -> str:
     assert rc == 2, (rc, stderr)
     assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
+    lines = stderr_lines(stderr)
     assert len(lines) == 1 and lines[0].startswith("amx-repack: error: "), stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])

@@ -8,27 +8,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _paths import SHARED_DIR
+from _paths import golden_cases, golden_file
 from formats import interleaved_layout as layout
 from formats.ggml_types import ggml_type, type_by_name
 from repack import interleaved_kernels as kernels
 from repack._interleaved import ffi, lib
 
-GOLDEN_PATH = SHARED_DIR / "golden" / "interleaved.npz"
+GOLDEN_NAME = "interleaved.npz"   # in _paths.GOLDEN_DIR
 Q8_KV = type_by_name("q8_KV").id
 
 
 def _golden():
-    if not GOLDEN_PATH.exists():
-        pytest.skip(f"golden vectors not found at {GOLDEN_PATH}")
-    return np.load(GOLDEN_PATH)
+    return np.load(golden_file(GOLDEN_NAME))
 
 
 def _golden_prefixes() -> list[str]:
-    if not GOLDEN_PATH.exists():
-        return []
-    with np.load(GOLDEN_PATH) as z:
-        return sorted(k[: -len("_out")] for k in z.files if k.endswith("_out"))
+    def cases(path):
+        with np.load(path) as z:
+            return sorted(k[: -len("_out")] for k in z.files if k.endswith("_out"))
+    return golden_cases(GOLDEN_NAME, cases)
 
 
 @pytest.fixture(scope="module")

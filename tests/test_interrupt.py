@@ -32,7 +32,7 @@ import pytest
 
 import repack
 from repack.atomic import TEMP_MARKER
-from tests.conftest import amx_repack_cli
+from tests.conftest import amx_repack_cli, stderr_lines
 from tests.synthetic import big_model_tensors, fingerprint, sha256, write_model
 
 BIG_BYTES = int(os.environ.get("AMX_REPACK_BIG_MB", "320")) << 20
@@ -339,7 +339,7 @@ def _small_model(folder: Path) -> Path:
 
 def _assert_refused(proc, *needles: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
+    lines = stderr_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("amx-repack: error: "), proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]

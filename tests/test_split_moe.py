@@ -15,7 +15,7 @@ import pytest
 
 import repack
 from formats.gguf_container import read_gguf
-from tests.conftest import amx_repack_cli, run_quantize
+from tests.conftest import amx_repack_cli, run_quantize, stderr_lines
 from tests.ggufbuild import kv_str
 from tests.test_ik_interleaved import assert_same_as_ik
 
@@ -184,7 +184,7 @@ def _refused_everywhere(first: Path, tmp_path: Path, *needles: str) -> None:
                  ["verify", first, first]):
         proc = amx_repack_cli(*args)
         assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
-        lines = proc.stderr.strip().splitlines()
+        lines = stderr_lines(proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("amx-repack: error: "), proc.stderr
         for needle in needles:
             assert needle in lines[0], (needle, lines[0])

@@ -20,7 +20,7 @@ import repack
 from formats.ggml_types import TYPES, type_by_name
 from formats.gguf_container import read_gguf
 from repack import amx_kernels, interleaved_kernels, metadata
-from tests.conftest import ROOT, amx_repack_cli
+from tests.conftest import ROOT, amx_repack_cli, stderr_lines
 from tests.ggufbuild import RawGGUF, RawTensor, kv_str, kv_str_array, kv_u32
 from tests.synthetic import sha256, write_model
 
@@ -77,7 +77,7 @@ def edit(src, dst, kv=None, tensors=None, version=None) -> Path:
 
 
 def one_line_error(proc, code: int, *pieces: str) -> str:
-    lines = proc.stderr.strip().splitlines()
+    lines = stderr_lines(proc.stderr)
     assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("amx-repack: error: "), proc.stderr
     assert "Traceback" not in proc.stderr
