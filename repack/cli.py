@@ -111,16 +111,21 @@ def cli():
 @click.option("--compress", is_flag=True,
               help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--verify", "verify_output", is_flag=True,
+              help="Prove every repacked chunk while it is in memory with verify's two checks "
+                   "(unpack back to the input's bytes; equal float values from both decoders); "
+                   "on a mismatch exit 1 and write nothing.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar and no summary (warnings are still printed).")
 def convert(input, output, layout, threads, include, exclude, allow_amx_n16, compress, force,
-            quiet):
+            verify_output, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
     progress = _Progress(_input_size(input), quiet, "convert")
     try:
         report = convert_file(input, output, layout=layout, threads=threads, include=include,
                               exclude=exclude, force=force, progress=progress,
-                              compress=compress, allow_amx_n16=allow_amx_n16)
+                              compress=compress, allow_amx_n16=allow_amx_n16,
+                              verify=verify_output)
     finally:
         progress.close()
     if not quiet:

@@ -14,7 +14,7 @@ from formats.layouts import AMX_N16_OPTION, RUNTIMES, Decision, compile_patterns
 from . import __version__, metadata, original, shards, zst
 from .checksum import XXH64
 from .atomic import AtomicOutputFile, commit_all
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, VerificationFailed
 from .families import FAMILIES, LAYOUT_VERSION
 from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
@@ -148,13 +148,16 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
 def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "amx",
             threads: int | None = None, include=(), exclude=(), force: bool = False,
             progress: ProgressCallback | None = None, compress: bool = False,
-            allow_amx_n16: bool = False) -> ConvertReport:
+            allow_amx_n16: bool = False, verify: bool = False) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
     ``include`` / ``exclude`` are regular expressions searched in tensor names.
     ``allow_amx_n16`` (amx only) also packs tensors with ``ne1 % 16 == 0`` but ``ne1 % 32 != 0``,
     which the format holds but llama.cpp's AMX backend does not run (a warning says so).
+    ``verify`` proves every packed chunk while it is in memory, with verify's two checks (the
+    inverse kernel back to the input's bytes, and the float values of the input's decoder against
+    the packed layout's); any mismatch raises VerificationFailed and no output is committed.
     ``progress`` is called with a byte count as work completes. ``compress`` writes ``output + ".zst"`` (a
     multi-threaded zstd stream); a ``.gguf.zst`` input is streamed, never held in memory.
     Raises a :class:`repack.errors.RepackError`.
@@ -167,7 +170,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
 
     def produce(src, in_path, out_path):
         r, out = _convert_open(src, in_path, out_path, layout, threads, include, exclude,
-                               allow_amx_n16, progress)
+                               allow_amx_n16, progress, verify)
         if compress:
             out = zst.compress_output(out, zst.compressed_name(out_path), threads)
             r.output = r.outputs[0] = zst.compressed_name(out_path)
@@ -226,7 +229,7 @@ def refuse_repacked_input(src: GGUFFile, path: str) -> None:
 
 def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: int,
                   include, exclude, allow_amx_n16: bool,
-                  progress) -> tuple[ConvertReport, AtomicOutputFile]:
+                  progress, verify: bool = False) -> tuple[ConvertReport, AtomicOutputFile]:
     if layout != "none":
         refuse_repacked_input(src, input)
     plans = plan_tensors(src, layout, include, exclude, allow_amx_n16)
@@ -257,7 +260,7 @@ def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: 
     out_layout = layout_for(digests)
     out = AtomicOutputFile(output, out_layout.total_size)
     try:
-        _fill(src, input, out, out_layout, plans, layout, digests, threads, progress)
+        _fill(src, input, out, out_layout, plans, layout, digests, threads, progress, verify)
         header = layout_for(digests).header
         assert len(header) == out_layout.data_start
         out.pwrite(0, header)
@@ -299,21 +302,24 @@ def _group(out: list[str], verb: str, plans: list[TensorPlan]) -> None:
 
 
 def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, plans: list[TensorPlan],
-          layout: str, digests: list[str], threads: int, progress) -> None:
+          layout: str, digests: list[str], threads: int, progress, verify: bool = False) -> None:
     """Write every tensor's data, one task per tensor, chunk by chunk through per-thread scratch
-    buffers: read (pread), digest, repack, write (pwrite). No tensor data goes through a mapping,
+    buffers: read (pread), digest, repack, (with ``verify``: check), write (pwrite). No tensor data goes through a mapping,
     so resident memory is a few chunks per thread whatever the model size."""
     tasks = []
     for i, (t, p) in enumerate(zip(src.tensors, plans)):
         s0 = src.data_start + t.offset
         d0 = out_layout.data_start + out_layout.offsets[i]
         family = FAMILIES[layout] if p.repacked else None
-        tasks.append((_tensor_task(src, input, out, t, family, s0, d0, digests, i), t.nbytes))
+        tasks.append((_tensor_task(src, input, out, t, family, s0, d0, digests, i, verify),
+                      t.nbytes))
     run_tasks(tasks, threads, progress)
 
 
 def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, s0: int, d0: int,
-                 digests: list[str], i: int):
+                 digests: list[str], i: int, verify: bool = False):
+    values = verify and family is not None and family.can_dequantize(t.type_id)
+
     def run():
         h = XXH64()
         if family is None:
@@ -331,6 +337,22 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, s0
                 c, d = dst_range
                 packed = scratch("packed", d - c)
                 family.pack(t.type_id, t.ne0, rows, data, packed)
+                if verify:
+                    _check_packed_chunk(family, t, input, rows, a, data, packed, values)
                 out.pwrite(d0 + c, packed)
         digests[i] = h.hexdigest()
     return run
+
+
+def _check_packed_chunk(family, t, input: str, rows: int, s0: int, data, packed,
+                        values: bool) -> None:
+    """convert --verify: verify's checks on a chunk just packed, against the input bytes still in
+    memory (the same native code as verify, repack/chunk_checks.py)."""
+    mismatch = family.check_chunk(t.type_id, t.ne0, rows, packed, data,
+                                  scratch("rebuilt", len(data)), values)
+    if mismatch is not None:
+        from .verify import describe_mismatch
+        raise VerificationFailed(f"{input}: tensor '{t.name}' ({type_name(t.type_id)} -> "
+                                 f"{family.target_of(t.type_id).name}): "
+                                 f"{describe_mismatch(mismatch, t, t.type_id, s0)}; "
+                                 f"no output was written")
