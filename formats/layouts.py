@@ -43,6 +43,9 @@ AMX_RUNTIME_ROWS = 32   # llama.cpp's AMX supports_op requires ne1 % 32 (amx-vnn
 # checked anyway so that the rule reads as the runtime states it.
 AMX_RUNTIME_K = {"q4_0": 32, "q4_1": 32, "q8_0": 32,
                  "q4_K": 256, "q5_K": 256, "q6_K": 256, "iq4_xs": 256}
+# convert --layout: the two packed layouts, and a plain copy
+LAYOUTS = ("amx", "interleaved", "none")
+
 AMX_N16_OPTION = "--allow-amx-n16"   # the override's name on the command line
 
 # The runtime that reads each layout's output (printed by inspect and convert).

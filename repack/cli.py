@@ -12,19 +12,23 @@ import os
 import signal
 import sys
 
+from typing import TYPE_CHECKING
+
 import click
-from tqdm import tqdm
 
 from formats.gguf_container import printable
-from formats.layouts import AMX_N16_OPTION
+from formats.layouts import AMX_N16_OPTION, LAYOUTS
 
 from . import __version__, atomic
 from .errors import RepackError
-from .inspect import inspect as inspect_file
-from .pipeline import LAYOUTS, ConvertReport, convert as convert_file
 from .runner import install_signal_handlers, output_committed
-from .unpack import unpack as unpack_file
-from .verify import VerifyReport, verify as verify_file
+
+if TYPE_CHECKING:
+    from .pipeline import ConvertReport
+    from .verify import VerifyReport
+
+# Each command imports what it runs (numpy, tqdm, the kernels) when it runs: `--help` and
+# `inspect` start in a fraction of the time (pipelines inspect thousands of files).
 
 PROG = "amx-repack"
 
@@ -55,6 +59,7 @@ class _Progress:
     def __init__(self, total: int, quiet: bool, desc: str):
         self.bar = None
         if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
             self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False)
 
     def __call__(self, n: int) -> None:
@@ -120,6 +125,7 @@ def cli():
 def convert(input, output, layout, threads, include, exclude, allow_amx_n16, compress, force,
             verify_output, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
+    from .pipeline import convert as convert_file
     progress = _Progress(_input_size(input), quiet, "convert")
     try:
         report = convert_file(input, output, layout=layout, threads=threads, include=include,
@@ -145,6 +151,7 @@ def _input_size(path: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(file, as_json):
     """Show every tensor of FILE and what each layout would do with it."""
+    from .inspect import inspect as inspect_file
     r = inspect_file(file)
     if as_json:
         click.echo(json.dumps(r.to_dict(), indent=2))
@@ -207,6 +214,7 @@ def verify(files, threads, as_json, show_all, quiet):
     original, repacked = (None, files[0]) if len(files) == 1 else files
     progress = _Progress(_input_size(repacked), quiet or as_json, "verify")
     try:
+        from .verify import verify as verify_file
         report = verify_file(original, repacked, threads=threads, progress=progress)
     finally:
         progress.close()
@@ -228,6 +236,7 @@ def unpack(input, output, threads, force, quiet):
     """Rebuild the original file (byte-identical) from a repacked INPUT."""
     progress = _Progress(_input_size(input), quiet, "unpack")
     try:
+        from .unpack import unpack as unpack_file
         r = unpack_file(input, output, threads=threads, force=force, progress=progress)
     finally:
         progress.close()

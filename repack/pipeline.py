@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from formats.ggml_types import type_name
 from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
 from formats.interleaved_layout import FILE_TYPE_REPACKED
-from formats.layouts import AMX_N16_OPTION, RUNTIMES, Decision, compile_patterns, decide, select
+from formats.layouts import AMX_N16_OPTION, LAYOUTS, RUNTIMES, Decision, compile_patterns, decide, select
 
 from . import __version__, metadata, original, shards, zst
 from .checksum import XXH64
@@ -18,7 +18,6 @@ from .errors import InputError, UsageError, VerificationFailed
 from .families import FAMILIES, LAYOUT_VERSION
 from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
-LAYOUTS = ("amx", "interleaved", "none")
 CHUNK_BYTES = 16 << 20   # work per task: big enough to amortise a call, small enough to balance
 FILE_TYPE_KEY = "general.file_type"
 
