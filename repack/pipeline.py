@@ -48,6 +48,7 @@ class ConvertReport:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)      # kept tensors the user may want to know of
     outputs: list[str] = field(default_factory=list)   # every file written (shards)
+    verified: bool = False     # convert --verify proved every repacked chunk
 
     def __post_init__(self):
         self.outputs = self.outputs or [self.output]
@@ -178,6 +179,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     reports = write_outputs(input, output, force, produce,
                             final_name=zst.compressed_name if compress else None)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
+    report.verified = verify
     report.seconds = time.perf_counter() - started
     return report
 
