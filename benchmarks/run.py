@@ -40,8 +40,13 @@ from formats.ggml_types import type_by_name  # noqa: E402
 GNU_TIME = shutil.which("time") if os.path.exists("/usr/bin/time") else None
 
 
+CPU_SECONDS: list[float] = []   # user + system CPU seconds of each command run, in order
+
+
 def run(cmd: list[str], env=None) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes) of one command, which must succeed.
+    """(wall seconds, peak RSS bytes) of one command, which must succeed; its CPU time (user +
+    system, from wait4) is appended to CPU_SECONDS: on a shared, loaded machine the ratio of CPU
+    times is the steadier comparison of two commands' work.
 
     Dirty pages of earlier commands are flushed first (``sync``), so each command pays for its
     own writes only. Peak RSS comes from GNU time when installed (exact for the command);
@@ -57,6 +62,7 @@ def run(cmd: list[str], env=None) -> tuple[float, int]:
     proc.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
+    CPU_SECONDS.append(usage.ru_utime + usage.ru_stime)
     rss = usage.ru_maxrss * 1024
     for line in err.splitlines():
         if line.startswith("MAXRSS "):
@@ -234,7 +240,8 @@ def main() -> None:
         print_table(["input", "ik_llama.cpp load", "seconds (process)", "peak RSS"], load_rows)
     if start_rows:
         print()
-        print_table(["start-up (goal <= 0.12 s)", "median s of 7", "min s", "peak RSS"],
+        print_table(["start-up (goal <= 0.12 s)", "median s of 7", "min s", "median CPU s",
+                     "peak RSS"],
                     start_rows)
     print()
     print_throughput_chart(rows)
@@ -298,18 +305,20 @@ def bench_input(label: str, paths: list[Path], full: bool, quantize, threads: in
               "convert amx (1 thread)")
     amx_s = timed(amx_repack("convert", "-q", "--layout", "amx", *amx_select, "-t", threads,
                              files[0], out), f"convert amx ({threads} threads)", ik_s)
-    convert_rss = rows[-1][-1]
+    convert_rss, convert_cpu = rows[-1][-1], CPU_SECONDS[-1]
     packed = keep("amx")
     # the proofs beside the convert they prove (issue 13's goals: --verify <= 1.3x, pair verify
     # <= 1.0x with no more memory, standalone verify <= 0.8x)
     s = timed(amx_repack("convert", "--verify", "-q", "--layout", "amx", *amx_select, "-t", threads,
                          files[0], out), "convert --verify amx")
-    rows[-1][7] = f"takes {s / amx_s:.2f}x convert (goal 1.3x)"
+    rows[-1][7] = (f"takes {s / amx_s:.2f}x convert, CPU {CPU_SECONDS[-1] / convert_cpu:.2f}x "
+                   f"(goal 1.3x)")
     for name, cmd, goal in (("verify amx (pair)", [files[0], packed], "1.0x"),
                             ("verify amx (alone)", [packed], "0.8x")):
         s, rss = run(amx_repack("verify", "-q", "-t", threads, *cmd))
         rows.append([label, name, fmt_bytes(size), f"{s:.2f}", f"{size / s / 1e9:.2f}", "", "",
-                     f"takes {s / amx_s:.2f}x convert (goal {goal})", f"{rss / 2**20:.0f} MiB"
+                     f"takes {s / amx_s:.2f}x convert, CPU {CPU_SECONDS[-1] / convert_cpu:.2f}x "
+                     f"(goal {goal})", f"{rss / 2**20:.0f} MiB"
                      + (f" (convert {convert_rss})" if "pair" in name else "")])
     if full:
         s, rss = run(amx_repack("verify", "-q", "-t", threads, interleaved))
@@ -329,7 +338,8 @@ def startup_rows(inputs) -> list[list[str]]:
     rows = []
     for name, cmd in cases:
         runs = sorted(run(cmd) for _ in range(7))
-        rows.append([name, f"{runs[3][0]:.3f}", f"{runs[0][0]:.3f}",
+        cpu = sorted(CPU_SECONDS[-7:])
+        rows.append([name, f"{runs[3][0]:.3f}", f"{runs[0][0]:.3f}", f"{cpu[3]:.3f}",
                      f"{max(r for _, r in runs) / 2**20:.0f} MiB"])
     return rows
 

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { TILE_ROWS = 16, PIECE_COLUMNS = 512 };   /* AMX values check: 16 x 512 floats = 32 KiB */
+enum { TILE_ROWS = 16, PIECE_COLUMNS = 1024 };  /* AMX values check: 2 x 16 x 1024 floats = 128 KiB */
 
 static void found(vf_mismatch *m, int32_t kind, int64_t index, uint32_t original, uint32_t repacked)
 {

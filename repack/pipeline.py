@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from formats.ggml_types import type_name
+from formats.ggml_types import TYPES, type_name
 from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
 from formats.interleaved_layout import FILE_TYPE_REPACKED
 from formats.layouts import AMX_N16_OPTION, LAYOUTS, RUNTIMES, Decision, compile_patterns, decide, select
@@ -19,6 +19,9 @@ from .families import FAMILIES, LAYOUT_VERSION
 from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
 CHUNK_BYTES = 16 << 20   # work per task: big enough to amortise a call, small enough to balance
+# convert --verify packs and checks a chunk in pieces of about this size: each piece's input, packed
+# and rebuilt bytes are still in cache (L2) when the check reads them
+VERIFY_PIECE_BYTES = 1 << 20
 FILE_TYPE_KEY = "general.file_type"
 
 
@@ -337,23 +340,34 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, s0
             else:
                 c, d = dst_range
                 packed = scratch("packed", d - c)
-                family.pack(t.type_id, t.ne0, rows, data, packed)
                 if verify:
-                    _check_packed_chunk(family, t, input, rows, a, data, packed, values)
+                    _pack_and_check(family, t, input, rows, a, data, packed, values)
+                else:
+                    family.pack(t.type_id, t.ne0, rows, data, packed)
                 out.pwrite(d0 + c, packed)
         digests[i] = h.hexdigest()
     return run
 
 
-def _check_packed_chunk(family, t, input: str, rows: int, s0: int, data, packed,
-                        values: bool) -> None:
-    """convert --verify: verify's checks on a chunk just packed, against the input bytes still in
-    memory (the same native code as verify, repack/chunk_checks.py)."""
-    mismatch = family.check_chunk(t.type_id, t.ne0, rows, packed, data,
-                                  scratch("rebuilt", len(data)), values)
-    if mismatch is not None:
-        from .verify import describe_mismatch
-        raise VerificationFailed(f"{input}: tensor '{t.name}' ({type_name(t.type_id)} -> "
-                                 f"{family.target_of(t.type_id).name}): "
-                                 f"{describe_mismatch(mismatch, t, t.type_id, s0)}; "
-                                 f"no output was written")
+def _pack_and_check(family, t, input: str, rows: int, s0: int, data, packed,
+                    values: bool) -> None:
+    """convert --verify: pack a chunk piece by piece, each piece checked right after it is packed
+    while its input, packed and rebuilt bytes are still in cache, by verify's checks (the same
+    native code, repack/chunk_checks.py) against the input bytes still in memory."""
+    unit = family.unit_rows(t.type_id)
+    src_row = TYPES[t.type_id].row_bytes(t.ne0)
+    dst_row = family.target_of(t.type_id).row_bytes(t.ne0)
+    step = max(1, VERIFY_PIECE_BYTES // (unit * src_row)) * unit
+    rebuilt = scratch("rebuilt", min(step, rows) * src_row)
+    for r0 in range(0, rows, step):
+        n = min(step, rows - r0)
+        src = data[r0 * src_row:(r0 + n) * src_row]
+        dst = packed[r0 * dst_row:(r0 + n) * dst_row]
+        family.pack(t.type_id, t.ne0, n, src, dst)
+        mismatch = family.check_chunk(t.type_id, t.ne0, n, dst, src, rebuilt[:n * src_row], values)
+        if mismatch is not None:
+            from .verify import describe_mismatch
+            raise VerificationFailed(f"{input}: tensor '{t.name}' ({type_name(t.type_id)} -> "
+                                     f"{family.target_of(t.type_id).name}): "
+                                     f"{describe_mismatch(mismatch, t, t.type_id, s0 + r0 * src_row)}"
+                                     f"; no output was written")
