@@ -16,7 +16,8 @@ describe must be the original, byte for byte. Without records (ik_llama.cpp's ow
 metadata must equal the original's apart from the keys ik's --repack changes.
 
 Files are read by position (pread), never through a mapping: one that shrinks meanwhile is an
-InputError (exit 2), not a SIGBUS.
+InputError (exit 2), not a SIGBUS. The next chunk of both files is requested ahead
+(posix_fadvise WILLNEED), so a cold disk reads them in parallel with the checks.
 """
 
 from __future__ import annotations
@@ -128,8 +129,14 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
     if family.name == "amx":
         checks.append("valid")
     covered = (0, 0)
-    for (s0, s1), (p0, p1), rows in family.chunks(src_type, t_packed, CHUNK_BYTES):
+    chunks = list(family.chunks(src_type, t_packed, CHUNK_BYTES))
+    for n, ((s0, s1), (p0, p1), rows) in enumerate(chunks):
         covered = (s1, p1)
+        if n + 1 < len(chunks):   # both files' next chunks are read ahead while this one is checked
+            (a, b), (c, d), _ = chunks[n + 1]
+            read_packed.ahead(c, d)
+            if read_original is not None:
+                read_original.ahead(a, b)
         packed = read_packed(p0, p1)
         want = read_original(s0, s1) if read_original is not None else None
         rebuilt = scratch("rebuilt", s1 - s0)
@@ -313,6 +320,16 @@ def _reader(f: GGUFFile, t: TensorInfo, buffer: str):
 
     def read(a: int, b: int):
         return original.read_at(f.fileno(), base + a, b - a, scratch(buffer, b - a), path=f.path)
+
+    def ahead(a: int, b: int) -> None:
+        """Ask the kernel to start reading [a, b) now (a no-op for pages already cached): the
+        two files are then read in parallel with the checks, not one after the other."""
+        if hasattr(os, "posix_fadvise"):
+            try:
+                os.posix_fadvise(f.fileno(), base + a, b - a, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass   # only a hint
+    read.ahead = ahead
     return read
 
 
