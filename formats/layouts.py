@@ -27,10 +27,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .amx_layout import amx_params_for_type_id
 from .ggml_types import GGMLType
 from .gguf_container import TensorInfo
-from .interleaved_layout import INTERLEAVINGS, interleaving_for_type_id
 
 # Read with get_rows (a row lookup), which cannot read packed rows (amx-vnni.md §9.3,
 # interleaved.md §5.1). A tied output matrix is the same tensor, so it stays unpacked as well.
@@ -101,6 +99,7 @@ def amx_decision(t: TensorInfo, allow_n16: bool = False) -> Decision:
     (soft), no 3-D expert tensors (soft: the format packs them slice by slice, §11, but the
     runtime has no MUL_MAT_ID for them, so only ``--include`` packs them).
     """
+    from .amx_layout import amx_params_for_type_id   # here: `--help` needs none of the tables
     params = amx_params_for_type_id(t.type_id)
     if params is not None and t.type_id == params.packed.id:
         return _cannot("packed", "already AMX-packed")
@@ -141,6 +140,7 @@ def amx_decision(t: TensorInfo, allow_n16: bool = False) -> Decision:
 
 def interleaved_decision(t: TensorInfo) -> Decision:
     """interleaved.md §5: ik's own rules (hard) plus the runtime safe multiple (soft)."""
+    from .interleaved_layout import INTERLEAVINGS, interleaving_for_type_id
     il = INTERLEAVINGS.get(t.type_id)
     if il is None:
         if interleaving_for_type_id(t.type_id) is not None:
