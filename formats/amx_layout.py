@@ -23,10 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
+from .lazy import lazy_module
 from formats.ggml_types import (AMX_EXTRA_BYTES, AMX_TYPE_ID_BASE, TYPES, TYPES_BY_NAME, GGMLType,
                                 type_by_name)
+
+np = lazy_module("numpy")   # only inside functions: not loaded by --help or inspect
 
 TILE_N = 16  # weight rows per tile (section 2)
 

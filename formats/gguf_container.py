@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Iterable, Sequence
 
-import numpy as np
+from .lazy import lazy_module
 
 from .ggml_types import GGMLType, TYPES
+
+np = lazy_module("numpy")   # only inside functions: not loaded by --help or inspect
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from .lazy import lazy_module
 
 from .ggml_types import GGMLType, type_by_name, type_name
+
+np = lazy_module("numpy")   # only inside functions: not loaded by --help or inspect
 
 
 @dataclass(frozen=True)

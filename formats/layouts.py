@@ -32,10 +32,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .amx_layout import amx_params_for_type_id
 from .ggml_types import GGMLType
 from .gguf_container import TensorInfo
-from .interleaved_layout import INTERLEAVINGS, interleaving_for_type_id
 
 # Read with get_rows (a row lookup), which cannot read packed rows (amx-vnni.md §9.3,
 # interleaved.md §5.1). A tied output matrix is the same tensor, so it stays unpacked as well.
@@ -48,6 +46,9 @@ AMX_RUNTIME_ROWS = 32   # llama.cpp's AMX supports_op requires ne1 % 32 (amx-vnn
 # checked anyway so that the rule reads as the runtime states it.
 AMX_RUNTIME_K = {"q4_0": 32, "q4_1": 32, "q8_0": 32,
                  "q4_K": 256, "q5_K": 256, "q6_K": 256, "iq4_xs": 256}
+# convert --layout: the two packed layouts, and a plain copy
+LAYOUTS = ("amx", "interleaved", "none")
+
 # The runtime that reads each layout's output (printed by inspect and convert).
 RUNTIMES = {
     "amx": "llama.cpp built with runtime/llama.cpp (amx-repack's patch)",
@@ -130,6 +131,7 @@ def amx_decision(t: TensorInfo, overrides=frozenset()) -> Decision:
     runtime), no 3-D expert tensors (soft ``experts``: the format packs them slice by slice, §11,
     but the runtime has no MUL_MAT_ID for them).
     """
+    from .amx_layout import amx_params_for_type_id   # here: `--help` needs none of the tables
     params = amx_params_for_type_id(t.type_id)
     if params is not None and t.type_id == params.packed.id:
         return _cannot("packed", "already AMX-packed")
@@ -159,6 +161,7 @@ def amx_decision(t: TensorInfo, overrides=frozenset()) -> Decision:
 
 def interleaved_decision(t: TensorInfo, overrides=frozenset()) -> Decision:
     """interleaved.md §5: ik's own rules (hard) plus the runtime safe multiple and BF16 (soft)."""
+    from .interleaved_layout import INTERLEAVINGS, interleaving_for_type_id
     il = INTERLEAVINGS.get(t.type_id)
     if il is None:
         if interleaving_for_type_id(t.type_id) is not None:

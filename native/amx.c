@@ -242,12 +242,10 @@ static inline float load_fp16(const uint8_t *p) { return fp16_to_fp32(load16(p))
 /* Four-bit codes of a NIB region for one row, in element order (n_lines = QK / 8). */
 static inline void nib_codes(const uint8_t *row, int n_lines, uint8_t *codes)
 {
-    for (int u = 0; u < n_lines; u++) {
+    for (int u = 0; u < n_lines; u++) { /* byte i of the word: element 8u+i low, 8u+4+i high */
         const uint32_t w = load32(row + LINE * u);
-        for (int i = 0; i < 4; i++) {
-            codes[8 * u + i] = w >> (8 * i) & 0xF;
-            codes[8 * u + 4 + i] = w >> (8 * i + 4) & 0xF;
-        }
+        store32(codes + 8 * u, w & 0x0F0F0F0Fu);
+        store32(codes + 8 * u + 4, w >> 4 & 0x0F0F0F0Fu);
     }
 }
 
@@ -335,10 +333,9 @@ static void unpack_row_q8_0(const uint8_t *tile, int r, uint8_t *blk)
 static void dequantize_row_q8_0(const uint8_t *tile, int r, float *y)
 {
     const float d = load_fp16(tile + Q8_0_T_D + 2 * r);
-    for (int e = 0; e < QK_LEGACY; e++) {
-        const int8_t x = (int8_t)tile[Q8_0_T_VNNI + LINE * (e >> 2) + 4 * r + (e & 3)];
-        y[e] = (float)x * d;
-    }
+    uint8_t qs[QK_LEGACY];   /* the row's quants in element order, a word per line */
+    for (int q = 0; q < QK_LEGACY / 4; q++) store32(qs + 4 * q, load32(tile + Q8_0_T_VNNI + LINE * q + 4 * r));
+    for (int e = 0; e < QK_LEGACY; e++) y[e] = (float)(int8_t)qs[e] * d;
 }
 
 /* Bit set for every row r of the tile whose stored comp differs from the quants. */
@@ -539,8 +536,8 @@ static void dequantize_row_q6_K(const uint8_t *tile, int r, float *y)
     nib_codes(tile + Q6_K_T_NIB + 4 * r, QK_K / 8, c);
     for (int g = 0; g < 16; g++) { /* HB2 word g, byte i, field t = bits 4-5 of element 16g+4t+i */
         const uint32_t w = load32(tile + Q6_K_T_HB2 + LINE * g + 4 * r);
-        for (int t = 0; t < 4; t++)
-            for (int i = 0; i < 4; i++) c[16 * g + 4 * t + i] |= (w >> (8 * i + 2 * t) & 3) << 4;
+        for (int t = 0; t < 4; t++)   /* the 4 bytes' fields t at once: bits 2t..2t+1 of each byte */
+            store32(c + 16 * g + 4 * t, load32(c + 16 * g + 4 * t) | (w >> (2 * t) & 0x03030303u) << 4);
     }
     const float d = load_fp16(tile + Q6_K_T_D + 2 * r);
     for (int j = 0; j < 16; j++) {

@@ -1,6 +1,7 @@
 """cffi build script: one extension module per layout family.
 
-``native/<family>.c`` with its header ``native/<family>.h`` becomes ``repack._<family>``. The header
+``native/<family>.c`` with its header ``native/<family>.h`` becomes ``repack._<family>``; ``verify``
+(the fused checks of verify and convert --verify) also links the kernels it runs. The header
 doubles as the cffi declaration: its preprocessor lines are dropped and the rest (plain
 prototypes) is given to ``cdef``. setuptools builds every family at install time (see setup.py);
 ``python native/build_native.py [family ...]`` builds them in place for development.
@@ -18,7 +19,10 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FAMILIES = ("amx", "interleaved", "blocks", "checksum")
+FAMILIES = ("amx", "interleaved", "blocks", "checksum", "verify")
+# modules built from more than their own file: the kernels they call, linked in (their symbols
+# stay private to each extension module)
+LINKED = {"verify": ("amx", "interleaved", "blocks")}
 
 CFLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
           "-Wno-unused-function"]
@@ -32,15 +36,17 @@ def _declarations(header: Path) -> str:
 def make_ffi(family: str) -> FFI:
     ffi = FFI()
     ffi.cdef(_declarations(HERE / f"{family}.h"))
-    source = HERE / f"{family}.c"
-    try:  # setuptools wants paths relative to the project root
-        source_path = str(source.relative_to(Path.cwd()))
-    except ValueError:
-        source_path = str(source)
+    source_paths = []
+    for name in (family, *LINKED.get(family, ())):
+        source = HERE / f"{name}.c"
+        try:  # setuptools wants paths relative to the project root
+            source_paths.append(str(source.relative_to(Path.cwd())))
+        except ValueError:
+            source_paths.append(str(source))
     ffi.set_source(
         f"repack._{family}",
         f'#include "{family}.h"',
-        sources=[source_path],
+        sources=source_paths,
         include_dirs=[str(HERE)],
         extra_compile_args=CFLAGS + shlex.split(os.environ.get("AMX_REPACK_CFLAGS", "")),
         extra_link_args=shlex.split(os.environ.get("AMX_REPACK_LDFLAGS", "")),
@@ -52,6 +58,7 @@ amx_ffi = make_ffi("amx")
 interleaved_ffi = make_ffi("interleaved")
 blocks_ffi = make_ffi("blocks")
 checksum_ffi = make_ffi("checksum")
+verify_ffi = make_ffi("verify")
 
 def build_in_place(family: str) -> Path:
     """Compile repack._<family> in a scratch folder and move it into repack/. Not in the project

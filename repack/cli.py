@@ -13,20 +13,24 @@ import signal
 import sys
 import time
 
+from typing import TYPE_CHECKING
+
 import click
-from tqdm import tqdm
 
 from formats.gguf_container import printable
-from formats.layouts import SOFT_CODES
+from formats.layouts import LAYOUTS, SOFT_CODES
 
 from . import __version__, atomic, report_json
 from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller
-from .inspect import inspect as inspect_file
-from .pipeline import LAYOUTS, ConvertReport, convert as convert_file
 from .runner import install_signal_handlers, output_committed
-from .unpack import unpack as unpack_file
-from .verify import VerifyReport, verify as verify_file
 from .wording import plural
+
+if TYPE_CHECKING:
+    from .pipeline import ConvertReport
+    from .verify import VerifyReport
+
+# Each command imports what it runs (numpy, tqdm, the kernels) when it runs: `--help` and
+# `inspect` start in a fraction of the time (pipelines inspect thousands of files).
 
 PROG = "amx-repack"
 THREADS_HELP = "Worker threads (default: all cores)."
@@ -76,6 +80,7 @@ class _Progress:
         if not self.quiet and self.tty:
             # created when its work starts (not before the input is opened), so the first rate
             # and ETA it shows are those of this phase
+            from tqdm import tqdm
             self.bar = tqdm(total=total or None, unit="B", unit_scale=True, desc=name, leave=False)
 
     def __call__(self, n: int) -> None:
@@ -132,6 +137,9 @@ def print_convert_report(r: ConvertReport) -> None:
                       {2, 3, 4}))
     click.echo(f"repacked {len(r.repacked)} of {plural(len(r.tensors), 'tensor')}; {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
+    if r.verified:
+        click.echo(f"verified: every repacked chunk unpacks to the input's bytes and decodes to "
+                   f"the same float values ({len(r.repacked)} tensors)", err=True)
     click.echo(f"runtime: the {r.layout} layout is read by {r.runtime}", err=True)
     for n in r.notes:
         click.echo(f"note: {printable(n)}", err=True)
@@ -225,18 +233,24 @@ def printable_type(type_id: int) -> str:
 @click.option("--compress", is_flag=True,
               help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--verify", "verify_output", is_flag=True,
+              help="Prove every repacked chunk while it is in memory with verify's two checks "
+                   "(unpack back to the input's bytes; equal float values from both decoders); "
+                   "on a mismatch exit 1 and write nothing.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress and no summary (warnings are still printed).")
 def convert(input, output, layout, threads, include, exclude, overrides, allow_amx_n16, dry_run,
-            as_json, compress, force, quiet):
+            as_json, compress, force, verify_output, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
+    from .pipeline import convert as convert_file
     progress = _Progress(quiet or dry_run, "convert")
     try:
         # warnings as they arise (from the plan, before the work), even with --quiet
         report = convert_file(input, output, layout=layout, threads=threads, include=include,
                               exclude=exclude, force=force, progress=progress,
                               compress=compress, allow_amx_n16=allow_amx_n16,
-                              overrides=overrides, dry_run=dry_run, on_warning=progress.warn)
+                              overrides=overrides, dry_run=dry_run, on_warning=progress.warn,
+                              verify=verify_output)
     finally:
         progress.close()
     if dry_run:     # a plan's warnings (what the real run would say) come with the plan
@@ -255,6 +269,7 @@ def convert(input, output, layout, threads, include, exclude, overrides, allow_a
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(file, as_json):
     """Show every tensor of FILE and what each layout would do with it."""
+    from .inspect import inspect as inspect_file
     r = inspect_file(file)
     if as_json:
         _json_out(report_json.inspect_document(r))
@@ -318,6 +333,7 @@ def verify(files, threads, as_json, show_all, quiet):
     original, repacked = (None, files[0]) if len(files) == 1 else files
     progress = _Progress(quiet or as_json, "verify")
     try:
+        from .verify import verify as verify_file
         report = verify_file(original, repacked, threads=threads, progress=progress)
     finally:
         progress.close()
@@ -348,6 +364,7 @@ def unpack(input, output, threads, foreign, as_json, force, quiet):
     """Rebuild the original file (byte-identical) from a repacked INPUT."""
     progress = _Progress(quiet, "unpack")
     try:
+        from .unpack import unpack as unpack_file
         r = unpack_file(input, output, threads=threads, force=force, progress=progress,
                         foreign=foreign)
     finally:

@@ -106,6 +106,16 @@ class Family:
             return amx_kernels.check(source_type_id, packed, rows, ne0)
         return None
 
+    def check_chunk(self, source_type_id: int, ne0: int, rows: int, packed, original, rebuilt,
+                    values: bool):
+        """Both checks of verify on one chunk, fused in native code (repack/chunk_checks.py):
+        the packed data's validity, the inverse kernel into ``rebuilt`` against ``original``
+        (None: none), and with ``values`` the two float decoders element by element. Returns the
+        first Mismatch, or None."""
+        from . import chunk_checks   # only verify and convert --verify need the fused checks
+        return chunk_checks.check_chunk(self.name, source_type_id, self.target_of(source_type_id).id,
+                                        ne0, rows, packed, original, rebuilt, values)
+
     def can_dequantize(self, source_type_id: int) -> bool:
         """Whether both float decoders (source layout and packed layout) exist for this type."""
         from . import block_decoders   # only verify needs the decoders

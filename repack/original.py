@@ -20,9 +20,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from formats.ggml_types import TYPES, type_name
+from formats.lazy import lazy_module
 from formats.gguf_container import (ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ALIGNMENT,
                                     GGUFFile, KVRecord, OutputTensor, ValueType, align_up,
                                     plan_layout)
@@ -30,6 +29,8 @@ from formats.gguf_container import (ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC
 from . import metadata
 from .errors import InputError, TooMuchFiller
 from .wording import plural
+
+np = lazy_module("numpy")   # only inside functions: not loaded by --help or inspect
 
 # Non-zero filler is kept in the header of the repacked file (metadata KEY_FILLER_BYTES): a few
 # bytes in the rare file that has any. More than this is refused rather than dropped.

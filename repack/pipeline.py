@@ -6,23 +6,25 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from formats.ggml_types import type_name
+from formats.ggml_types import TYPES, type_name
 from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
 from formats.interleaved_layout import FILE_TYPE_REPACKED
-from formats.layouts import (CODES, OVERRIDE_CONSEQUENCES, RUNTIMES, Decision, check_overrides,
-                             compile_patterns, decide, select)
+from formats.layouts import (CODES, LAYOUTS, OVERRIDE_CONSEQUENCES, RUNTIMES, Decision,
+                             check_overrides, compile_patterns, decide, select)
 
 from . import __version__, metadata, original, shards, zst
 from .checksum import XXH64
 from .atomic import AtomicOutputFile, commit_all
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, VerificationFailed
 from .families import FAMILIES, LAYOUT_VERSION
 from .wording import plural
 from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
                      start_phase)
 
-LAYOUTS = ("amx", "interleaved", "none")
 CHUNK_BYTES = 16 << 20   # work per task: big enough to amortise a call, small enough to balance
+# convert --verify packs and checks a chunk in pieces of about this size: each piece's input, packed
+# and rebuilt bytes are still in cache (L2) when the check reads them
+VERIFY_PIECE_BYTES = 1 << 20
 FILE_TYPE_KEY = "general.file_type"
 
 
@@ -55,6 +57,7 @@ class ConvertReport:
     dry_run: bool = False            # planned only: nothing was written (outputs: the plan)
     inputs: list[str] = field(default_factory=list)    # every file read (shards)
     selection: "Selection | None" = None
+    verified: bool = False     # convert --verify proved every repacked chunk
 
     def __post_init__(self):
         self.outputs = self.outputs or [self.output]
@@ -198,7 +201,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
             threads: int | None = None, include=(), exclude=(), force: bool = False,
             progress: ProgressCallback | None = None, compress: bool = False,
             allow_amx_n16: bool = False, overrides=(), dry_run: bool = False,
-            on_warning=None) -> ConvertReport:
+            on_warning=None, verify: bool = False) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
@@ -209,6 +212,9 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     overridden. ``allow_amx_n16`` is the same as overriding "shape_n" (amx: tensors with
     ``ne1 % 16 == 0`` but ``ne1 % 32 != 0``, which llama.cpp's AMX backend does not run).
     ``dry_run`` plans without writing anything (only the header is read) and returns the report.
+    ``verify`` proves every packed chunk while it is in memory, with verify's two checks (the
+    inverse kernel back to the input's bytes, and the float values of the input's decoder against
+    the packed layout's); any mismatch raises VerificationFailed and no output is committed.
     ``progress`` is called with a byte count as work completes (phases: runner.start_phase).
     ``on_warning`` is called with each warning as it arises, before the work it concerns (the
     report lists them too). ``compress`` writes ``output + ".zst"`` (a multi-threaded zstd
@@ -227,7 +233,8 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
         return report
 
     def produce(src, in_path, out_path):
-        return _convert_open(src, in_path, out_path, selection, threads, progress, on_warning)
+        return _convert_open(src, in_path, out_path, selection, threads, progress, on_warning,
+                             verify)
 
     def compress_all(reports, outs):
         """After every shard is converted: one "compress" phase over all of them."""
@@ -244,6 +251,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
                             else sum(t.nbytes for t in src.tensors),
                             finish=compress_all if compress else None)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
+    report.verified = verify and layout != "none"
     report.seconds = time.perf_counter() - started
     return report
 
@@ -339,7 +347,8 @@ def refuse_repacked_input(src: GGUFFile, path: str) -> None:
 
 
 def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, threads: int,
-                  progress, on_warning=None) -> tuple[ConvertReport, AtomicOutputFile]:
+                  progress, on_warning=None,
+                  verify: bool = False) -> tuple[ConvertReport, AtomicOutputFile]:
     layout = selection.layout
     if layout != "none":
         refuse_repacked_input(src, input)
@@ -369,7 +378,7 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
             # once the input is accepted and the output has its space: none for a refused job
             for w in report.warnings:
                 on_warning(w)
-        _fill(src, input, out, out_layout, plans, layout, digests, threads, progress)
+        _fill(src, input, out, out_layout, plans, layout, digests, threads, progress, verify)
         header = layout_for(digests).header
         assert len(header) == out_layout.data_start
         out.pwrite(0, header)
@@ -427,21 +436,24 @@ def _names_of(plans: list[TensorPlan]) -> str:
 
 
 def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, plans: list[TensorPlan],
-          layout: str, digests: list[str], threads: int, progress) -> None:
+          layout: str, digests: list[str], threads: int, progress, verify: bool = False) -> None:
     """Write every tensor's data, one task per tensor, chunk by chunk through per-thread scratch
-    buffers: read (pread), digest, repack, write (pwrite). No tensor data goes through a mapping,
+    buffers: read (pread), digest, repack, (with ``verify``: check), write (pwrite). No tensor data goes through a mapping,
     so resident memory is a few chunks per thread whatever the model size."""
     tasks = []
     for i, (t, p) in enumerate(zip(src.tensors, plans)):
         s0 = src.data_start + t.offset
         d0 = out_layout.data_start + out_layout.offsets[i]
         family = FAMILIES[layout] if p.repacked else None
-        tasks.append((_tensor_task(src, input, out, t, family, s0, d0, digests, i), t.nbytes))
+        tasks.append((_tensor_task(src, input, out, t, family, s0, d0, digests, i, verify),
+                      t.nbytes))
     run_tasks(tasks, threads, progress)
 
 
 def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, s0: int, d0: int,
-                 digests: list[str], i: int):
+                 digests: list[str], i: int, verify: bool = False):
+    values = verify and family is not None and family.can_dequantize(t.type_id)
+
     def run():
         h = XXH64()
         if family is None:
@@ -458,7 +470,34 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, s0
             else:
                 c, d = dst_range
                 packed = scratch("packed", d - c)
-                family.pack(t.type_id, t.ne0, rows, data, packed)
+                if verify:
+                    _pack_and_check(family, t, input, rows, a, data, packed, values)
+                else:
+                    family.pack(t.type_id, t.ne0, rows, data, packed)
                 out.pwrite(d0 + c, packed)
         digests[i] = h.hexdigest()
     return run
+
+
+def _pack_and_check(family, t, input: str, rows: int, s0: int, data, packed,
+                    values: bool) -> None:
+    """convert --verify: pack a chunk piece by piece, each piece checked right after it is packed
+    while its input, packed and rebuilt bytes are still in cache, by verify's checks (the same
+    native code, repack/chunk_checks.py) against the input bytes still in memory."""
+    unit = family.unit_rows(t.type_id)
+    src_row = TYPES[t.type_id].row_bytes(t.ne0)
+    dst_row = family.target_of(t.type_id).row_bytes(t.ne0)
+    step = max(1, VERIFY_PIECE_BYTES // (unit * src_row)) * unit
+    rebuilt = scratch("rebuilt", min(step, rows) * src_row)
+    for r0 in range(0, rows, step):
+        n = min(step, rows - r0)
+        src = data[r0 * src_row:(r0 + n) * src_row]
+        dst = packed[r0 * dst_row:(r0 + n) * dst_row]
+        family.pack(t.type_id, t.ne0, n, src, dst)
+        mismatch = family.check_chunk(t.type_id, t.ne0, n, dst, src, rebuilt[:n * src_row], values)
+        if mismatch is not None:
+            from .verify import describe_mismatch
+            raise VerificationFailed(f"{input}: tensor '{t.name}' ({type_name(t.type_id)} -> "
+                                     f"{family.target_of(t.type_id).name}): "
+                                     f"{describe_mismatch(mismatch, t, t.type_id, s0 + r0 * src_row)}"
+                                     f"; no output was written")

@@ -20,8 +20,8 @@ ENVELOPE_KEYS = ("schema_version", "command", "tool_version", "inputs", "outputs
 
 KEYS = {
     "convert": {
-        "top": ENVELOPE_KEYS + ("layout", "runtime", "dry_run", "threads", "selection",
-                                "bytes_in", "bytes_out", "repacked"),
+        "top": ENVELOPE_KEYS + ("layout", "runtime", "dry_run", "verified", "threads",
+                                "selection", "bytes_in", "bytes_out", "repacked"),
         "tensors": ("name", "shape", "type", "output_type", "bytes_in", "bytes_out", "repacked",
                     "code", "reason", "overridden"),
         "by_type": ("input_type", "output_type", "tensors", "bytes_in", "bytes_out"),
@@ -83,7 +83,7 @@ def convert_document(r) -> dict:
                   r.notes, _by_type(r.by_type(), KEYS["convert"]["by_type"]), tensors)
     s = r.selection
     d.update({"layout": r.layout, "runtime": r.runtime, "dry_run": r.dry_run,
-              "threads": r.threads,
+              "verified": r.verified, "threads": r.threads,
               "selection": {"include": list(s.include) if s else [],
                             "exclude": list(s.exclude) if s else [],
                             "overrides": sorted(s.overrides) if s else []},

@@ -28,8 +28,8 @@ from .checksum import XXH64
 from .errors import InputError, NoRecords, VerificationFailed
 from .families import family_of_packed
 from .pipeline import write_outputs
-from .wording import plural
 from .runner import ProgressCallback, default_threads, run_tasks, scratch
+from .wording import plural
 
 CHUNK_BYTES = 16 << 20
 FILE_TYPE_KEY = "general.file_type"

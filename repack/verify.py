@@ -16,7 +16,8 @@ describe must be the original, byte for byte. Without records (ik_llama.cpp's ow
 metadata must equal the original's apart from the keys ik's --repack changes.
 
 Files are read by position (pread), never through a mapping: one that shrinks meanwhile is an
-InputError (exit 2), not a SIGBUS.
+InputError (exit 2), not a SIGBUS. The next chunk of both files is requested ahead
+(posix_fadvise WILLNEED), so a cold disk reads them in parallel with the checks.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from . import metadata, original, shards
 from .errors import InputError
 from .block_decoders import first_difference
 from .checksum import XXH64
-from .families import Family, dequantize_source, family_of_packed
+from .families import Family, family_of_packed
 from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
                      start_phase)
 from .wording import plural
@@ -114,7 +115,8 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
     """Run checks 1 and 2 over a packed tensor, chunk by chunk; returns (checks, problem).
 
     ``read_packed(a, b)`` / ``read_original(a, b)`` return the bytes [a, b) of the tensor in the
-    repacked / original file (``read_original`` None: standalone, against ``digest``)."""
+    repacked / original file (``read_original`` None: standalone, against ``digest``). Both
+    checks of a chunk run in one native call (Family.check_chunk), a tile or row group at a time."""
     problem = family.shape_problem(src_type, t_packed)
     if problem:
         return [], problem
@@ -129,37 +131,22 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
     if family.name == "amx":
         checks.append("valid")
     covered = (0, 0)
-    for (s0, s1), (p0, p1), rows in family.chunks(src_type, t_packed, CHUNK_BYTES):
+    chunks = list(family.chunks(src_type, t_packed, CHUNK_BYTES))
+    for n, ((s0, s1), (p0, p1), rows) in enumerate(chunks):
         covered = (s1, p1)
+        if n + 1 < len(chunks):   # both files' next chunks are read ahead while this one is checked
+            (a, b), (c, d), _ = chunks[n + 1]
+            read_packed.ahead(c, d)
+            if read_original is not None:
+                read_original.ahead(a, b)
         packed = read_packed(p0, p1)
-        bad = family.first_invalid_row(src_type, ne0, rows, packed)
-        if bad is not None:
-            row = s0 // TYPES[src_type].row_bytes(ne0) + bad
-            return checks, f"packed data is inconsistent (redundant sums or scale ranges) in row {row}"
+        want = read_original(s0, s1) if read_original is not None else None
         rebuilt = scratch("rebuilt", s1 - s0)
-        family.unpack(src_type, ne0, rows, packed, rebuilt)
+        mismatch = family.check_chunk(src_type, ne0, rows, packed, want, rebuilt, do_values)
+        if mismatch is not None:
+            return checks, describe_mismatch(mismatch, t_packed, src_type, s0)
         if hasher is not None:
             hasher.update(rebuilt)
-        if read_original is not None:
-            want = np.frombuffer(read_original(s0, s1), dtype=np.uint8)
-            i = _first_difference(rebuilt, want)
-            if i is not None:
-                return checks, (f"unpacked bytes differ at {_byte_location(t_packed, src_type, s0 + i)}"
-                                f": original 0x{want[i]:02x}, repacked 0x{rebuilt[i]:02x}")
-            source_blocks = want
-        else:
-            source_blocks = rebuilt
-        if do_values:
-            expect = scratch("expect", rows * ne0, np.float32)
-            got = scratch("got", rows * ne0, np.float32)
-            dequantize_source(src_type, ne0, rows, source_blocks, expect)
-            family.dequantize_packed(src_type, ne0, rows, packed, got)
-            i = _first_difference(expect.view(np.uint32), got.view(np.uint32))
-            if i is not None:
-                where = _value_location(t_packed, src_type, (s0 // TYPES[src_type].row_bytes(ne0)) * ne0 + i)
-                return checks, (f"dequantized values differ at {where}: original {expect[i]!r} "
-                                f"(0x{expect.view(np.uint32)[i]:08x}), repacked {got[i]!r} "
-                                f"(0x{got.view(np.uint32)[i]:08x})")
     # every byte of both tensors went through the checks above (whole units, shape_problem)
     if covered != (TYPES[src_type].tensor_bytes(t_packed.shape), t_packed.nbytes):
         return checks, (f"internal: the checks covered {covered[1]} of the tensor's "
@@ -168,6 +155,26 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
         return checks, ("the unpacked tensor differs from the digest recorded at conversion"
                         + (" (unpack would refuse the file)" if read_original is not None else ""))
     return checks, ""
+
+
+def describe_mismatch(m, t: TensorInfo, src_type: int, s0: int) -> str:
+    """The message for the first problem a chunk check found (``s0``: the chunk's first byte in
+    the source tensor)."""
+    from .chunk_checks import BYTES, INVALID
+    first_row = s0 // TYPES[src_type].row_bytes(t.ne0)
+    if m.kind == INVALID:
+        return (f"packed data is inconsistent (redundant sums or scale ranges) in row "
+                f"{first_row + m.index}")
+    if m.kind == BYTES:
+        return (f"unpacked bytes differ at {_byte_location(t, src_type, s0 + m.index)}: "
+                f"original 0x{m.original:02x}, repacked 0x{m.repacked:02x}")
+    where = _value_location(t, src_type, first_row * t.ne0 + m.index)
+    return (f"dequantized values differ at {where}: original {_float32(m.original)} "
+            f"(0x{m.original:08x}), repacked {_float32(m.repacked)} (0x{m.repacked:08x})")
+
+
+def _float32(bits: int) -> str:
+    return str(np.uint32(bits).view(np.float32))
 
 
 def _check_plain(t: TensorInfo, read_data, read_original, digest: str | None
@@ -318,6 +325,16 @@ def _reader(f: GGUFFile, t: TensorInfo, buffer: str):
 
     def read(a: int, b: int):
         return original.read_at(f.fileno(), base + a, b - a, scratch(buffer, b - a), path=f.path)
+
+    def ahead(a: int, b: int) -> None:
+        """Ask the kernel to start reading [a, b) now (a no-op for pages already cached): the
+        two files are then read in parallel with the checks, not one after the other."""
+        if hasattr(os, "posix_fadvise"):
+            try:
+                os.posix_fadvise(f.fileno(), base + a, b - a, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass   # only a hint
+    read.ahead = ahead
     return read
 
 

@@ -210,23 +210,24 @@ def test_signal_right_after_spawn(big, tmp_path, command, sig):
 
 
 # The child of test_signal_while_loading: python -m repack, with an import hook that announces
-# the start of numpy's import (the first heavy module the program loads) and holds it there for a
-# while, so that the signal lands in the middle of the program's loading, every time.
+# the start of a heavy module's import (numpy for the commands that process tensor data; click,
+# the first one loaded after the handlers, for inspect, which never loads numpy) and holds it there
+# for a while, so that the signal lands in the middle of the program's loading, every time.
 _SLOW_IMPORT = """
 import os, runpy, sys, time
-ready = int(sys.argv[1])
+ready, held = int(sys.argv[1]), sys.argv[2]
 
-class HoldNumpy:
+class HoldImport:
     def find_spec(self, name, path=None, target=None):
-        if name == "numpy":
+        if name == held:
             sys.meta_path.remove(self)
-            os.write(ready, b"importing numpy")
+            os.write(ready, b"importing " + held.encode())
             os.close(ready)
             time.sleep(30)
         return None
 
-sys.meta_path.insert(0, HoldNumpy())
-sys.argv = ["amx-repack", *sys.argv[2:]]
+sys.meta_path.insert(0, HoldImport())
+sys.argv = ["amx-repack", *sys.argv[3:]]
 runpy.run_module("repack", run_name="__main__", alter_sys=True)
 """
 
@@ -239,19 +240,21 @@ def test_signal_while_loading(big, tmp_path, command, sig):
     traceback, nothing written (the handlers are installed before the heavy imports)."""
     out = tmp_path / "out.gguf"
     if command == "inspect":
-        args, source = ["inspect", str(big.model)], big.model
+        args, source, held = ["inspect", str(big.model)], big.model, "click"
     else:
         args, source = _command(big, command, out, threads=None)
+        held = "numpy"
     r, w = os.pipe()
     try:
-        proc = subprocess.Popen([sys.executable, "-c", _SLOW_IMPORT, str(w), *args],
+        proc = subprocess.Popen([sys.executable, "-c", _SLOW_IMPORT, str(w), held, *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 pass_fds=(w,), cwd=Path(__file__).resolve().parents[1],
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         os.close(w)
         w = -1
         with reaped(proc):
-            assert os.read(r, 100) == b"importing numpy", proc.communicate(timeout=POLL_TIMEOUT)
+            assert os.read(r, 100) == b"importing " + held.encode(), \
+                proc.communicate(timeout=POLL_TIMEOUT)
             proc.send_signal(sig)
             stdout, err = proc.communicate(timeout=POLL_TIMEOUT)
     finally:

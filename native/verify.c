@@ -1,0 +1,152 @@
+/* Fused per-chunk checks for verify and convert --verify (see verify.h).
+ *
+ * Why here and not in Python: the values check decodes every element twice. Decoded into
+ * chunk-sized float32 arrays (7-8x the packed size) it was bound by memory traffic and doubled the
+ * resident memory; here each tile (AMX: 16 rows x a few blocks) or row group (interleaved) is
+ * decoded into two small buffers that stay in cache, compared, and overwritten by the next.
+ *
+ * The two checks stay independent: the bytes check runs the inverse kernel (amx_unpack /
+ * il_deinterleave) and compares with the original; the values check runs the source decoder
+ * (blk_dequantize_rows, on the original's bytes when there is an original) against the decoder
+ * that reads the packed layout directly (amx_dequantize / blk_dequantize_interleaved). As before,
+ * the bytes check covers the whole chunk first, so the first problem reported is the same one.
+ */
+#include "verify.h"
+
+#include "amx.h"
+#include "blocks.h"
+#include "interleaved.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { TILE_ROWS = 16, PIECE_COLUMNS = 1024 };  /* AMX values check: 2 x 16 x 1024 floats = 128 KiB */
+
+static void found(vf_mismatch *m, int32_t kind, int64_t index, uint32_t original, uint32_t repacked)
+{
+    m->kind = kind;
+    m->index = index;
+    m->original = original;
+    m->repacked = repacked;
+}
+
+/* Bytes check: 1 (and m filled) when rebuilt and original differ. */
+static int compare_bytes(const uint8_t *original, const uint8_t *rebuilt, int64_t n, vf_mismatch *m)
+{
+    if (!original) return 0;
+    const int64_t i = blk_first_difference(original, rebuilt, n);
+    if (i < 0) return 0;
+    found(m, 2, i, original[i], rebuilt[i]);
+    return 1;
+}
+
+static uint32_t bits(const float *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* First differing float (by bits) of two rows x cols buffers, as (row, col); 0 when equal. */
+static int first_value_difference(const float *want, const float *got, int64_t rows, int64_t cols,
+                                  int64_t *row, int64_t *col)
+{
+    if (memcmp(want, got, (size_t)(rows * cols) * sizeof(float)) == 0) return 0;
+    const int64_t i = blk_first_difference((const uint8_t *)want, (const uint8_t *)got,
+                                           rows * cols * (int64_t)sizeof(float)) / 4;
+    *row = i / cols;
+    *col = i % cols;
+    return 1;
+}
+
+int vf_check_amx(int32_t src_type, int64_t qk, int64_t block_bytes, const uint8_t *packed,
+                 const uint8_t *original, uint8_t *rebuilt, int64_t n_rows, int64_t k,
+                 int32_t values, vf_mismatch *m)
+{
+    const int64_t packed_block = amx_packed_block_bytes(src_type);
+    memset(m, 0, sizeof *m);
+    if (!packed_block) return -1;
+    if (qk <= 0 || block_bytes <= 0 || n_rows < 0 || n_rows % TILE_ROWS || k <= 0 || k % qk)
+        return -2;
+    const int64_t strips = n_rows / TILE_ROWS, kb_count = k / qk;
+    const int64_t row_bytes = kb_count * block_bytes, tile_bytes = TILE_ROWS * packed_block;
+
+    const int64_t bad = amx_check(src_type, packed, n_rows, k, 0, strips);
+    if (bad < -1) return -2;
+    if (bad >= 0) {
+        found(m, 1, bad, 0, 0);
+        return 0;
+    }
+    int rc = amx_unpack(src_type, packed, rebuilt, n_rows, k, 0, strips);
+    if (rc) return rc;
+    if (compare_bytes(original, rebuilt, n_rows * row_bytes, m) || !values) return 0;
+
+    /* values: per strip, pieces of `per_piece` blocks (whole tiles) side by side */
+    const uint8_t *source = original ? original : rebuilt;
+    const int64_t per_piece = qk >= PIECE_COLUMNS ? 1 : PIECE_COLUMNS / qk;
+    float *want = malloc((size_t)(TILE_ROWS * per_piece * qk) * sizeof(float) * 2);
+    if (!want) return -4;
+    float *got = want + TILE_ROWS * per_piece * qk;
+    for (int64_t nb = 0; nb < strips && !m->kind; nb++) {
+        /* the first difference in row-major order may lie in a later piece of the strip */
+        int64_t best_row = 0, best_col = 0;
+        uint32_t best_want = 0, best_got = 0;
+        int any = 0;
+        for (int64_t kb = 0; kb < kb_count && !rc; kb += per_piece) {
+            const int64_t blocks = kb + per_piece <= kb_count ? per_piece : kb_count - kb;
+            const int64_t cols = blocks * qk;
+            for (int r = 0; r < TILE_ROWS && !rc; r++)
+                rc = blk_dequantize_rows(src_type, source + (nb * TILE_ROWS + r) * row_bytes + kb * block_bytes,
+                                         want + r * cols, cols, 0, 1);
+            if (!rc)
+                rc = amx_dequantize(src_type, packed + (nb * kb_count + kb) * tile_bytes, got,
+                                    TILE_ROWS, cols, 0, 1);
+            int64_t r, c;
+            if (!rc && first_value_difference(want, got, TILE_ROWS, cols, &r, &c) &&
+                (!any || r < best_row || (r == best_row && kb * qk + c < best_col))) {
+                any = 1;
+                best_row = r;
+                best_col = kb * qk + c;
+                best_want = bits(want + r * cols + c);
+                best_got = bits(got + r * cols + c);
+            }
+        }
+        if (any) found(m, 3, (nb * TILE_ROWS + best_row) * k + best_col, best_want, best_got);
+        if (rc) break;
+    }
+    free(want);
+    return rc;
+}
+
+int vf_check_interleaved(int32_t src_type, int32_t packed_type, const uint8_t *packed,
+                         const uint8_t *original, uint8_t *rebuilt, int64_t n_rows, int64_t ne0,
+                         int32_t values, vf_mismatch *m)
+{
+    memset(m, 0, sizeof *m);
+    const int64_t rows = il_rows_per_group(src_type);
+    if (!rows || il_target_type(src_type) != packed_type) return -1;
+    const int64_t row_bytes = il_source_row_bytes(src_type, ne0);
+    const int64_t group_bytes = il_target_group_bytes(src_type, ne0);
+    if (!row_bytes || !group_bytes || n_rows < 0 || n_rows % rows) return -2;
+    const int64_t groups = n_rows / rows;
+
+    int rc = il_deinterleave(src_type, packed, rebuilt, ne0, 0, groups);
+    if (rc) return rc;
+    if (compare_bytes(original, rebuilt, n_rows * row_bytes, m) || !values) return 0;
+
+    const uint8_t *source = original ? original : rebuilt;
+    float *want = malloc((size_t)(rows * ne0) * sizeof(float) * 2);
+    if (!want) return -4;
+    float *got = want + rows * ne0;
+    for (int64_t g = 0; g < groups && !rc; g++) {
+        rc = blk_dequantize_rows(src_type, source + g * rows * row_bytes, want, ne0, 0, rows);
+        if (!rc) rc = blk_dequantize_interleaved(packed_type, packed + g * group_bytes, got, ne0, 0, 1);
+        int64_t r, c;
+        if (!rc && first_value_difference(want, got, rows, ne0, &r, &c)) {
+            found(m, 3, (g * rows + r) * ne0 + c, bits(want + r * ne0 + c), bits(got + r * ne0 + c));
+            break;
+        }
+    }
+    free(want);
+    return rc;
+}

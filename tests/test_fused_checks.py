@@ -1,0 +1,175 @@
+"""convert --verify, and the fused native chunk checks verify and convert --verify share.
+
+The fused check (native/verify.c) must find exactly what verify's checks found when they ran
+step by step in Python: the first invalid row of the packed data, else the first byte where the
+inverse kernel's output differs from the original, else the first element whose float values
+differ. The reference here is that step-by-step composition of the separate, separately tested
+kernels (validity check, unpack, both float decoders). convert --verify must catch a kernel that
+writes one wrong byte, with exit 1 and no output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import repack
+from formats.ggml_types import TYPES, type_by_name
+from repack import block_decoders, chunk_checks
+from repack.errors import VerificationFailed
+from repack.families import FAMILIES
+from tests.conftest import amx_repack_cli
+from tests.synthetic import sha256, small_model_tensors, write_model
+
+AMX_TYPES = ["q4_0", "q4_1", "q8_0", "q4_K", "q5_K", "q6_K", "iq4_xs"]
+INTERLEAVED_TYPES = ["q4_0", "q8_0", "q4_K", "q6_K", "iq4_xs", "q5_0", "q2_K", "bf16"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return write_model(tmp_path_factory.mktemp("model") / "small.gguf", small_model_tensors())
+
+
+def _reference(family, src_type, ne0, rows, packed, original):
+    """What verify's step-by-step checks report first: (kind, index, original, repacked)."""
+    bad = family.first_invalid_row(src_type, ne0, rows, packed)
+    if bad is not None:
+        return chunk_checks.INVALID, bad, 0, 0
+    rebuilt = np.empty(TYPES[src_type].row_bytes(ne0) * rows, np.uint8)
+    family.unpack(src_type, ne0, rows, packed, rebuilt)
+    diff = np.flatnonzero(rebuilt != original)
+    if diff.size:
+        i = int(diff[0])
+        return chunk_checks.BYTES, i, int(original[i]), int(rebuilt[i])
+    want = np.empty(rows * ne0, np.float32)
+    got = np.empty(rows * ne0, np.float32)
+    block_decoders.dequantize_rows(src_type, original, want, ne0, rows)
+    family.dequantize_packed(src_type, ne0, rows, packed, got)
+    diff = np.flatnonzero(want.view(np.uint32) != got.view(np.uint32))
+    if diff.size:
+        i = int(diff[0])
+        return chunk_checks.VALUES, i, int(want.view(np.uint32)[i]), int(got.view(np.uint32)[i])
+    return None
+
+
+def _cases():
+    for name in AMX_TYPES:
+        yield "amx", name
+    for name in INTERLEAVED_TYPES:
+        yield "interleaved", name
+
+
+@pytest.mark.parametrize("family_name,type_name", list(_cases()))
+def test_fused_check_finds_what_the_separate_checks_find(family_name, type_name):
+    family = FAMILIES[family_name]
+    t = type_by_name(type_name)
+    unit = family.unit_rows(t.id)
+    ne0, rows = 3 * max(t.block_size, 256) if t.block_size > 1 else 1536, 2 * unit
+    rng = np.random.default_rng(t.id)
+    original = rng.integers(0, 256, t.row_bytes(ne0) * rows, dtype=np.uint8)
+    packed = np.empty(family.target_of(t.id).row_bytes(ne0) * rows, np.uint8)
+    family.pack(t.id, ne0, rows, original, packed)
+    rebuilt = np.empty_like(original)
+    values = family.can_dequantize(t.id)
+    assert values, f"{type_name}: no float decoders"
+
+    assert family.check_chunk(t.id, ne0, rows, packed, original, rebuilt, values) is None
+    assert np.array_equal(rebuilt, original)
+    assert family.check_chunk(t.id, ne0, rows, packed, None, rebuilt, values) is None
+
+    kinds = set()
+    for trial in range(24):   # one flipped bit in the packed tensor, or in the original
+        p, o = packed.copy(), original.copy()
+        target = p if trial % 3 else o
+        pos = int(rng.integers(0, target.size))
+        target[pos] ^= np.uint8(1 << int(rng.integers(0, 8)))
+        got = family.check_chunk(t.id, ne0, rows, p, o, rebuilt, values)
+        want = _reference(family, t.id, ne0, rows, p, o)
+        if want is None:
+            assert got is None
+        else:
+            assert got is not None, f"{type_name}: bit flip at {pos} not caught"
+            assert (got.kind, got.index, got.original, got.repacked) == want
+            kinds.add(got.kind)
+    assert chunk_checks.BYTES in kinds
+
+
+def test_chunk_check_arguments_never_reach_native_code(monkeypatch):
+    class Tripwire:
+        def __getattr__(self, name):
+            raise AssertionError(f"native {name} entered with bad arguments")
+    monkeypatch.setattr(chunk_checks, "lib", Tripwire())
+    t = type_by_name("q4_K")
+    packed_type = FAMILIES["amx"].target_of(t.id).id
+    n = t.row_bytes(256) * 16
+    good = np.zeros(n, np.uint8)
+    for packed, original, rebuilt in [(np.zeros(n - 1, np.uint8), good, good.copy()),
+                                      (good, np.zeros(n + 1, np.uint8), good.copy()),
+                                      (good, good, np.zeros(n - 1, np.uint8)),
+                                      (good, good, bytes(n))]:   # read-only output
+        with pytest.raises(ValueError):
+            chunk_checks.check_chunk("amx", t.id, packed_type, 256, 16, packed, original, rebuilt,
+                                     True)
+    for ne0, rows in [(255, 16), (256, 16.0), (0, 16), (256, -16)]:
+        with pytest.raises(ValueError):
+            chunk_checks.check_chunk("amx", t.id, packed_type, ne0, rows, good, good, good.copy(),
+                                     True)
+
+
+@pytest.mark.parametrize("layout", ["amx", "interleaved"])
+def test_convert_verify_writes_the_same_file(model, tmp_path, layout):
+    plain, checked = tmp_path / "plain.gguf", tmp_path / "checked.gguf"
+    repack.convert(model, plain, layout=layout)
+    proc = amx_repack_cli("convert", "--verify", "--layout", layout, model, checked)
+    assert proc.returncode == 0, proc.stderr
+    assert sha256(checked) == sha256(plain)
+    assert "verified: every repacked chunk" in proc.stderr
+
+
+@pytest.fixture
+def one_wrong_byte(monkeypatch):
+    """A pack kernel that writes one wrong byte into the second chunk it packs."""
+    from repack.families import Family
+    real = Family.pack
+    calls = []
+
+    def faulty(self, source_type_id, ne0, rows, src, dst):
+        real(self, source_type_id, ne0, rows, src, dst)
+        calls.append(self.name)
+        if len(calls) == 2:
+            view = memoryview(dst).cast("B")
+            view[len(view) // 2] ^= 0x10
+    monkeypatch.setattr(Family, "pack", faulty)
+    return calls
+
+
+@pytest.mark.parametrize("layout", ["amx", "interleaved"])
+def test_convert_verify_catches_a_kernel_writing_one_wrong_byte(model, tmp_path, layout,
+                                                                 one_wrong_byte):
+    out = tmp_path / "out" / "model.gguf"
+    out.parent.mkdir()
+    with pytest.raises(VerificationFailed, match="unpacked bytes differ at row"):
+        repack.convert(model, out, layout=layout, verify=True, threads=1)
+    assert list(out.parent.iterdir()) == []          # nothing committed, no temporary left
+
+    # the same fault without --verify writes a wrong file (so the check above caught a real one)
+    one_wrong_byte.clear()
+    repack.convert(model, out, layout=layout, threads=1)
+    assert not repack.verify(model, out).ok
+
+
+def test_convert_verify_fault_exits_1_on_the_command_line(model, tmp_path, one_wrong_byte, capsys):
+    import signal
+    from repack.__main__ import main
+    out = tmp_path / "model.gguf"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ)}
+    try:   # the command line, in this process (the faulty kernel is patched in here)
+        with pytest.raises(SystemExit) as e:
+            main(["convert", "--verify", "-q", "-t", "1", str(model), str(out)])
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unpacked bytes differ" in err[0] and "no output was written" in err[0]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
