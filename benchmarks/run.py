@@ -276,16 +276,13 @@ def bench_input(label: str, paths: list[Path], full: bool, quantize, threads: in
                          "ik llama-quantize --repack")
         except RuntimeError as e:
             print(f"note: ik's llama-quantize failed on {label}: {str(e).splitlines()[-1]}")
-    # --layout amx keeps 3-D experts by default (llama.cpp's AMX backend has no MUL_MAT_ID);
-    # the benchmark packs them, to measure the packer on an expert-heavy model
-    amx_select = ["--include", "exps|attn"] if "MoE" in label else []
     if full:
         timed(amx_repack("convert", "-q", "--layout", "interleaved", "-t", threads, files[0], out),
               f"convert interleaved ({threads} threads)", ik_s)
         interleaved = keep("interleaved")
-        timed(amx_repack("convert", "-q", "--layout", "amx", *amx_select, "-t", 1, files[0], out),
+        timed(amx_repack("convert", "-q", "--layout", "amx", "-t", 1, files[0], out),
               "convert amx (1 thread)")
-    amx_s = timed(amx_repack("convert", "-q", "--layout", "amx", *amx_select, "-t", threads,
+    amx_s = timed(amx_repack("convert", "-q", "--layout", "amx", "-t", threads,
                              files[0], out), f"convert amx ({threads} threads)", ik_s)
     packed = keep("amx")
     s, rss = run(amx_repack("verify", "-q", "-t", threads, files[0], packed))

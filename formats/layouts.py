@@ -62,7 +62,8 @@ CODES = {
     "shape_rows": "ne1 is not a multiple of the tile/group height the format needs",
     "shape_n": "ne1 (N) % 32 != 0: llama.cpp's AMX backend does not run it (--allow-amx-n16)",
     "embedding": "token embedding, read by get_rows",
-    "experts": "3-D expert tensor (MUL_MAT_ID), which llama.cpp's AMX backend does not run",
+    "experts": "more than 3 dimensions: the AMX runtime runs 2-D weights (MUL_MAT) and 3-D experts "
+               "(MUL_MAT_ID) only",
     "runtime_rows": "ne1 is not ik_llama.cpp's safe row multiple",
     "bf16": "bf16_r16 runs only on AVX512-BF16 builds",
     "include": "not matched by --include",
@@ -95,8 +96,9 @@ def amx_decision(t: TensorInfo, allow_n16: bool = False) -> Decision:
 
     Seven source types, at least 2-D, K as the runtime needs it, ne1 % 16 (hard: the format),
     ne1 % 32 (llama.cpp's runtime; lifted only by ``allow_n16``), never the get_rows embeddings
-    (soft), no 3-D expert tensors (soft: the format packs them slice by slice, §11, but the
-    runtime has no MUL_MAT_ID for them, so only ``--include`` packs them).
+    (soft). 3-D expert tensors follow the same N and K rules, slice by slice (§11): the runtime
+    patch runs their MUL_MAT_ID on the AMX kernels from the packed slices; a 4-D weight has no
+    kernel there (soft).
     """
     params = amx_params_for_type_id(t.type_id)
     if params is not None and t.type_id == params.packed.id:
@@ -120,10 +122,9 @@ def amx_decision(t: TensorInfo, allow_n16: bool = False) -> Decision:
                        f"(--include packs it only with {AMX_N16_OPTION})")
         return Decision(params.packed, False, reason, "embedding",
                         include_overrides=runtime_rows or allow_n16)
-    if any(d > 1 for d in t.shape[2:]):
-        return Decision(params.packed, False, "3-D expert tensor: llama.cpp's AMX backend has no "
-                        "MUL_MAT_ID, so it would not run (--include packs it anyway, §11)",
-                        "experts")
+    if any(d > 1 for d in t.shape[3:]):
+        return Decision(params.packed, False, f"{len(t.shape)}-D tensor: the AMX runtime runs 2-D "
+                        "weights and 3-D experts only", "experts")
     if not runtime_rows:
         if not allow_n16:
             return Decision(params.packed, False, f"ne1 = {t.ne1} is not a multiple of "

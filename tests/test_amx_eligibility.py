@@ -24,7 +24,8 @@ TENSORS = [
     ("blk.0.attn_k.weight", "q4_0", (64, 48)),          # ne1 % 16 == 0, ne1 % 32 != 0
     ("blk.0.attn_q.weight", "q4_0", (64, 64)),          # ne1 % 32 == 0
     ("blk.0.ffn_up.weight", "q4_K", (256, 32)),         # K = 256
-    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 64, 2)),  # 3-D experts: no MUL_MAT_ID on AMX
+    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 64, 2)),  # 3-D experts: MUL_MAT_ID on AMX
+    ("blk.0.ffn_gate_exps.weight", "q8_0", (64, 64, 2, 2)),  # 4-D: no AMX kernel
     ("blk.0.attn_v.weight", "q4_0", (64, 40)),          # ne1 % 16 != 0: never packed
 ]
 N16 = {"blk.0.attn_k.weight"}
@@ -63,9 +64,10 @@ def test_default_packs_what_llama_cpp_runs(model, tmp_path):
     assert out_types(out) == {
         "token_embd.weight": "q8_0", "output_norm.weight": "f32",
         "blk.0.attn_k.weight": "q4_0", "blk.0.attn_q.weight": "amx_q4_0",
-        "blk.0.ffn_up.weight": "amx_q4_K", "blk.0.ffn_down_exps.weight": "q8_0",
-        "blk.0.attn_v.weight": "q4_0"}
-    assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight"})
+        "blk.0.ffn_up.weight": "amx_q4_K", "blk.0.ffn_down_exps.weight": "amx_q8_0",
+        "blk.0.ffn_gate_exps.weight": "q8_0", "blk.0.attn_v.weight": "q4_0"}
+    assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight",
+                                       "blk.0.ffn_down_exps.weight"})
     # no warning: nothing was packed that the runtime will not run; a note names the override
     assert "warning" not in proc.stderr
     assert f"runtime: the amx layout is read by {AMX_RUNTIME}" in proc.stderr
@@ -92,10 +94,12 @@ def test_allow_amx_n16_packs_them_with_a_warning(model, tmp_path):
     assert "will not run" in warnings[0] and "blk.0.attn_k.weight" in warnings[0]
     types = out_types(out)
     assert types["blk.0.attn_k.weight"] == "amx_q4_0"
-    assert types["blk.0.ffn_down_exps.weight"] == "q8_0"      # experts: still the default
+    assert types["blk.0.ffn_down_exps.weight"] == "amx_q8_0"  # experts: as by default
+    assert types["blk.0.ffn_gate_exps.weight"] == "q8_0"      # 4-D: as by default
     # still never the embedding (get_rows) nor a shape the format cannot hold
     assert types["token_embd.weight"] == "q8_0" and types["blk.0.attn_v.weight"] == "q4_0"
-    assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight"} | N16)
+    assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight",
+                                       "blk.0.ffn_down_exps.weight"} | N16)
     # verify (both checks) and unpack work on those tensors
     proc = amx_repack_cli("verify", "--json", model, out)
     assert proc.returncode == 0, proc.stdout[-2000:]
@@ -114,15 +118,22 @@ def test_allow_amx_n16_packs_them_with_a_warning(model, tmp_path):
     assert out_types(out)["token_embd.weight"] == "amx_q8_0"
 
 
-def test_experts_only_with_include(model, tmp_path):
-    """3-D expert tensors: the format packs them slice by slice (spec §11), but llama.cpp's AMX
-    backend runs no MUL_MAT_ID, so only an explicit --include packs them."""
+def test_experts_packed_by_default(model, tmp_path):
+    """3-D expert tensors: packed slice by slice (spec §11) under the same N and K rules as a 2-D
+    weight, since the runtime patch runs their MUL_MAT_ID on the AMX kernels; a 4-D weight has no
+    AMX kernel and stays."""
     out = tmp_path / "exps.gguf"
-    report = repack.convert(model, out, include=["exps"])
-    (plan,) = [p for p in report.tensors if p.name == "blk.0.ffn_down_exps.weight"]
-    assert plan.repacked and plan.decision.code == "forced" and "3-D expert" in plan.decision.reason
-    assert_packed_exactly(model, out, {"blk.0.ffn_down_exps.weight"})
+    report = repack.convert(model, out)
+    plans = {p.name: p for p in report.tensors}
+    assert plans["blk.0.ffn_down_exps.weight"].repacked
+    assert plans["blk.0.ffn_down_exps.weight"].decision.code == ""
+    gate = plans["blk.0.ffn_gate_exps.weight"]
+    assert not gate.repacked and gate.decision.code == "experts" and "4-D" in gate.decision.reason
     assert amx_repack_cli("verify", model, out).returncode == 0
+    # a 3-D expert tensor whose N the runtime does not take stays, like a 2-D one
+    narrow = write_model(tmp_path / "narrow.gguf", [("blk.0.ffn_up_exps.weight", "q4_0", (64, 48, 4))])
+    (plan,) = repack.convert(narrow, tmp_path / "narrow-amx.gguf").tensors
+    assert not plan.repacked and plan.decision.code == "shape_n"
 
 
 def test_allow_amx_n16_is_for_the_amx_layout_only(model, tmp_path):
@@ -170,7 +181,8 @@ def test_inspect_names_the_runtime_and_the_reason(model, tmp_path):
     assert rows["blk.0.attn_q.weight"]["packs"] and rows["blk.0.ffn_up.weight"]["packs"]
     assert rows["blk.0.attn_v.weight"]["code"] == "shape_rows"
     assert rows["token_embd.weight"]["code"] == "embedding"
-    assert rows["blk.0.ffn_down_exps.weight"]["code"] == "experts"
+    assert rows["blk.0.ffn_down_exps.weight"]["packs"]
+    assert rows["blk.0.ffn_gate_exps.weight"]["code"] == "experts"
     assert "not a multiple of 32 either" in rows["token_embd.weight"]["reason"]
     assert rows["output_norm.weight"]["code"] == "type"
     # inspect agrees with what convert does, tensor for tensor
