@@ -9,16 +9,18 @@
 //
 // stdout: one line "tokens: id id ...", one "margins: m m ..." (each step's lead of the chosen
 // logit over the runner-up), the text, then "load_ms: X", "first_token_ms: Y" (prompt
-// processing plus the first sampled token), "decode_ms: Z", "peak_rss_kib: R" (VmHWM), and
-// "tile_ops_prompt: P", "tile_ops_decode: D": the emulated tile multiplications (TDPBSSD) of the
-// prompt's decode and of the one-token decodes after it (-1: not an emulated-AMX build). Exit 1
-// when the model cannot be loaded.
+// processing plus the first sampled token), "decode_ms: Z", "peak_rss_kib: R" (VmHWM),
+// "decode_cpu_ms: C" (the process's CPU time for the decode steps), and "tile_ops_prompt: P",
+// "tile_ops_decode: D": the emulated tile multiplications (TDPBSSD) of the prompt's decode and of
+// the one-token decodes after it (-1: not an emulated-AMX build). Exit 1 when the model cannot be
+// loaded.
 #include "llama.h"
 
 #include <dlfcn.h>
 
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <clocale>
 #include <cstdio>
 #include <cstdlib>
@@ -62,6 +64,13 @@ static float top2_margin(const float * logits, int n) {
         }
     }
     return a - b;
+}
+
+// CPU time of the whole process: unlike wall time, hardly moved by other processes on the machine
+static double process_cpu_ms() {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 static double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -144,6 +153,7 @@ int main(int argc, char ** argv) {
     llama_token next;
     const long long tile_ops_start = tile_ops();
     long long tile_ops_after_prompt = tile_ops_start;
+    double cpu_ms_after_prompt = process_cpu_ms();
     for (int i = 0; i < n_predict; ++i) {
         if (llama_decode(ctx, batch) != 0) {
             fprintf(stderr, "amx-generate: error: decode failed\n");
@@ -154,6 +164,7 @@ int main(int argc, char ** argv) {
         if (i == 0) {
             first_token_ms = ms_since(t_gen);
             tile_ops_after_prompt = tile_ops();
+            cpu_ms_after_prompt = process_cpu_ms();
         }
         generated.push_back(next);
         if (i < (int) forced.size()) {
@@ -164,6 +175,7 @@ int main(int argc, char ** argv) {
         batch = llama_batch_get_one(&next, 1);
     }
     const double decode_ms = ms_since(t_gen) - first_token_ms;
+    const double decode_cpu_ms = process_cpu_ms() - cpu_ms_after_prompt;
 
     printf("tokens:");
     for (llama_token t : generated) {
@@ -184,6 +196,7 @@ int main(int argc, char ** argv) {
     printf("\nload_ms: %.1f\nfirst_token_ms: %.1f\ndecode_ms: %.1f\npeak_rss_kib: %ld\n", load_ms,
            first_token_ms, decode_ms, peak_rss_kib());
     const long long tile_ops_end = tile_ops();
+    printf("decode_cpu_ms: %.1f\n", decode_cpu_ms);
     printf("tile_ops_prompt: %lld\ntile_ops_decode: %lld\n",
            tile_ops_start < 0 ? -1 : tile_ops_after_prompt - tile_ops_start,
            tile_ops_start < 0 ? -1 : tile_ops_end - tile_ops_after_prompt);
