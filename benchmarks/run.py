@@ -297,22 +297,19 @@ def bench_input(label: str, paths: list[Path], full: bool, quantize, threads: in
                          "ik llama-quantize --repack")
         except RuntimeError as e:
             print(f"note: ik's llama-quantize failed on {label}: {str(e).splitlines()[-1]}")
-    # --layout amx keeps 3-D experts by default (llama.cpp's AMX backend has no MUL_MAT_ID);
-    # the benchmark packs them, to measure the packer on an expert-heavy model
-    amx_select = ["--override", "experts"] if "MoE" in label else []
     if full:
         timed(amx_repack("convert", "-q", "--layout", "interleaved", "-t", threads, files[0], out),
               f"convert interleaved ({threads} thread{'s' if threads != 1 else ''})", ik_s)
         interleaved = keep("interleaved")
-        timed(amx_repack("convert", "-q", "--layout", "amx", *amx_select, "-t", 1, files[0], out),
+        timed(amx_repack("convert", "-q", "--layout", "amx", "-t", 1, files[0], out),
               "convert amx (1 thread)")
-    amx_s = timed(amx_repack("convert", "-q", "--layout", "amx", *amx_select, "-t", threads,
+    amx_s = timed(amx_repack("convert", "-q", "--layout", "amx", "-t", threads,
                              files[0], out), f"convert amx ({threads} thread{'s' if threads != 1 else ''})", ik_s)
     convert_rss, convert_cpu = rows[-1][-1], CPU_SECONDS[-1]
     packed = keep("amx")
     # the proofs beside the convert they prove (issue 13's goals: --verify <= 1.3x, pair verify
     # <= 1.0x with no more memory, standalone verify <= 0.8x)
-    s = timed(amx_repack("convert", "--verify", "-q", "--layout", "amx", *amx_select, "-t", threads,
+    s = timed(amx_repack("convert", "--verify", "-q", "--layout", "amx", "-t", threads,
                          files[0], out), "convert --verify amx")
     rows[-1][7] = (f"takes {s / amx_s:.2f}x convert, CPU {CPU_SECONDS[-1] / convert_cpu:.2f}x "
                    f"(goal 1.3x)")

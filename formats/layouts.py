@@ -67,7 +67,8 @@ CODES = {
     "shape_rows": "ne1 is not a multiple of the tile/group height the format needs",
     "embedding": "token embedding, read by get_rows, which cannot read packed rows",
     "shape_n": "ne1 (N) % 32 != 0: llama.cpp's AMX backend does not run it",
-    "experts": "3-D expert tensor (MUL_MAT_ID), which llama.cpp's AMX backend does not run",
+    "experts": "more than 3 dimensions: the AMX runtime runs 2-D weights (MUL_MAT) and 3-D experts "
+               "(MUL_MAT_ID) only",
     "runtime_rows": "ne1 is not ik_llama.cpp's safe row multiple (its AVX-512 kernels abort)",
     "bf16": "bf16_r16 runs only on AVX512-BF16 builds",
     "include": "matched by no include pattern",
@@ -86,14 +87,12 @@ SOFT_CODES = {
 # What packing despite each soft default means for the runtime (the override's warning).
 OVERRIDE_CONSEQUENCES = {
     "shape_n": "llama.cpp's AMX backend will not run these tensors (it needs ne1 % 32 == 0)",
-    "experts": "llama.cpp's AMX backend has no MUL_MAT_ID, so it will not run these tensors",
+    "experts": "the AMX runtime has no kernel for weights of more than 3 dimensions, so it will "
+               "not run these tensors",
     "runtime_rows": "ik_llama.cpp's AVX-512 builds abort on these tensors (AVX2/NEON builds run "
                     "them)",
     "bf16": "only AVX512-BF16 builds of ik_llama.cpp run bf16_r16",
 }
-# Source types whose 3-D expert tensors the amx layout keeps by default (code "experts"): those
-# the AMX runtime does not run with MUL_MAT_ID.
-AMX_EXPERTS_KEPT_TYPES = frozenset(AMX_RUNTIME_K)
 
 
 @dataclass(frozen=True)
@@ -128,8 +127,9 @@ def amx_decision(t: TensorInfo, overrides=frozenset()) -> Decision:
 
     Seven source types, at least 2-D, K as the runtime needs it, ne1 % 16 (hard: the format),
     never the get_rows embeddings (hard: the runtime), ne1 % 32 (soft ``shape_n``: llama.cpp's
-    runtime), no 3-D expert tensors (soft ``experts``: the format packs them slice by slice, §11,
-    but the runtime has no MUL_MAT_ID for them).
+    runtime). 3-D expert tensors follow the same N and K rules, slice by slice (§11): the runtime
+    patch runs their MUL_MAT_ID on the AMX kernels from the packed slices; a weight of more than 3
+    dimensions has no kernel there (soft ``experts``).
     """
     from .amx_layout import amx_params_for_type_id   # here: `--help` needs none of the tables
     params = amx_params_for_type_id(t.type_id)
@@ -150,9 +150,9 @@ def amx_decision(t: TensorInfo, overrides=frozenset()) -> Decision:
         return Decision(params.packed, False, "embedding, read by get_rows, which cannot read "
                         "packed rows", "embedding")
     kept = []
-    if any(d > 1 for d in t.shape[2:]) and params.source.name in AMX_EXPERTS_KEPT_TYPES:
-        kept.append(("experts", "3-D expert tensor: llama.cpp's AMX backend has no MUL_MAT_ID, "
-                                "so it would not run it (the format packs it slice by slice, §11)"))
+    if any(d > 1 for d in t.shape[3:]):
+        kept.append(("experts", f"{len(t.shape)}-D tensor: the AMX runtime runs 2-D weights and "
+                                f"3-D experts only"))
     if t.ne1 % AMX_RUNTIME_ROWS:
         kept.append(("shape_n", f"ne1 = {t.ne1} is not a multiple of {AMX_RUNTIME_ROWS}: "
                                 f"llama.cpp's AMX backend needs N % {AMX_RUNTIME_ROWS}"))

@@ -1,7 +1,7 @@
-"""--layout amx packs exactly what llama.cpp's AMX backend runs (ne1 % 32, the K rule, no
-get_rows tensors); ne1 % 16-only tensors only behind --override shape_n (--allow-amx-n16), expert
-tensors only behind --override experts; inspect and convert name the runtime that reads each
-layout."""
+"""--layout amx packs exactly what llama.cpp's AMX backend (with the runtime patch) runs: ne1 % 32,
+the K rule, no get_rows tensors, 2-D weights and 3-D experts; ne1 % 16-only tensors only behind
+--override shape_n (--allow-amx-n16), weights of more than 3 dimensions only behind --override
+experts; inspect and convert name the runtime that reads each layout."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ TENSORS = [
     ("blk.0.attn_k.weight", "q4_0", (64, 48)),          # ne1 % 16 == 0, ne1 % 32 != 0
     ("blk.0.attn_q.weight", "q4_0", (64, 64)),          # ne1 % 32 == 0
     ("blk.0.ffn_up.weight", "q4_K", (256, 32)),         # K = 256
-    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 64, 2)),  # 3-D experts: no MUL_MAT_ID on AMX
+    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 64, 2)),  # 3-D experts: MUL_MAT_ID on AMX
+    ("blk.0.ffn_gate_exps.weight", "q8_0", (64, 64, 2, 2)),  # 4-D: no AMX kernel
     ("blk.0.attn_v.weight", "q4_0", (64, 40)),          # ne1 % 16 != 0: never packed
 ]
 N16 = {"blk.0.attn_k.weight"}
@@ -64,9 +65,10 @@ def test_default_packs_what_llama_cpp_runs(model, tmp_path):
     assert out_types(out) == {
         "token_embd.weight": "q8_0", "output_norm.weight": "f32",
         "blk.0.attn_k.weight": "q4_0", "blk.0.attn_q.weight": "amx_q4_0",
-        "blk.0.ffn_up.weight": "amx_q4_K", "blk.0.ffn_down_exps.weight": "q8_0",
-        "blk.0.attn_v.weight": "q4_0"}
-    assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight"})
+        "blk.0.ffn_up.weight": "amx_q4_K", "blk.0.ffn_down_exps.weight": "amx_q8_0",
+        "blk.0.ffn_gate_exps.weight": "q8_0", "blk.0.attn_v.weight": "q4_0"}
+    assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight",
+                                       "blk.0.ffn_down_exps.weight"})
     # no warning: nothing was packed that the runtime will not run; a note names the override
     assert "warning" not in proc.stderr
     assert f"runtime: the amx layout is read by {AMX_RUNTIME}" in proc.stderr
@@ -74,7 +76,7 @@ def test_default_packs_what_llama_cpp_runs(model, tmp_path):
     assert len(note) == 2, proc.stderr
     n16 = [n for n in note if "N % 32" in n]
     assert len(n16) == 1 and "1 kept tensor (" in n16[0] and "override 'shape_n'" in n16[0]
-    assert any("override 'experts'" in n and "ffn_down_exps" in n for n in note)
+    assert any("override 'experts'" in n and "ffn_gate_exps" in n for n in note)
     # the same decisions through the API, and --include only narrows: it forces no rule
     report = repack.convert(model, out, force=True, include=["attn_k", "attn_q", "token_embd"])
     kept = {p.name: p.decision for p in report.tensors if not p.repacked}
@@ -96,10 +98,12 @@ def test_allow_amx_n16_packs_them_with_a_warning(model, tmp_path):
     assert "will not run" in warnings[0] and "blk.0.attn_k.weight" in warnings[0]
     types = out_types(out)
     assert types["blk.0.attn_k.weight"] == "amx_q4_0"
-    assert types["blk.0.ffn_down_exps.weight"] == "q8_0"      # experts: still the default
+    assert types["blk.0.ffn_down_exps.weight"] == "amx_q8_0"  # experts: as by default
+    assert types["blk.0.ffn_gate_exps.weight"] == "q8_0"      # 4-D: as by default
     # still never the embedding (get_rows) nor a shape the format cannot hold
     assert types["token_embd.weight"] == "q8_0" and types["blk.0.attn_v.weight"] == "q4_0"
-    assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight"} | N16)
+    assert_packed_exactly(model, out, {"blk.0.attn_q.weight", "blk.0.ffn_up.weight",
+                                       "blk.0.ffn_down_exps.weight"} | N16)
     # verify (both checks) and unpack work on those tensors
     proc = amx_repack_cli("verify", "--json", model, out)
     assert proc.returncode == 0, proc.stdout[-2000:]
@@ -122,26 +126,37 @@ def test_allow_amx_n16_packs_them_with_a_warning(model, tmp_path):
     assert {p.name: p.decision.code for p in report.tensors}["token_embd.weight"] == "embedding"
 
 
-def test_experts_only_with_the_override(model, tmp_path):
-    """3-D expert tensors: the format packs them slice by slice (spec §11), but llama.cpp's AMX
-    backend runs no MUL_MAT_ID, so only an explicit override packs them; --include alone does
-    not."""
+def test_experts_packed_by_default(model, tmp_path):
+    """3-D expert tensors: packed slice by slice (spec §11) under the same N and K rules as a 2-D
+    weight, since the runtime patch runs their MUL_MAT_ID on the AMX kernels; a 4-D weight has no
+    AMX kernel and stays unless the override 'experts' packs it (with a warning)."""
     out = tmp_path / "exps.gguf"
     with pytest.raises(repack.UsageError, match="matches no tensor"):
         repack.convert(model, out, include=["no_such_tensor"])
-    report = repack.convert(model, out, include=["exps"])
-    assert not report.repacked and not out_types(out)["blk.0.ffn_down_exps.weight"].startswith("amx")
+    report = repack.convert(model, out)
+    plans = {p.name: p for p in report.tensors}
+    assert plans["blk.0.ffn_down_exps.weight"].repacked
+    assert plans["blk.0.ffn_down_exps.weight"].decision.code == ""
+    gate = plans["blk.0.ffn_gate_exps.weight"]
+    assert not gate.repacked and gate.decision.code == "experts" and "4-D" in gate.decision.reason
+    assert amx_repack_cli("verify", model, out).returncode == 0
     proc = amx_repack_cli("convert", "-q", "--force", "--include", "exps", "--override", "experts",
                           model, out, check=True)
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "override 'experts'" in warnings[0], proc.stderr
-    assert "ffn_down_exps" in warnings[0] and "MUL_MAT_ID" in warnings[0]
+    assert "ffn_gate_exps" in warnings[0] and "more than 3 dimensions" in warnings[0]
     report = repack.convert(model, out, force=True, include=["exps"], overrides=["experts"])
-    (plan,) = [p for p in report.tensors if p.name == "blk.0.ffn_down_exps.weight"]
-    assert plan.repacked and plan.decision.code == "override" and "3-D expert" in plan.decision.reason
+    plans = {p.name: p for p in report.tensors}
+    plan = plans["blk.0.ffn_gate_exps.weight"]
+    assert plan.repacked and plan.decision.code == "override" and "4-D" in plan.decision.reason
     assert plan.decision.overridden == ("experts",)
-    assert_packed_exactly(model, out, {"blk.0.ffn_down_exps.weight"})
+    assert plans["blk.0.ffn_down_exps.weight"].repacked
+    assert_packed_exactly(model, out, {"blk.0.ffn_down_exps.weight", "blk.0.ffn_gate_exps.weight"})
     assert amx_repack_cli("verify", model, out).returncode == 0
+    # a 3-D expert tensor whose N the runtime does not take stays, like a 2-D one
+    narrow = write_model(tmp_path / "narrow.gguf", [("blk.0.ffn_up_exps.weight", "q4_0", (64, 48, 4))])
+    (plan,) = repack.convert(narrow, tmp_path / "narrow-amx.gguf").tensors
+    assert not plan.repacked and plan.decision.code == "shape_n"
 
 
 def test_overrides_are_checked_against_the_layout(model, tmp_path):
@@ -200,7 +215,8 @@ def test_inspect_names_the_runtime_and_the_reason(model, tmp_path):
     assert rows["blk.0.attn_q.weight"]["packs"] and rows["blk.0.ffn_up.weight"]["packs"]
     assert rows["blk.0.attn_v.weight"]["code"] == "shape_rows"
     assert rows["token_embd.weight"]["code"] == "embedding"
-    assert rows["blk.0.ffn_down_exps.weight"]["code"] == "experts"
+    assert rows["blk.0.ffn_down_exps.weight"]["packs"]
+    assert rows["blk.0.ffn_gate_exps.weight"]["code"] == "experts"
     assert "get_rows" in rows["token_embd.weight"]["reason"]
     assert rows["output_norm.weight"]["code"] == "type"
     # inspect agrees with what convert does, tensor for tensor

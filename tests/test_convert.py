@@ -109,10 +109,9 @@ def test_expert_tensors_pack_slice_by_slice(tmp_path):
         ("blk.0.ffn_up_exps.weight", "q8_0", (64, 32, 4)),
     ])
     out = tmp_path / "amx.gguf"
-    # llama.cpp's AMX backend runs no experts, so they are packed only when asked for
-    assert not repack.convert(path, out, layout="amx").repacked
-    assert not repack.convert(path, out, layout="amx", include=["exps"], force=True).repacked
-    repack.convert(path, out, layout="amx", overrides=["experts"], force=True)
+    # packed by default: the runtime patch runs their MUL_MAT_ID on the AMX kernels
+    report = repack.convert(path, out, layout="amx")
+    assert len(report.repacked) == 3
     src, dst = read_gguf(path), read_gguf(out)
     for a, b in zip(src.tensors, dst.tensors):
         params = amx_layout.AMX_PARAMS[a.type.name]

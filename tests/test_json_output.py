@@ -20,7 +20,8 @@ TENSORS = [
     ("output_norm.weight", "f32", (64,)),
     ("blk.0.attn_q.weight", "q4_0", (64, 64)),
     ("blk.0.attn_k.weight", "q4_0", (64, 48)),
-    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 64, 2)),
+    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 64, 2)),      # amx: packed (MUL_MAT_ID)
+    ("blk.0.ffn_gate_exps.weight", "q8_0", (64, 64, 2, 2)),   # amx: experts (4-D)
 ]
 
 
@@ -85,14 +86,15 @@ def test_every_command_writes_its_documented_keys(model, tmp_path):
     done = run_json("convert", "--override", "shape_n", model, out)
     check(done, "convert")
     assert done["inputs"] == [str(model)] and done["outputs"] == [str(out)]
-    assert done["layout"] == "amx" and done["dry_run"] is False and done["repacked"] == 2
+    assert done["layout"] == "amx" and done["dry_run"] is False and done["repacked"] == 3
     assert done["selection"] == {"include": [], "exclude": [], "overrides": ["shape_n"]}
     by_name = {t["name"]: t for t in done["tensors"]}
     assert by_name["blk.0.attn_q.weight"]["code"] is None
     assert by_name["blk.0.attn_k.weight"]["code"] == "override"
     assert by_name["blk.0.attn_k.weight"]["overridden"] == ["shape_n"]
     assert by_name["token_embd.weight"]["code"] == "embedding"
-    assert by_name["blk.0.ffn_down_exps.weight"]["code"] == "experts"
+    assert by_name["blk.0.ffn_down_exps.weight"]["code"] is None
+    assert by_name["blk.0.ffn_gate_exps.weight"]["code"] == "experts"
     assert all(t["code"] in CODES for t in done["tensors"] if t["code"])
     assert len(done["warnings"]) == 1 and "override 'shape_n'" in done["warnings"][0]
     assert sum(r["tensors"] for r in done["by_type"]) == len(TENSORS)
@@ -100,7 +102,7 @@ def test_every_command_writes_its_documented_keys(model, tmp_path):
     unpacked = run_json("unpack", out, back)
     check(unpacked, "unpack")
     assert unpacked["byte_identical"] is True and unpacked["foreign"] is False
-    assert unpacked["unpacked"] == 2 and back.read_bytes() == model.read_bytes()
+    assert unpacked["unpacked"] == 3 and back.read_bytes() == model.read_bytes()
     verified = run_json("verify", model, out)
     check(verified, "verify")
     assert verified["ok"] and verified["verdict"] == "equivalent" and verified["failures"] == 0

@@ -192,7 +192,7 @@ def generate(bin_dir: Path, model: Path, env: dict | None = None) -> dict:
     VmHWM: wait4's ru_maxrss would count the pytest process it was forked from) and what was
     repacked."""
     proc = subprocess.Popen([bin_dir / "amx-generate", model, "-n", str(N_PREDICT), "-t", "2", PROMPT],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                             env={**os.environ, **(env or {})})
     out, err = proc.communicate()
     tokens = re.search(r"^tokens:(.*)$", out, re.M)
@@ -200,6 +200,7 @@ def generate(bin_dir: Path, model: Path, env: dict | None = None) -> dict:
     buffers = {name: float(mib) for name, mib in
                re.findall(r"load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB", err)}
     return {"returncode": proc.returncode, "tokens": tokens.group(1).split() if tokens else None,
+            "stdout": out,
             "peak_rss_kib": int(rss.group(1)) if rss else None,
             "stderr": err, "buffers": buffers,
             "repacked": re.findall(r"amx repack tensor (\S+) of type", err)}

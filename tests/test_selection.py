@@ -29,7 +29,8 @@ TENSORS = [
     ("blk.0.attn_q.weight", "q4_0", (64, 64)),
     ("blk.0.attn_k.weight", "q4_0", (64, 48)),            # amx: shape_n (soft)
     ("blk.0.ffn_up.weight", "q4_K", (256, 32)),
-    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 64, 2)),  # amx: experts (soft)
+    ("blk.0.ffn_down_exps.weight", "q8_0", (64, 64, 2)),  # amx: packed (MUL_MAT_ID)
+    ("blk.0.ffn_gate_exps.weight", "q8_0", (64, 64, 2, 2)),  # amx: experts (4-D, soft)
     ("blk.0.attn_v.weight", "bf16", (64, 16)),            # interleaved: bf16 (soft)
     ("blk.0.ffn_gate.weight", "q4_0", (64, 8)),           # interleaved: runtime_rows (soft)
 ]
@@ -69,7 +70,7 @@ def test_gemma_include_everything_keeps_the_embedding_and_ik_generates_the_origi
 
 @pytest.mark.parametrize("layout,code,tensor", [
     ("amx", "shape_n", "blk.0.attn_k.weight"),
-    ("amx", "experts", "blk.0.ffn_down_exps.weight"),
+    ("amx", "experts", "blk.0.ffn_gate_exps.weight"),
     ("interleaved", "bf16", "blk.0.attn_v.weight"),
     ("interleaved", "runtime_rows", "blk.0.ffn_gate.weight"),
 ])
