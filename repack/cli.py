@@ -72,7 +72,9 @@ def print_convert_report(r: ConvertReport) -> None:
     rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
     click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
                       {2, 3, 4}))
-    click.echo(f"repacked {len(r.repacked)} of {len(r.tensors)} tensors; {_human(r.bytes_in)} in, "
+    added = f" (and {len(r.added)} added)" if r.added else ""
+    click.echo(f"repacked {len(r.repacked)} of {len(r.tensors) - len(r.added)} tensors{added}; "
+               f"{_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
     click.echo(f"runtime: the {r.layout} layout is read by {r.runtime}", err=True)
     for n in r.notes:
@@ -108,19 +110,26 @@ def cli():
               help="amx: also pack tensors whose row count ne1 is a multiple of 16 but not of 32. "
                    "The format holds them, but llama.cpp will not run such tensors on AMX (its "
                    "AMX backend needs ne1 % 32 == 0); a warning names every use.")
+@click.option("--untie-output", "untie_output", is_flag=True,
+              help="amx: for a model whose output matrix is its token_embd.weight (no "
+                   "output.weight), also write an AMX-packed copy of it as output.weight, so "
+                   "llama.cpp packs nothing at load. The file grows by that tensor; unpack "
+                   "removes it. Only for architectures whose llama.cpp loader takes a separate "
+                   "output.weight.")
 @click.option("--compress", is_flag=True,
               help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar and no summary (warnings are still printed).")
-def convert(input, output, layout, threads, include, exclude, allow_amx_n16, compress, force,
-            quiet):
+def convert(input, output, layout, threads, include, exclude, allow_amx_n16, untie_output,
+            compress, force, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
     progress = _Progress(_input_size(input), quiet, "convert")
     try:
         report = convert_file(input, output, layout=layout, threads=threads, include=include,
                               exclude=exclude, force=force, progress=progress,
-                              compress=compress, allow_amx_n16=allow_amx_n16)
+                              compress=compress, allow_amx_n16=allow_amx_n16,
+                              untie_output=untie_output)
     finally:
         progress.close()
     if not quiet:
@@ -151,9 +160,12 @@ def inspect(file, as_json):
         by = {k: printable(str(v)) for k, v in r.repacked_by.items()}   # values from the file
         click.echo(f"repacked by amx-repack {by['tool_version']}: layout {by['layout']} "
                    f"v{by['layout_version']}, read by {by['runtime']}")
+        for name, source in r.repacked_by["added_tensors"].items():
+            click.echo(f"added by convert --untie-output: {printable(name)}, a packed copy of "
+                       f"{printable(source)} (not in the original; unpack removes it)")
     rows = []
     for t in r.tensors:
-        cells = [t.name, t.type + (f" (was {t.original_type})" if t.original_type else ""),
+        cells = [t.name + (" (added)" if t.added_from else ""), t.type + (f" (was {t.original_type})" if t.original_type else ""),
                  "x".join(map(str, t.shape)), t.bytes, t.offset]
         for family in ("amx", "interleaved"):
             d = t.layouts[family]

@@ -10,6 +10,7 @@ from formats.ggml_types import type_name
 from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
 from formats.interleaved_layout import FILE_TYPE_REPACKED
 from formats.layouts import AMX_N16_OPTION, RUNTIMES, Decision, compile_patterns, decide, select
+from formats import tied_output
 
 from . import __version__, metadata, original, shards, zst
 from .checksum import XXH64
@@ -19,6 +20,7 @@ from .families import FAMILIES, LAYOUT_VERSION
 from .runner import ProgressCallback, default_threads, interruptible, run_tasks, scratch
 
 LAYOUTS = ("amx", "interleaved", "none")
+UNTIE_OUTPUT_OPTION = "--untie-output"
 CHUNK_BYTES = 16 << 20   # work per task: big enough to amortise a call, small enough to balance
 FILE_TYPE_KEY = "general.file_type"
 
@@ -32,6 +34,7 @@ class TensorPlan:
     nbytes: int
     out_nbytes: int
     decision: Decision | None  # None for --layout none
+    added_from: str | None = None   # a tensor the input does not have: a packed copy of this one
 
     @property
     def repacked(self) -> bool:
@@ -55,7 +58,7 @@ class ConvertReport:
 
     @property
     def bytes_in(self) -> int:
-        return sum(t.nbytes for t in self.tensors)
+        return sum(t.nbytes for t in self.tensors if not t.added_from)
 
     @property
     def bytes_out(self) -> int:
@@ -63,7 +66,12 @@ class ConvertReport:
 
     @property
     def repacked(self) -> list[TensorPlan]:
-        return [t for t in self.tensors if t.repacked]
+        return [t for t in self.tensors if t.repacked and not t.added_from]
+
+    @property
+    def added(self) -> list[TensorPlan]:
+        """Tensors written that the input does not have (--untie-output)."""
+        return [t for t in self.tensors if t.added_from]
 
     @property
     def runtime(self) -> str:
@@ -90,7 +98,7 @@ class ConvertReport:
         for t in self.tensors:
             row = acc.setdefault((type_name(t.type_id), type_name(t.out_type_id)), [0, 0, 0])
             row[0] += 1
-            row[1] += t.nbytes
+            row[1] += 0 if t.added_from else t.nbytes
             row[2] += t.out_nbytes
         return sorted((a, b, *v) for (a, b), v in acc.items())
 
@@ -118,6 +126,28 @@ def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=(),
         else:
             plans.append(TensorPlan(t.name, t.shape, t.type_id, t.type_id, t.nbytes, t.nbytes, d))
     return plans
+
+
+def plan_untied_output(src: GGUFFile, plans: list[TensorPlan], allow_amx_n16: bool) -> TensorPlan:
+    """--untie-output: the plan of an AMX-packed output.weight copied from token_embd.weight, or
+    an InputError saying why this model cannot have one (formats/tied_output.py)."""
+    if shards.KEY_SPLIT_COUNT in src.kv or shards.KEY_SPLIT_TENSORS in src.kv:
+        raise InputError(f"{src.path}: {UNTIE_OUTPUT_OPTION} does not take split models (it "
+                         f"would change the tensor count the shards record)")
+    tensors = {t.name: t for t in src.tensors}
+    arch_rec = src.kv.get(tied_output.ARCH_KEY)
+    arch = arch_rec.value if arch_rec is not None and arch_rec.value_type == ValueType.STRING \
+        else None
+    problem = tied_output.untie_problem(arch, tensors, allow_amx_n16)
+    if problem:
+        raise InputError(f"{src.path}: cannot {UNTIE_OUTPUT_OPTION}: {problem}")
+    source = tensors[tied_output.SOURCE_NAME]
+    if next(p for p in plans if p.name == source.name).repacked:
+        raise InputError(f"{src.path}: {UNTIE_OUTPUT_OPTION} keeps {source.name} unpacked for "
+                         f"get_rows, but --include packs it: leave it out of --include")
+    d = tied_output.untie_decision(source, allow_amx_n16)
+    return TensorPlan(tied_output.OUTPUT_NAME, source.shape, source.type_id, d.target.id,
+                      source.nbytes, d.target.tensor_bytes(source.shape), d, source.name)
 
 
 def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
@@ -148,13 +178,16 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
 def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "amx",
             threads: int | None = None, include=(), exclude=(), force: bool = False,
             progress: ProgressCallback | None = None, compress: bool = False,
-            allow_amx_n16: bool = False) -> ConvertReport:
+            allow_amx_n16: bool = False, untie_output: bool = False) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
     ``include`` / ``exclude`` are regular expressions searched in tensor names.
     ``allow_amx_n16`` (amx only) also packs tensors with ``ne1 % 16 == 0`` but ``ne1 % 32 != 0``,
     which the format holds but llama.cpp's AMX backend does not run (a warning says so).
+    ``untie_output`` (amx only) adds an AMX-packed ``output.weight``, a copy of the tied
+    ``token_embd.weight``, so that llama.cpp packs nothing at load (formats/tied_output.py); only
+    for a model without output.weight whose architecture's loader takes one.
     ``progress`` is called with a byte count as work completes. ``compress`` writes ``output + ".zst"`` (a
     multi-threaded zstd stream); a ``.gguf.zst`` input is streamed, never held in memory.
     Raises a :class:`repack.errors.RepackError`.
@@ -163,11 +196,13 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     threads = threads or default_threads()
     if threads < 1:
         raise UsageError("--threads must be at least 1")
+    if untie_output and layout != "amx":
+        raise UsageError(f"{UNTIE_OUTPUT_OPTION} applies to --layout amx only")
     started = time.perf_counter()
 
     def produce(src, in_path, out_path):
         r, out = _convert_open(src, in_path, out_path, layout, threads, include, exclude,
-                               allow_amx_n16, progress)
+                               allow_amx_n16, progress, untie_output)
         if compress:
             out = zst.compress_output(out, zst.compressed_name(out_path), threads)
             r.output = r.outputs[0] = zst.compressed_name(out_path)
@@ -226,10 +261,12 @@ def refuse_repacked_input(src: GGUFFile, path: str) -> None:
 
 def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: int,
                   include, exclude, allow_amx_n16: bool,
-                  progress) -> tuple[ConvertReport, AtomicOutputFile]:
+                  progress, untie_output: bool = False) -> tuple[ConvertReport, AtomicOutputFile]:
     if layout != "none":
         refuse_repacked_input(src, input)
     plans = plan_tensors(src, layout, include, exclude, allow_amx_n16)
+    if untie_output:
+        plans.append(plan_untied_output(src, plans, allow_amx_n16))
     report = ConvertReport(input, output, layout, threads, plans)
     if layout == "none":
         return report, _copy(src, input, output, threads, progress)
@@ -245,10 +282,23 @@ def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: 
     recorded = original.capture(src, input)
     if recorded.filler:
         report.notes.append(original.describe_filler(src, recorded.filler))
+    tensors = list(src.tensors)   # per plan: the input tensor its data is read from
+    for p in report.added:
+        # an added tensor's records are its source's: its values, type, shape and bytes
+        source = src.tensor(p.added_from)
+        tensors.append(source)
+        recorded.shapes.append(source.shape)
+        recorded.offsets.append(source.offset)
+        recorded.added.append((p.name, p.added_from))
+        report.notes.append(f"added {p.name} ({type_name(p.out_type_id)}, {p.out_nbytes:,} "
+                            f"bytes): a packed copy of {p.added_from}, which stays unpacked for "
+                            f"get_rows (unpack leaves it out)")
 
     digests = [metadata.DIGEST_PLACEHOLDER] * len(plans)
     outputs = [OutputTensor(p.name, p.shape, p.out_type_id, p.out_nbytes) for p in plans]
-    data_order = sorted(range(len(plans)), key=lambda i: src.tensors[i].offset)
+    # input tensors in their data order, then the added ones
+    data_order = sorted(range(len(src.tensors)), key=lambda i: src.tensors[i].offset)
+    data_order += range(len(src.tensors), len(plans))
 
     def layout_for(digest_list):
         return plan_layout(src.version, _output_metadata(src, layout, plans, digest_list, recorded),
@@ -257,7 +307,7 @@ def _convert_open(src: GGUFFile, input: str, output: str, layout: str, threads: 
     out_layout = layout_for(digests)
     out = AtomicOutputFile(output, out_layout.total_size)
     try:
-        _fill(src, input, out, out_layout, plans, layout, digests, threads, progress)
+        _fill(src, input, out, out_layout, tensors, plans, layout, digests, threads, progress)
         header = layout_for(digests).header
         assert len(header) == out_layout.data_start
         out.pwrite(0, header)
@@ -298,13 +348,14 @@ def _group(out: list[str], verb: str, plans: list[TensorPlan]) -> None:
                    + (" (and similar)" if len(group) > 1 else ""))
 
 
-def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, plans: list[TensorPlan],
-          layout: str, digests: list[str], threads: int, progress) -> None:
+def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, tensors,
+          plans: list[TensorPlan], layout: str, digests: list[str], threads: int,
+          progress) -> None:
     """Write every tensor's data, one task per tensor, chunk by chunk through per-thread scratch
     buffers: read (pread), digest, repack, write (pwrite). No tensor data goes through a mapping,
     so resident memory is a few chunks per thread whatever the model size."""
     tasks = []
-    for i, (t, p) in enumerate(zip(src.tensors, plans)):
+    for i, (t, p) in enumerate(zip(tensors, plans)):
         s0 = src.data_start + t.offset
         d0 = out_layout.data_start + out_layout.offsets[i]
         family = FAMILIES[layout] if p.repacked else None
