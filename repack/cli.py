@@ -135,7 +135,9 @@ def print_convert_report(r: ConvertReport) -> None:
     rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
     click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
                       {2, 3, 4}))
-    click.echo(f"repacked {len(r.repacked)} of {plural(len(r.tensors), 'tensor')}; {_human(r.bytes_in)} in, "
+    added = f" (and {len(r.added)} added)" if r.added else ""
+    click.echo(f"repacked {len(r.repacked)} of {plural(len(r.tensors) - len(r.added), 'tensor')}"
+               f"{added}; {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
     if r.verified:
         click.echo(f"verified: every repacked chunk unpacks to the input's bytes and decodes to "
@@ -230,6 +232,12 @@ def printable_type(type_id: int) -> str:
                    "write nothing.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document on stdout instead of the summary (docs/json.md).")
+@click.option("--untie-output", "untie_output", is_flag=True,
+              help="amx: for a model whose output matrix is its token_embd.weight (no "
+                   "output.weight), also write an AMX-packed copy of it as output.weight, so "
+                   "llama.cpp packs nothing at load. The file grows by that tensor; unpack "
+                   "removes it. Only for architectures whose llama.cpp loader takes a separate "
+                   "output.weight.")
 @click.option("--compress", is_flag=True,
               help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
@@ -239,8 +247,8 @@ def printable_type(type_id: int) -> str:
                    "on a mismatch exit 1 and write nothing.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress and no summary (warnings are still printed).")
-def convert(input, output, layout, threads, include, exclude, overrides, allow_amx_n16, dry_run,
-            as_json, compress, force, verify_output, quiet):
+def convert(input, output, layout, threads, include, exclude, overrides, allow_amx_n16,
+            untie_output, dry_run, as_json, compress, force, verify_output, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
     from .pipeline import convert as convert_file
     progress = _Progress(quiet or dry_run, "convert")
@@ -250,7 +258,7 @@ def convert(input, output, layout, threads, include, exclude, overrides, allow_a
                               exclude=exclude, force=force, progress=progress,
                               compress=compress, allow_amx_n16=allow_amx_n16,
                               overrides=overrides, dry_run=dry_run, on_warning=progress.warn,
-                              verify=verify_output)
+                              verify=verify_output, untie_output=untie_output)
     finally:
         progress.close()
     if dry_run:     # a plan's warnings (what the real run would say) come with the plan
@@ -281,9 +289,12 @@ def inspect(file, as_json):
         by = {k: printable(str(v)) for k, v in r.repacked_by.items()}   # values from the file
         click.echo(f"repacked by amx-repack {by['tool_version']}: layout {by['layout']} "
                    f"v{by['layout_version']}, read by {by['runtime']}")
+        for name, source in r.repacked_by["added_tensors"].items():
+            click.echo(f"added by convert --untie-output: {printable(name)}, a packed copy of "
+                       f"{printable(source)} (not in the original; unpack removes it)")
     rows = []
     for t in r.tensors:
-        cells = [t.name, t.type + (f" (was {t.original_type})" if t.original_type else ""),
+        cells = [t.name + (" (added)" if t.added_from else ""), t.type + (f" (was {t.original_type})" if t.original_type else ""),
                  "x".join(map(str, t.shape)), t.bytes, t.offset]
         for family in ("amx", "interleaved"):
             d = t.layouts[family]

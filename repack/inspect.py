@@ -26,6 +26,8 @@ class TensorRow:
     #                                            "code": str (formats.layouts.CODES)}
     original_type: str | None = None   # for a repacked file: the type before conversion
     shard: int = 0                     # index of the file holding it (split models)
+    added_from: str | None = None      # not in the original: convert --untie-output copied it from
+    #                                    this tensor (recorded in the file; unpack removes it)
 
 
 @dataclass
@@ -69,13 +71,15 @@ def inspect(path: str | os.PathLike) -> InspectReport:
         if info is not None:
             repacked_by = {"layout": info.layout, "layout_version": info.layout_version,
                            "tool_version": info.tool_version,
-                           "runtime": RUNTIMES.get(info.layout, "unknown layout")}
+                           "runtime": RUNTIMES.get(info.layout, "unknown layout"),
+                           "added_tensors": dict(zip(info.added_tensors, info.added_sources))}
         report = InspectReport(path, first.version, sum(f.file_size for f in model.files),
                                first.alignment, first.data_start, len(first.kv), repacked_by,
                                shards=model.paths)
         for shard, src in enumerate(model.files):
             shard_info = metadata.read_info(src.kv)
             originals = dict(zip(shard_info.tensor_names, shard_info.original_types)) if shard_info else {}
+            added = dict(zip(shard_info.added_tensors, shard_info.added_sources)) if shard_info else {}
             for t in src.tensors:
                 layouts = {}
                 for family, decide in DECIDERS.items():
@@ -85,6 +89,7 @@ def inspect(path: str | os.PathLike) -> InspectReport:
                 orig = originals.get(t.name)
                 report.tensors.append(TensorRow(
                     t.name, t.type.name, list(t.shape), t.nbytes, t.offset, layouts,
-                    type_name(orig) if orig is not None and orig != t.type_id else None, shard))
+                    type_name(orig) if orig is not None and orig != t.type_id else None, shard,
+                    added.get(t.name)))
     report.seconds = time.perf_counter() - started
     return report

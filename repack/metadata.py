@@ -29,9 +29,16 @@ tensor data:
                                              (every other such byte is zero)
     amx_repack.filler_sha256          str    sha256 of the file size and the three filler records
 
+Only in a file with tensors the conversion added (``convert --untie-output``), still version 2:
+
+    amx_repack.added_tensors          [str]  tensors of this file that the original does not have
+    amx_repack.added_tensor_sources   [str]  per added tensor, the original tensor whose values it
+                                             holds (its per-tensor records above are that
+                                             tensor's: type, digest, shape, offset)
+
 With these, ``verify REPACKED`` needs no other input, and ``unpack`` rebuilds the original
-exactly: drop the prefix, put changed values back in place, drop added keys, write the tensor
-infos, data and filler bytes where the original had them, and check every piece against its
+exactly: drop the prefix, put changed values back in place, drop added keys and added tensors,
+write the tensor infos, data and filler bytes where the original had them, and check every piece against its
 record before the output is committed.
 """
 
@@ -69,6 +76,9 @@ KEY_FILLER_OFFSETS = PREFIX + "filler.offsets"
 KEY_FILLER_LENGTHS = PREFIX + "filler.lengths"
 KEY_FILLER_BYTES = PREFIX + "filler.bytes"
 KEY_FILLER_SHA256 = PREFIX + "filler_sha256"
+# version 2, present only when the conversion added tensors
+KEY_ADDED_TENSORS = PREFIX + "added_tensors"
+KEY_ADDED_SOURCES = PREFIX + "added_tensor_sources"
 
 # The versions of these records this tool reads, and the keys each one must carry.
 SUPPORTED_VERSIONS = (1, 2)
@@ -95,6 +105,8 @@ class OriginalRecords:
     header_sha256: str
     file_size: int
     filler: list[tuple[int, bytes]] = field(default_factory=list)   # (file offset, bytes) runs
+    # tensors the conversion added: (name, the original tensor whose values it holds)
+    added: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +132,8 @@ class RepackInfo:
     file_size: int | None = None
     filler: list[tuple[int, bytes]] | None = None
     filler_sha256: str | None = None
+    added_tensors: list[str] = field(default_factory=list)
+    added_sources: list[str] = field(default_factory=list)
 
     def original_type_of(self, name: str) -> int:
         return self.original_types[self.tensor_names.index(name)]
@@ -207,6 +221,13 @@ def build_records(layout: str, layout_version: int, tool_version: str, names: li
             encode_kv(KEY_FILLER_SHA256, ValueType.STRING,
                       filler_digest(original.file_size, original.filler)),
         ]
+        if original.added:   # absent otherwise: files without added tensors are as before
+            records += [
+                encode_kv(KEY_ADDED_TENSORS, ValueType.ARRAY, [a for a, _ in original.added],
+                          ValueType.STRING),
+                encode_kv(KEY_ADDED_SOURCES, ValueType.ARRAY, [b for _, b in original.added],
+                          ValueType.STRING),
+            ]
     records += [rename_kv(rec, ORIGINAL_PREFIX + key) for key, rec in changed.items()]
     return records
 
@@ -283,6 +304,8 @@ def read_info(kv: dict[str, KVRecord]) -> RepackInfo | None:
     if offsets is not None and lengths is not None and data is not None:
         info.filler = _split_filler(offsets, lengths, data)
     info.filler_sha256 = get(KEY_FILLER_SHA256, "str")
+    info.added_tensors = list(get(KEY_ADDED_TENSORS, "[str]", []))
+    info.added_sources = list(get(KEY_ADDED_SOURCES, "[str]", []))
     return info
 
 

@@ -238,6 +238,8 @@ class OriginalLayout:
     file_size: int
     filler: list[tuple[int, bytes]] = field(default_factory=list)
     version_of_records: int = 2
+    # per original tensor, its index in the repacked file (which may hold added tensors too)
+    rep_index: list[int] = field(default_factory=list)
 
     @property
     def header_end(self) -> int:
@@ -285,6 +287,9 @@ def recorded_layout(rep: GGUFFile, info: metadata.RepackInfo, source_types: list
             problems.append(f"'{key}' lists {plural(len(values), 'tensor')}, the file has {n}")
     if problems:
         return None, problems
+    added, problems = added_tensors(rep, info)
+    if problems:
+        return None, problems
 
     for t, src_type, rec_type in zip(rep.tensors, source_types, info.original_types):
         if src_type != rec_type:
@@ -302,7 +307,11 @@ def recorded_layout(rep: GGUFFile, info: metadata.RepackInfo, source_types: list
     if problems:
         return None, problems
 
-    types = list(info.original_types)
+    # the original's tensors: the file's, less those the conversion added
+    kept = [i for i in range(n) if i not in added]
+    names = [names[i] for i in kept]
+    shapes = [shapes[i] for i in kept]
+    types = [info.original_types[i] for i in kept]
     nbytes = [TYPES[ty].tensor_bytes(s) for ty, s in zip(types, shapes)]
     alignment = _alignment(records)
     if isinstance(alignment, str):
@@ -310,7 +319,7 @@ def recorded_layout(rep: GGUFFile, info: metadata.RepackInfo, source_types: list
 
     if info.layout_version == 1:
         # canonical layout: tensor data in the repacked file's data order, aligned, no filler
-        order = sorted(range(n), key=lambda i: rep.tensors[i].offset)
+        order = sorted(range(len(kept)), key=lambda i: rep.tensors[kept[i]].offset)
         plan = plan_layout(rep.version, records,
                            [OutputTensor(a, s, ty, b) for a, s, ty, b in
                             zip(names, shapes, types, nbytes)],
@@ -318,22 +327,58 @@ def recorded_layout(rep: GGUFFile, info: metadata.RepackInfo, source_types: list
         offsets = plan.offsets
         header = encode_header(rep.version, records, zip(names, shapes, types, offsets))
         return OriginalLayout(rep.version, records, names, shapes, types, offsets, nbytes, header,
-                              plan.data_start, plan.total_size, [], 1), []
+                              plan.data_start, plan.total_size, [], 1, kept), []
 
-    offsets = list(info.original_offsets)
+    offsets = [info.original_offsets[i] for i in kept]
     header = encode_header(rep.version, records, zip(names, shapes, types, offsets))
     data_start = align_up(len(header), alignment)
     layout = OriginalLayout(rep.version, records, names, shapes, types, offsets, nbytes, header,
-                            data_start, info.file_size, list(info.filler), 2)
+                            data_start, info.file_size, list(info.filler), 2, kept)
     if hashlib.sha256(header).hexdigest() != info.header_sha256:
         problems.append(f"the rebuilt header (GGUF version {rep.version}, {len(records)} metadata "
-                        f"records, {n} tensor infos) differs from the original's: its sha256 is "
+                        f"records, {len(kept)} tensor infos) differs from the original's: its sha256 is "
                         f"not the one convert recorded")
     if metadata.filler_digest(info.file_size, info.filler) != info.filler_sha256:
         problems.append("the recorded file size or filler bytes differ from what convert "
                         "recorded (sha256)")
     problems += _placement_problems(layout, alignment)
     return (layout if not problems else None), problems
+
+
+def added_tensors(rep: GGUFFile, info: metadata.RepackInfo) -> tuple[dict[int, int], list[str]]:
+    """The tensors of ``rep`` the conversion added (convert --untie-output), as {index: index of
+    the original tensor whose values it holds}, and every way the records of them disagree.
+
+    Only a tensor the records name as added is left out of the original; its per-tensor records
+    must be its source's (type, digest, shape, offset), so that dropping it changes nothing else,
+    and marking an original tensor as added changes the rebuilt header (its sha256 fails)."""
+    if not info.added_tensors and not info.added_sources:
+        return {}, []
+    names = [t.name for t in rep.tensors]
+    if len(info.added_tensors) != len(info.added_sources):
+        return {}, [f"'{metadata.KEY_ADDED_TENSORS}' lists {len(info.added_tensors)} tensors, "
+                    f"'{metadata.KEY_ADDED_SOURCES}' {len(info.added_sources)}"]
+    added: dict[int, int] = {}
+    problems = []
+    for name, source in zip(info.added_tensors, info.added_sources):
+        if names.count(name) != 1 or names.count(source) != 1:
+            problems.append(f"added tensor '{name}' or its source '{source}' is not (once) in "
+                            f"the file")
+            continue
+        i, j = names.index(name), names.index(source)
+        if i in added or j in added or source in info.added_tensors:
+            problems.append(f"added tensor '{name}': listed twice, or its source is added too")
+            continue
+        fields = [("original type", info.original_types), ("digest", info.original_digests),
+                  ("shape", info.original_shapes), ("offset", info.original_offsets)]
+        differ = [what for what, values in fields
+                  if values is not None and len(values) == len(names) and values[i] != values[j]]
+        if differ or rep.tensors[i].shape != rep.tensors[j].shape:
+            problems.append(f"added tensor '{name}' is recorded as a copy of '{source}', but its "
+                            f"{(differ or ['shape'])[0]} differs from that tensor's")
+            continue
+        added[i] = j
+    return added, problems
 
 
 def _names_problem(recorded: list[str], names: list[str]) -> str:

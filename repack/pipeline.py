@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from formats.ggml_types import TYPES, type_name
 from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
 from formats.interleaved_layout import FILE_TYPE_REPACKED
+from formats import tied_output
 from formats.layouts import (CODES, LAYOUTS, OVERRIDE_CONSEQUENCES, RUNTIMES, Decision,
                              check_overrides, compile_patterns, decide, select)
 
@@ -37,6 +38,7 @@ class TensorPlan:
     nbytes: int
     out_nbytes: int
     decision: Decision         # why it is packed or kept (code "none" for the layout none)
+    added_from: str | None = None   # a tensor the input does not have: a packed copy of this one
 
     @property
     def repacked(self) -> bool:
@@ -65,7 +67,7 @@ class ConvertReport:
 
     @property
     def bytes_in(self) -> int:
-        return sum(t.nbytes for t in self.tensors)
+        return sum(t.nbytes for t in self.tensors if not t.added_from)
 
     @property
     def bytes_out(self) -> int:
@@ -73,7 +75,12 @@ class ConvertReport:
 
     @property
     def repacked(self) -> list[TensorPlan]:
-        return [t for t in self.tensors if t.repacked]
+        return [t for t in self.tensors if t.repacked and not t.added_from]
+
+    @property
+    def added(self) -> list[TensorPlan]:
+        """Tensors written that the input does not have (--untie-output)."""
+        return [t for t in self.tensors if t.added_from]
 
     @property
     def runtime(self) -> str:
@@ -103,7 +110,7 @@ class ConvertReport:
         for t in self.tensors:
             row = acc.setdefault((type_name(t.type_id), type_name(t.out_type_id)), [0, 0, 0])
             row[0] += 1
-            row[1] += t.nbytes
+            row[1] += 0 if t.added_from else t.nbytes
             row[2] += t.out_nbytes
         return sorted((a, b, *v) for (a, b), v in acc.items())
 
@@ -172,6 +179,26 @@ def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=(), allow_amx_n
     return Selection.make(layout, include, exclude, overrides, allow_amx_n16).plan(src)
 
 
+def plan_untied_output(src: GGUFFile, plans: list[TensorPlan], overrides=frozenset()) -> TensorPlan:
+    """--untie-output: the plan of an AMX-packed output.weight copied from token_embd.weight, or
+    an InputError saying why this model cannot have one (formats/tied_output.py)."""
+    if shards.KEY_SPLIT_COUNT in src.kv or shards.KEY_SPLIT_TENSORS in src.kv:
+        raise InputError(f"{src.path}: untying the output matrix does not take split models (it "
+                         f"would change the tensor count the shards record)")
+    tensors = {t.name: t for t in src.tensors}
+    arch_rec = src.kv.get(tied_output.ARCH_KEY)
+    arch = arch_rec.value if arch_rec is not None and arch_rec.value_type == ValueType.STRING \
+        else None
+    problem = tied_output.untie_problem(arch, tensors, overrides)
+    if problem:
+        raise InputError(f"{src.path}: cannot untie the output matrix: {problem}")
+    # token_embd.weight itself always stays unpacked (the embedding rule cannot be lifted)
+    source = tensors[tied_output.SOURCE_NAME]
+    d = tied_output.untie_decision(source, overrides)
+    return TensorPlan(tied_output.OUTPUT_NAME, source.shape, source.type_id, d.target.id,
+                      source.nbytes, d.target.tensor_bytes(source.shape), d, source.name)
+
+
 def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
                      digests: list[str], recorded: metadata.OriginalRecords) -> list[KVRecord]:
     """The input's records (a few changed in place) followed by our own."""
@@ -201,7 +228,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
             threads: int | None = None, include=(), exclude=(), force: bool = False,
             progress: ProgressCallback | None = None, compress: bool = False,
             allow_amx_n16: bool = False, overrides=(), dry_run: bool = False,
-            on_warning=None, verify: bool = False) -> ConvertReport:
+            on_warning=None, verify: bool = False, untie_output: bool = False) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
@@ -215,6 +242,9 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     ``verify`` proves every packed chunk while it is in memory, with verify's two checks (the
     inverse kernel back to the input's bytes, and the float values of the input's decoder against
     the packed layout's); any mismatch raises VerificationFailed and no output is committed.
+    ``untie_output`` (amx only) adds an AMX-packed ``output.weight``, a copy of the tied
+    ``token_embd.weight``, so that llama.cpp packs nothing at load (formats/tied_output.py); only
+    for a model without output.weight whose architecture's loader takes one.
     ``progress`` is called with a byte count as work completes (phases: runner.start_phase).
     ``on_warning`` is called with each warning as it arises, before the work it concerns (the
     report lists them too). ``compress`` writes ``output + ".zst"`` (a multi-threaded zstd
@@ -226,15 +256,17 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     if threads < 1:
         raise UsageError("threads must be at least 1")
     selection = Selection.make(layout, include, exclude, overrides, allow_amx_n16)
+    if untie_output and layout != "amx":
+        raise UsageError("untying the output matrix applies to the amx layout only")
     started = time.perf_counter()
     if dry_run:
-        report = _plan_only(input, output, selection, threads, force, compress)
+        report = _plan_only(input, output, selection, threads, force, compress, untie_output)
         report.seconds = time.perf_counter() - started
         return report
 
     def produce(src, in_path, out_path):
         return _convert_open(src, in_path, out_path, selection, threads, progress, on_warning,
-                             verify)
+                             verify, untie_output)
 
     def compress_all(reports, outs):
         """After every shard is converted: one "compress" phase over all of them."""
@@ -261,7 +293,7 @@ def _names(model) -> list[str]:
 
 
 def _plan_only(input: str, output: str, selection: Selection, threads: int, force: bool,
-               compress: bool) -> ConvertReport:
+               compress: bool, untie_output: bool) -> ConvertReport:
     """convert's plan for every file of the model, from the headers alone; nothing is written."""
     with shards.open_model(input, header_only=True) as model:
         selection.check_matches(_names(model))
@@ -272,7 +304,8 @@ def _plan_only(input: str, output: str, selection: Selection, threads: int, forc
         for src, a, b in zip(model.files, model.paths, out_paths):
             if selection.layout != "none":
                 refuse_repacked_input(src, a)
-            r = ConvertReport(a, b, selection.layout, threads, selection.plan(src), dry_run=True,
+            r = ConvertReport(a, b, selection.layout, threads,
+                              _plan_file(src, selection, untie_output), dry_run=True,
                               selection=selection)
             _explain(r)
             if selection.layout != "none" and not zst.is_zst(input):
@@ -347,12 +380,12 @@ def refuse_repacked_input(src: GGUFFile, path: str) -> None:
 
 
 def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, threads: int,
-                  progress, on_warning=None,
-                  verify: bool = False) -> tuple[ConvertReport, AtomicOutputFile]:
+                  progress, on_warning=None, verify: bool = False,
+                  untie_output: bool = False) -> tuple[ConvertReport, AtomicOutputFile]:
     layout = selection.layout
     if layout != "none":
         refuse_repacked_input(src, input)
-    plans = selection.plan(src)
+    plans = _plan_file(src, selection, untie_output)
     report = ConvertReport(input, output, layout, threads, plans, selection=selection)
     if layout == "none":
         return report, _copy(src, input, output, threads, progress)
@@ -361,10 +394,20 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
     recorded = original.capture(src, input)
     if recorded.filler:
         report.notes.append(original.describe_filler(src, recorded.filler))
+    tensors = list(src.tensors)   # per plan: the input tensor its data is read from
+    for p in report.added:
+        # an added tensor's records are its source's: its values, type, shape and bytes
+        source = src.tensor(p.added_from)
+        tensors.append(source)
+        recorded.shapes.append(source.shape)
+        recorded.offsets.append(source.offset)
+        recorded.added.append((p.name, p.added_from))
 
     digests = [metadata.DIGEST_PLACEHOLDER] * len(plans)
     outputs = [OutputTensor(p.name, p.shape, p.out_type_id, p.out_nbytes) for p in plans]
-    data_order = sorted(range(len(plans)), key=lambda i: src.tensors[i].offset)
+    # input tensors in their data order, then the added ones
+    data_order = sorted(range(len(src.tensors)), key=lambda i: src.tensors[i].offset)
+    data_order += range(len(src.tensors), len(plans))
 
     def layout_for(digest_list):
         return plan_layout(src.version, _output_metadata(src, layout, plans, digest_list, recorded),
@@ -378,7 +421,8 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
             # once the input is accepted and the output has its space: none for a refused job
             for w in report.warnings:
                 on_warning(w)
-        _fill(src, input, out, out_layout, plans, layout, digests, threads, progress, verify)
+        _fill(src, input, out, out_layout, tensors, plans, layout, digests, threads, progress,
+              verify)
         header = layout_for(digests).header
         assert len(header) == out_layout.data_start
         out.pwrite(0, header)
@@ -408,12 +452,24 @@ def _copy(src: GGUFFile, input: str, output: str, threads: int, progress) -> Ato
     return out
 
 
+def _plan_file(src: GGUFFile, selection: Selection, untie_output: bool) -> list[TensorPlan]:
+    """What convert does with every tensor of one file, and the tensor it adds (--untie-output)."""
+    plans = selection.plan(src)
+    if untie_output:
+        plans.append(plan_untied_output(src, plans, selection.overrides))
+    return plans
+
+
 def _explain(report: ConvertReport) -> None:
     """The report's warnings (packed despite a soft default: one per overridden code, even with
-    --quiet) and notes (kept only by a soft default that an override would lift)."""
+    --quiet) and notes (kept only by a soft default that an override would lift; added tensors)."""
     if report.layout == "none":
         return
     plans = report.tensors
+    for p in report.added:
+        report.notes.append(f"added {p.name} ({type_name(p.out_type_id)}, {p.out_nbytes:,} "
+                            f"bytes): a packed copy of {p.added_from}, which stays unpacked for "
+                            f"get_rows (unpack leaves it out)")
     for code in sorted({c for p in plans if p.repacked for c in p.decision.overridden}):
         group = [p for p in plans if p.repacked and code in p.decision.overridden]
         report.warnings.append(
@@ -426,7 +482,7 @@ def _explain(report: ConvertReport) -> None:
                             f"{group[0].decision.reason}" + (" (and similar)" if len(group) > 1
                                                              else "")
                             + f"; the override '{code}' packs them anyway")
-    if not report.repacked:
+    if not report.repacked and not report.added:
         report.warnings.append(f"no tensor is eligible for the {report.layout} layout; output is "
                                f"a copy with amx-repack metadata")
 
@@ -435,13 +491,14 @@ def _names_of(plans: list[TensorPlan]) -> str:
     return ", ".join(p.name for p in plans[:3]) + (", ..." if len(plans) > 3 else "")
 
 
-def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, plans: list[TensorPlan],
-          layout: str, digests: list[str], threads: int, progress, verify: bool = False) -> None:
+def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, tensors,
+          plans: list[TensorPlan], layout: str, digests: list[str], threads: int, progress,
+          verify: bool = False) -> None:
     """Write every tensor's data, one task per tensor, chunk by chunk through per-thread scratch
     buffers: read (pread), digest, repack, (with ``verify``: check), write (pwrite). No tensor data goes through a mapping,
     so resident memory is a few chunks per thread whatever the model size."""
     tasks = []
-    for i, (t, p) in enumerate(zip(src.tensors, plans)):
+    for i, (t, p) in enumerate(zip(tensors, plans)):
         s0 = src.data_start + t.offset
         d0 = out_layout.data_start + out_layout.offsets[i]
         family = FAMILIES[layout] if p.repacked else None

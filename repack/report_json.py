@@ -23,7 +23,7 @@ KEYS = {
         "top": ENVELOPE_KEYS + ("layout", "runtime", "dry_run", "verified", "threads",
                                 "selection", "bytes_in", "bytes_out", "repacked"),
         "tensors": ("name", "shape", "type", "output_type", "bytes_in", "bytes_out", "repacked",
-                    "code", "reason", "overridden"),
+                    "code", "reason", "overridden", "added_from"),
         "by_type": ("input_type", "output_type", "tensors", "bytes_in", "bytes_out"),
     },
     "unpack": {
@@ -35,7 +35,8 @@ KEYS = {
     "verify": {
         "top": ENVELOPE_KEYS + ("ok", "verdict", "original", "repacked", "layout",
                                 "metadata_problems", "failures"),
-        "tensors": ("name", "status", "type_before", "type_after", "bytes", "checks", "detail"),
+        "tensors": ("name", "status", "type_before", "type_after", "bytes", "checks", "detail",
+                    "added_from"),
         "by_type": ("type_before", "type_after", "tensors", "bytes", "failing"),
     },
     "inspect": {
@@ -43,7 +44,7 @@ KEYS = {
                                 "metadata_count", "repacked_by", "shards", "runtimes",
                                 "bytes_by_type"),
         "tensors": ("name", "type", "shape", "bytes", "offset", "layouts", "original_type",
-                    "shard"),
+                    "shard", "added_from"),
         "by_type": ("type", "tensors", "bytes"),
     },
 }
@@ -78,7 +79,8 @@ def convert_document(r) -> dict:
                 "output_type": _type(p.out_type_id), "bytes_in": p.nbytes,
                 "bytes_out": p.out_nbytes, "repacked": p.repacked,
                 "code": p.decision.code or None, "reason": p.decision.reason or None,
-                "overridden": list(p.decision.overridden)} for p in r.tensors]
+                "overridden": list(p.decision.overridden), "added_from": p.added_from}
+               for p in r.tensors]
     d = _envelope("convert", r.inputs, r.outputs, r.seconds, r.warnings,
                   r.notes, _by_type(r.by_type(), KEYS["convert"]["by_type"]), tensors)
     s = r.selection
@@ -106,7 +108,7 @@ def unpack_document(r) -> dict:
 
 def verify_document(r) -> dict:
     """verify: ``r`` is a repack.verify.VerifyReport."""
-    tensors = [asdict(t) for t in r.tensors]
+    tensors = [{**asdict(t), "added_from": t.added_from or None} for t in r.tensors]
     by_type = _grouped(r.tensors, lambda t: (t.type_before, t.type_after),
                        [lambda t: t.bytes, lambda t: 0 if t.ok else 1])
     d = _envelope("verify", [p for p in (r.original, r.repacked) if p], [], r.seconds, [], [],

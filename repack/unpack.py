@@ -134,9 +134,13 @@ def _unpack_open(src, input: str, output: str, threads: int, progress,
     except BaseException:
         out.abort()
         raise
-    unpacked = sum(1 for _, family, _ in plans if family is not None)
-    report = UnpackReport(input, output, len(plans), unpacked, layout.file_size,
-                          tensor_types=_tensor_types(plans))
+    written = [plans[i] for i in layout.rep_index]
+    unpacked = sum(1 for _, family, _ in written if family is not None)
+    report = UnpackReport(input, output, len(written), unpacked, layout.file_size,
+                          tensor_types=_tensor_types(written))
+    for name, source in zip(info.added_tensors, info.added_sources):
+        report.notes.append(f"left out '{name}', which convert added (a packed copy of "
+                            f"'{source}', --untie-output): the original has no such tensor")
     if info.layout_version == 1:
         report.notes.append(f"{input} has records of layout version 1, which do not cover the "
                             f"original's tensor shapes, padding, gaps or trailing bytes: the "
@@ -228,9 +232,11 @@ def mismatch_message(path: str, problems: list[str]) -> str:
 
 def _fill(src, input: str, out, layout, plans, info, threads, progress) -> None:
     tasks = []
-    for i, (t, family, source) in enumerate(plans):
+    # the original's tensors only: a tensor the conversion added (--untie-output) is left out
+    for k, i in enumerate(layout.rep_index):
+        t, family, source = plans[i]
         s0 = src.data_start + t.offset
-        d0 = layout.tensor_start(i)
+        d0 = layout.tensor_start(k)
         tasks.append((_tensor_task(src, input, out, t, family, source, s0, d0,
                                    info.original_digests[i]), t.nbytes))
     run_tasks(tasks, threads, progress)

@@ -9,7 +9,10 @@ tensor whose rows do not fill whole tiles / row groups cannot be in its layout a
 2. *values*: the original is dequantized by the source-type decoder and the packed tensor by a
    decoder that reads the packed layout directly; the float32 bit patterns must be equal.
 
-Every other tensor is compared byte for byte (and by digest). For a file with our records, the
+Every other tensor is compared byte for byte (and by digest). A tensor the conversion added
+(``--untie-output``: a packed copy of ``token_embd.weight``, which the original does not have) gets
+both checks against its source tensor: the original's, or, given only the repacked file, the
+unpacked one in the same file. For a file with our records, the
 records must describe exactly what unpack would write (repack/original.py): every metadata
 record, tensor info, the header's sha256 and the filler bytes; given the original too, what they
 describe must be the original, byte for byte. Without records (ik_llama.cpp's own output), the
@@ -56,6 +59,7 @@ class TensorResult:
     bytes: int
     checks: list[str] = field(default_factory=list)   # "bytes", "digest", "values", "valid"
     detail: str = ""
+    added_from: str = ""        # added by convert (--untie-output): checked against this tensor
 
     @property
     def ok(self) -> bool:
@@ -280,6 +284,12 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
         recorded = {n: (ty, d) for n, ty, d in zip(info.tensor_names, info.original_types,
                                                    info.original_digests)}
     orig_by_name = {t.name: t for t in orig.tensors} if orig else {}
+    rep_by_name = {t.name: t for t in rep.tensors}
+    # added tensors (--untie-output) the records describe consistently (else: a metadata problem)
+    added = {}
+    if info is not None and len(info.tensor_names) == len(rep.tensors):
+        added = {rep.tensors[i].name: rep.tensors[j].name
+                 for i, j in original.added_tensors(rep, info)[0].items()}
     if orig is not None:
         names = {t.name for t in rep.tensors}
         for t in orig.tensors:
@@ -293,8 +303,23 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
         rec_type, digest = recorded.get(t.name, (None, None))
         res = TensorResult(t.name, "ok", type_name(src_type), t.type.name, t.nbytes)
         results.append(res)
-        o = orig_by_name.get(t.name)
-        if orig is not None and o is None:
+        base, o = orig, orig_by_name.get(t.name)
+        if t.name in added:
+            res.added_from = added[t.name]
+            res.detail = f"added by convert --untie-output: a packed copy of '{res.added_from}'"
+            # against its source: the original's, or (standalone) the one in this file
+            base, o = ((orig, orig_by_name.get(res.added_from)) if orig is not None else
+                       (rep, rep_by_name[res.added_from]))
+            if o is None:
+                res.status = "missing"
+                res.detail = f"added as a copy of '{res.added_from}', which the original lacks"
+                continue
+            if orig is None and o.type_id != src_type:
+                res.status = "mismatch"
+                res.detail = (f"added as a copy of '{res.added_from}', which this file holds "
+                              f"as {o.type.name}, not {type_name(src_type)}")
+                continue
+        elif orig is not None and o is None:
             res.status, res.detail = "missing", "tensor not in the original file"
             continue
         if rec_type is not None and rec_type != src_type:
@@ -310,7 +335,7 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
         if problem:
             res.status, res.detail = "shape", problem
             continue
-        tasks.append((_tensor_task(res, family, src_type, t, rep, orig, o, digest), t.nbytes))
+        tasks.append((_tensor_task(res, family, src_type, t, rep, base, o, digest), t.nbytes))
     run_tasks(tasks, threads, progress)
     if progress is not None:    # tensors refused before any check count as done
         progress(sum(t.nbytes for t in rep.tensors) - sum(weight for _, weight in tasks))
@@ -349,5 +374,7 @@ def _tensor_task(res: TensorResult, family: Family | None, src_type: int, t: Ten
             res.checks, problem = _check_packed(family, src_type, t, read_data, read_original,
                                                 digest)
         if problem:
-            res.status, res.detail = "mismatch", problem
+            res.status = "mismatch"
+            res.detail = problem + (f" (added tensor, checked against '{res.added_from}')"
+                                    if res.added_from else "")
     return run
