@@ -90,6 +90,51 @@ static ggml_context * new_context(int n_tensors) {
     return ggml_init(params);
 }
 
+// a packed tensor read in place from a file, as the patched loader reads it from the model's mapping
+struct mapped_file {
+    int fd;
+    void * data;
+    size_t size;
+    ggml_backend_buffer_t buf;
+
+    void release() {
+        ggml_backend_buffer_free(buf);
+        munmap(data, size);
+        close(fd);
+    }
+};
+
+static mapped_file map_into(const std::string & path, ggml_tensor * t) {
+    const int fd = open(path.c_str(), O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || (size_t) st.st_size != ggml_nbytes(t)) {
+        die("PACKED.bin is missing or has the wrong size");
+    }
+    void * data = mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (data == MAP_FAILED) {
+        die("cannot map " + path);
+    }
+    ggml_backend_buffer_t buf = ggml_backend_cpu_buffer_from_ptr(data, st.st_size);
+    ggml_backend_tensor_alloc(buf, t, data);
+    return { fd, data, (size_t) st.st_size, buf };
+}
+
+// one graph with one result on the CPU backend; returns the tile ops it took
+static long long compute(ggml_backend_t cpu, ggml_tensor * y, std::vector<char> & result) {
+    ggml_context * ctx_graph = new_context(GGML_DEFAULT_GRAPH_SIZE + 16);
+    ggml_cgraph * graph = ggml_new_graph(ctx_graph);
+    ggml_build_forward_expand(graph, y);
+    const long long before = tile_ops();
+    if (ggml_backend_graph_compute(cpu, graph) != GGML_STATUS_SUCCESS) {
+        die("graph compute failed");
+    }
+    const long long ops = before < 0 ? -1 : tile_ops() - before;
+    result.resize(ggml_nbytes(y));
+    ggml_backend_tensor_get(y, result.data(), 0, result.size());
+    ggml_free(ctx_graph);
+    return ops;
+}
+
 // upstream's own packing: set_tensor into an AMX buffer, then read the buffer's bytes directly
 // (the AMX buffer has no get_tensor; its memory is host memory)
 static void pack(const std::string & model, const std::string & manifest, const std::string & out_path) {
@@ -139,17 +184,7 @@ static void matmul(const std::string & type_name, int64_t n, int64_t k, int64_t 
     ggml_tensor * x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
     ggml_tensor * w_map = ggml_new_tensor_2d(ctx, packed_type, k, n);
 
-    const int fd = open(packed_path.c_str(), O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || (size_t) st.st_size != ggml_nbytes(w_map)) {
-        die("PACKED.bin is missing or has the wrong size");
-    }
-    void * mapped = mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (mapped == MAP_FAILED) {
-        die("cannot map " + packed_path);
-    }
-    ggml_backend_buffer_t buf_map = ggml_backend_cpu_buffer_from_ptr(mapped, st.st_size);
-    ggml_backend_tensor_alloc(buf_map, w_map, mapped);
+    mapped_file packed = map_into(packed_path, w_map);
 
     ggml_tensor * y_amx = ggml_mul_mat(ctx, w_amx, x);
     ggml_tensor * y_map = ggml_mul_mat(ctx, w_map, x);
@@ -164,28 +199,17 @@ static void matmul(const std::string & type_name, int64_t n, int64_t k, int64_t 
 
     std::ofstream out(out_path, std::ios::binary);
     for (ggml_tensor * y : { y_amx, y_map, y_cpu }) {
-        ggml_context * ctx_graph = new_context(GGML_DEFAULT_GRAPH_SIZE + 16);
-        ggml_cgraph * graph = ggml_new_graph(ctx_graph);
-        ggml_build_forward_expand(graph, y);
-        const long long before = tile_ops();
-        if (ggml_backend_graph_compute(cpu, graph) != GGML_STATUS_SUCCESS) {
-            die("graph compute failed");
-        }
-        printf("tile_ops %s %lld\n", y == y_amx ? "amx_buffer" : y == y_map ? "mapped" : "stock_cpu",
-               before < 0 ? -1 : tile_ops() - before);
-        std::vector<char> result(ggml_nbytes(y));
-        ggml_backend_tensor_get(y, result.data(), 0, result.size());
+        std::vector<char> result;
+        const long long ops = compute(cpu, y, result);
+        printf("tile_ops %s %lld\n", y == y_amx ? "amx_buffer" : y == y_map ? "mapped" : "stock_cpu", ops);
         out.write(result.data(), result.size());
-        ggml_free(ctx_graph);
     }
     if (!out.good()) {
         die("cannot write " + out_path);
     }
     ggml_backend_buffer_free(buf_rest);
-    ggml_backend_buffer_free(buf_map);
     ggml_backend_buffer_free(buf_amx);
-    munmap(mapped, st.st_size);
-    close(fd);
+    packed.release();
     ggml_free(ctx);
     ggml_free(ctx_amx);
     ggml_backend_free(cpu);
@@ -205,22 +229,6 @@ static void quantize(const std::string & type_name, int64_t n, int64_t k, const 
     if (!out.good()) {
         die("cannot write " + out_path);
     }
-}
-
-// one graph with one result on the CPU backend; returns the tile ops it took
-static long long compute(ggml_backend_t cpu, ggml_tensor * y, std::vector<char> & result) {
-    ggml_context * ctx_graph = new_context(GGML_DEFAULT_GRAPH_SIZE + 16);
-    ggml_cgraph * graph = ggml_new_graph(ctx_graph);
-    ggml_build_forward_expand(graph, y);
-    const long long before = tile_ops();
-    if (ggml_backend_graph_compute(cpu, graph) != GGML_STATUS_SUCCESS) {
-        die("graph compute failed");
-    }
-    const long long ops = before < 0 ? -1 : tile_ops() - before;
-    result.resize(ggml_nbytes(y));
-    ggml_backend_tensor_get(y, result.data(), 0, result.size());
-    ggml_free(ctx_graph);
-    return ops;
 }
 
 static void mul_mat_id(const std::string & type_name, int64_t n, int64_t k, int64_t n_exp, int64_t ne11,
@@ -293,17 +301,7 @@ static void mul_mat_id(const std::string & type_name, int64_t n, int64_t k, int6
     ggml_tensor * ids = ggml_new_tensor_2d(ctx, GGML_TYPE_I32, n_ids, n_tok);
     ggml_tensor * w_map = ggml_new_tensor_3d(ctx, packed_type, k, n, n_exp);
 
-    const int fd = open(packed_path.c_str(), O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || (size_t) st.st_size != ggml_nbytes(w_map)) {
-        die("PACKED.bin is missing or has the wrong size");
-    }
-    void * mapped = mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (mapped == MAP_FAILED) {
-        die("cannot map " + packed_path);
-    }
-    ggml_backend_buffer_t buf_map = ggml_backend_cpu_buffer_from_ptr(mapped, st.st_size);
-    ggml_backend_tensor_alloc(buf_map, w_map, mapped);
+    mapped_file packed = map_into(packed_path, w_map);
 
     ggml_tensor * y_map = ggml_mul_mat_id(ctx, w_map, x, ids);
     ggml_tensor * y_cpu = ggml_mul_mat_id(ctx, w_cpu, x, ids);
@@ -321,9 +319,7 @@ static void mul_mat_id(const std::string & type_name, int64_t n, int64_t k, int6
         die("cannot write " + out_path);
     }
     ggml_backend_buffer_free(buf_rest);
-    ggml_backend_buffer_free(buf_map);
-    munmap(mapped, st.st_size);
-    close(fd);
+    packed.release();
     ggml_free(ctx);
     ggml_backend_free(cpu);
 }
