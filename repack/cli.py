@@ -135,9 +135,7 @@ def print_convert_report(r: ConvertReport) -> None:
     rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
     click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
                       {2, 3, 4}))
-    added = f" (and {len(r.added)} added)" if r.added else ""
-    click.echo(f"repacked {len(r.repacked)} of {plural(len(r.tensors) - len(r.added), 'tensor')}"
-               f"{added}; {_human(r.bytes_in)} in, "
+    click.echo(f"repacked {_repacked_count(r)}; {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
     if r.verified:
         click.echo(f"verified: every repacked chunk unpacks to the input's bytes and decodes to "
@@ -181,11 +179,19 @@ def _json_out(document: dict) -> None:
     click.echo(json.dumps(document, indent=2))
 
 
+def _repacked_count(r: ConvertReport) -> str:
+    """'45 of 236 tensors (and 1 added)': the input's tensors, then those convert adds."""
+    added = f" (and {len(r.added)} added)" if r.added else ""
+    return f"{len(r.repacked)} of {plural(len(r.tensors) - len(r.added), 'tensor')}{added}"
+
+
 def print_plan(r: ConvertReport) -> None:
     """convert --dry-run: every tensor's target type or the reason (code and text) it stays."""
     rows = [[p.name, printable_type(p.type_id),
              printable_type(p.out_type_id) if p.repacked else "keep",
-             p.decision.code, p.decision.reason, _human(p.nbytes), _human(p.out_nbytes)]
+             p.decision.code or ("added" if p.added_from else ""),
+             f"a packed copy of {p.added_from}" if p.added_from else p.decision.reason,
+             _human(p.nbytes), _human(p.out_nbytes)]
             for p in r.tensors]
     click.echo(_table(["tensor", "type", "target", "code", "reason", "bytes in", "bytes out"],
                       rows, {5, 6}))
@@ -195,7 +201,7 @@ def print_plan(r: ConvertReport) -> None:
                       {2, 3, 4}))
     click.echo(f"dry run, nothing written: {printable(r.input)} -> "
                f"{', '.join(printable(o) for o in r.outputs)} (layout {r.layout}) would repack "
-               f"{len(r.repacked)} of {len(r.tensors)} tensors; {_human(r.bytes_in)} in, "
+               f"{_repacked_count(r)}; {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out")
     for n in r.notes:
         click.echo(f"note: {printable(n)}", err=True)

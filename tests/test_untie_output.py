@@ -14,6 +14,7 @@ output.weight, a model that has one, an embedding with no AMX layout or shape, o
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -254,3 +255,22 @@ def test_synthetic_round_trip(tmp_path):
     assert repack.verify(model, out).ok and repack.verify(None, out).ok
     amx_repack_cli("unpack", out, tmp_path / "back.gguf", check=True)
     assert sha256(tmp_path / "back.gguf") == sha256(model)
+
+
+def test_dry_run_plans_the_added_tensor(tmp_path):
+    """--dry-run --untie-output: the plan lists output.weight as added (JSON and text), writes
+    nothing, and is what the real run then does."""
+    model = write_model(tmp_path / "m.gguf", TIED, seed=5)
+    out = tmp_path / "out.gguf"
+    args = ("convert", "--untie-output", model, out)
+    plan = json.loads(amx_repack_cli(*args[:1], "--dry-run", "--json", *args[1:], check=True).stdout)
+    text = amx_repack_cli(*args[:1], "--dry-run", *args[1:], check=True).stdout
+    assert os.listdir(tmp_path) == ["m.gguf"]
+    (added,) = [t for t in plan["tensors"] if t["added_from"]]
+    assert added["name"] == "output.weight" and added["added_from"] == "token_embd.weight"
+    assert added["output_type"] == "amx_q8_0" and added["repacked"]
+    line = next(l for l in text.splitlines() if l.startswith("output.weight "))
+    assert "added" in line and "a packed copy of token_embd.weight" in line
+    assert f"of {len(TIED)} tensors (and 1 added)" in text
+    done = json.loads(amx_repack_cli(*args[:1], "--json", *args[1:], check=True).stdout)
+    assert done["tensors"] == plan["tensors"] and done["by_type"] == plan["by_type"]
