@@ -139,7 +139,8 @@ def print_convert_report(r: ConvertReport) -> None:
                f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
     if r.verified:
         click.echo(f"verified: every repacked chunk unpacks to the input's bytes and decodes to "
-                   f"the same float values ({len(r.repacked)} tensors)", err=True)
+                   f"the same float values ({plural(len(r.repacked) + len(r.added), 'tensor')})",
+                   err=True)
     click.echo(f"runtime: the {r.layout} layout is read by {r.runtime}", err=True)
     for n in r.notes:
         click.echo(f"note: {printable(n)}", err=True)

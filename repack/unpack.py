@@ -75,7 +75,7 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     reports = write_outputs(input, output, force,
                             lambda src, a, b: _unpack_open(src, a, b, threads, progress, foreign),
                             progress=progress, phase="unpack",
-                            work=lambda src: sum(t.nbytes for t in src.tensors))
+                            work=_unpack_work)
     report = reports[0]
     for r in reports[1:]:
         report.tensors += r.tensors
@@ -90,6 +90,17 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     report.inputs = [r.input for r in reports]
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _unpack_work(src) -> int:
+    """The bytes of progress unpack reports for one file: every tensor but those convert added
+    (--untie-output), which it leaves out."""
+    try:
+        info = metadata.read_info(src.kv)
+    except InputError:
+        info = None          # damaged records: the unpack itself refuses the file, saying why
+    added = set(info.added_tensors) if info is not None else set()
+    return sum(t.nbytes for t in src.tensors if t.name not in added)
 
 
 def _plans(src, input: str) -> list:

@@ -251,10 +251,29 @@ def test_synthetic_round_trip(tmp_path):
     """A llama-architecture model: convert, verify both ways, unpack byte for byte."""
     model = write_model(tmp_path / "m.gguf", TIED, seed=3)
     out = tmp_path / "out.gguf"
-    amx_repack_cli("convert", model, out, "--untie-output", check=True)
+    proc = amx_repack_cli("convert", model, out, "--untie-output", "--verify", check=True)
+    # --verify checked the added tensor too: blk.0.attn_q.weight and output.weight
+    assert "the same float values (2 tensors)" in proc.stderr
     assert repack.verify(model, out).ok and repack.verify(None, out).ok
     amx_repack_cli("unpack", out, tmp_path / "back.gguf", check=True)
     assert sha256(tmp_path / "back.gguf") == sha256(model)
+    # unpack's progress ends at its announced total: the added tensor it leaves out is not counted
+    seen = ProgressRecord()
+    repack.unpack(out, tmp_path / "back2.gguf", progress=seen)
+    assert seen.phases and all(done == total for _, total, done in seen.phases), seen.phases
+
+
+class ProgressRecord:
+    """A progress object as the CLI's: told of each phase and its total, then of bytes done."""
+
+    def __init__(self):
+        self.phases = []
+
+    def phase(self, name, total):
+        self.phases.append([name, total, 0])
+
+    def __call__(self, n):
+        self.phases[-1][2] += n
 
 
 def test_dry_run_plans_the_added_tensor(tmp_path):
