@@ -280,7 +280,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
                             check=lambda model: selection.check_matches(_names(model)),
                             progress=progress, phase="convert",
                             work=lambda src: src.file_size if layout == "none"
-                            else sum(t.nbytes for t in src.tensors),
+                            else sum(p.nbytes for p in _plan_file(src, selection, untie_output)),
                             finish=compress_all if compress else None)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.verified = verify and layout != "none"
