@@ -268,9 +268,6 @@ def convert(input, output, layout, threads, include, exclude, overrides, allow_a
                               verify=verify_output, untie_output=untie_output)
     finally:
         progress.close()
-    if dry_run:     # a plan's warnings (what the real run would say) come with the plan
-        for w in report.warnings:
-            progress.warn(w)
     if as_json:
         _json_out(report_json.convert_document(report))
     elif dry_run:

@@ -163,20 +163,10 @@ class Selection:
                 d = Decision(None, False, CODES["none"], "none")
             else:
                 d = select(decide(self.layout, t, self.overrides), t.name, inc, exc)
-            if d.packs:
-                out_bytes = d.target.tensor_bytes(t.shape)
-                plans.append(TensorPlan(t.name, t.shape, t.type_id, d.target.id, t.nbytes,
-                                        out_bytes, d))
-            else:
-                plans.append(TensorPlan(t.name, t.shape, t.type_id, t.type_id, t.nbytes,
-                                        t.nbytes, d))
+            out_type, out_bytes = ((d.target.id, d.target.tensor_bytes(t.shape)) if d.packs
+                                   else (t.type_id, t.nbytes))
+            plans.append(TensorPlan(t.name, t.shape, t.type_id, out_type, t.nbytes, out_bytes, d))
         return plans
-
-
-def plan_tensors(src: GGUFFile, layout: str, include=(), exclude=(), allow_amx_n16: bool = False,
-                 overrides=()) -> list[TensorPlan]:
-    """What convert does with every tensor of ``src`` (the one plan convert and dry runs use)."""
-    return Selection.make(layout, include, exclude, overrides, allow_amx_n16).plan(src)
 
 
 def plan_untied_output(src: GGUFFile, plans: list[TensorPlan], overrides=frozenset()) -> TensorPlan:
@@ -261,6 +251,8 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     started = time.perf_counter()
     if dry_run:
         report = _plan_only(input, output, selection, threads, force, compress, untie_output)
+        for w in report.warnings if on_warning is not None else ():
+            on_warning(w)    # what the real run would say, as it would say it
         report.seconds = time.perf_counter() - started
         return report
 
@@ -302,12 +294,8 @@ def _plan_only(input: str, output: str, selection: Selection, threads: int, forc
             out_paths = [zst.compressed_name(p) for p in out_paths]
         reports = []
         for src, a, b in zip(model.files, model.paths, out_paths):
-            if selection.layout != "none":
-                refuse_repacked_input(src, a)
-            r = ConvertReport(a, b, selection.layout, threads,
-                              _plan_file(src, selection, untie_output), dry_run=True,
-                              selection=selection)
-            _explain(r)
+            r = _planned(src, a, b, selection, threads, untie_output)
+            r.dry_run = True
             if selection.layout != "none" and not zst.is_zst(input):
                 # the bytes outside the tensors, as the conversion records them (a compressed
                 # input's are only known once it is decompressed, in the real run)
@@ -383,13 +371,10 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
                   progress, on_warning=None, verify: bool = False,
                   untie_output: bool = False) -> tuple[ConvertReport, AtomicOutputFile]:
     layout = selection.layout
-    if layout != "none":
-        refuse_repacked_input(src, input)
-    plans = _plan_file(src, selection, untie_output)
-    report = ConvertReport(input, output, layout, threads, plans, selection=selection)
+    report = _planned(src, input, output, selection, threads, untie_output)
+    plans = report.tensors
     if layout == "none":
         return report, _copy(src, input, output, threads, progress)
-    _explain(report)
     # everything of the input that is not tensor data, recorded so that unpack rebuilds it
     recorded = original.capture(src, input)
     if recorded.filler:
@@ -450,6 +435,18 @@ def _copy(src: GGUFFile, input: str, output: str, threads: int, progress) -> Ato
         out.abort()
         raise
     return out
+
+
+def _planned(src: GGUFFile, input: str, output: str, selection: Selection, threads: int,
+             untie_output: bool) -> ConvertReport:
+    """The report of one file's conversion before any data is read, for the conversion and its
+    dry run alike: the input accepted, every tensor planned, the warnings and notes of the plan."""
+    if selection.layout != "none":
+        refuse_repacked_input(src, input)
+    report = ConvertReport(input, output, selection.layout, threads,
+                           _plan_file(src, selection, untie_output), selection=selection)
+    _explain(report)
+    return report
 
 
 def _plan_file(src: GGUFFile, selection: Selection, untie_output: bool) -> list[TensorPlan]:
