@@ -9,9 +9,9 @@ hold it (unsupported type, a shape that is not a multiple of the tile/group heig
 cannot use it packed at all (the token embeddings, read row by row with get_rows, which cannot read
 packed rows: a packed tied embedding makes ik_llama.cpp generate zeros). It is *soft* when it is a
 safety default for a tensor the format holds and some runtime build can run packed: AMX tensors with
-``ne1 % 32 != 0`` and 3-D expert tensors (llama.cpp's AMX backend runs neither), tensors whose
-``ne1`` is not ik's AVX-512 safe multiple (AVX2/NEON builds run them), BF16_R16 (AVX512-BF16 builds
-only). The caller lifts a soft default only by naming it (``overrides``, ``convert --override
+``ne1 % 32 != 0`` and weights of more than 3 dimensions (the AMX runtime runs neither), tensors
+whose ``ne1`` is not ik's AVX-512 safe multiple (AVX2/NEON builds run them), BF16_R16 (AVX512-BF16
+builds only). The caller lifts a soft default only by naming it (``overrides``, ``convert --override
 CODE``); the include/exclude patterns only narrow the selection (``select``).
 
 Every decision carries a short machine-readable ``code`` (see ``CODES``) beside its text. The
