@@ -58,11 +58,13 @@ HARDWARE = {
                       "-DLLAMA_BUILD_SERVER=ON"],
             "targets": ["llama-cli", "llama-server", "llama-bench", "llama-simple"],
             "tools": ["amx-generate"]},
-    # the test build: only the library and our two tools, to keep CI's build short
+    # the test build: the same user tools as the real one (a user without AMX can try them, the
+    # tests run them), plus our kernel checker
     "emulate-amx": {"emulate": True,
-                    "flags": AVX512_VNNI_FLAGS + ["-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                                                  "-DLLAMA_BUILD_SERVER=OFF"],
-                    "targets": ["llama"], "tools": ["amx-generate", "amx-kernel-check"]},
+                    "flags": AVX512_VNNI_FLAGS + ["-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_EXAMPLES=ON",
+                                                  "-DLLAMA_BUILD_SERVER=ON"],
+                    "targets": ["llama", "llama-cli", "llama-server", "llama-simple"],
+                    "tools": ["amx-generate", "amx-kernel-check"]},
 }
 FLAVOURS = {**{name: {**spec, "patched": True} for name, spec in HARDWARE.items()},
             **{name + "-stock": {**spec, "patched": False} for name, spec in HARDWARE.items()}}
@@ -177,10 +179,14 @@ def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = N
             apply_patches(src)
         cxx_flags = f"-D__AMX_INT8__ -include {EMULATION_HEADER}" if spec["emulate"] else ""
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+        # flavours share most objects (patched and stock, real and emulated): ccache, where
+        # installed, compiles each once
+        launcher = ([f"-DCMAKE_{lang}_COMPILER_LAUNCHER=ccache" for lang in ("C", "CXX")]
+                    if shutil.which("ccache") else [])
         jobs = jobs or os.cpu_count() or 2
         log(f"configuring {flavour} in {work}")
         run(["cmake", "-S", str(src), "-B", str(work / "build"), *generator, *COMMON_FLAGS,
-             *spec["flags"], f"-DCMAKE_CXX_FLAGS={cxx_flags}"], logfile=work / "configure.log")
+             *launcher, *spec["flags"], f"-DCMAKE_CXX_FLAGS={cxx_flags}"], logfile=work / "configure.log")
         log(f"building {', '.join(spec['targets'])} with {jobs} jobs (a few minutes)")
         run(["cmake", "--build", str(work / "build"), "-j", str(jobs), "--target", *spec["targets"]],
             logfile=work / "build.log")
