@@ -19,10 +19,10 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FAMILIES = ("amx", "interleaved", "blocks", "checksum", "verify")
+FAMILIES = ("amx", "interleaved", "cpu_repack", "blocks", "checksum", "verify")
 # modules built from more than their own file: the kernels they call, linked in (their symbols
 # stay private to each extension module)
-LINKED = {"verify": ("amx", "interleaved", "blocks")}
+LINKED = {"verify": ("amx", "interleaved", "cpu_repack", "blocks")}
 
 CFLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
           "-Wno-unused-function"]
@@ -56,6 +56,7 @@ def make_ffi(family: str) -> FFI:
 
 amx_ffi = make_ffi("amx")
 interleaved_ffi = make_ffi("interleaved")
+cpu_repack_ffi = make_ffi("cpu_repack")
 blocks_ffi = make_ffi("blocks")
 checksum_ffi = make_ffi("checksum")
 verify_ffi = make_ffi("verify")
