@@ -375,6 +375,14 @@ int cr_has_variant(int32_t src_type, int32_t nb_cols, int32_t inter)
     return find_variant(src_type, nb_cols, inter) != NULL;
 }
 
+int64_t cr_row_bytes(int32_t src_type, int64_t ne0)
+{
+    for (size_t i = 0; i < sizeof VARIANTS / sizeof VARIANTS[0]; i++)
+        if (VARIANTS[i].src_type == src_type)
+            return ne0 > 0 && ne0 % VARIANTS[i].blck == 0 ? ne0 / VARIANTS[i].blck * VARIANTS[i].bytes : 0;
+    return 0;
+}
+
 /* 0 and the variant, or -1 / -2 (see cpu_repack.h). */
 static int lookup(int32_t src_type, int32_t nb_cols, int32_t inter, int64_t ne0, int64_t n_rows,
                   const void *in, const void *out, const struct variant **v)

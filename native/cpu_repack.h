@@ -14,6 +14,10 @@
 /* 1 if (src_type, nb_cols, inter) is one of upstream's variants implemented here, else 0. */
 int cr_has_variant(int32_t src_type, int32_t nb_cols, int32_t inter);
 
+/* Bytes of one source row (= one packed row's share) of ne0 elements; 0 for a type without
+   variants or an ne0 that is not a positive multiple of its block. */
+int64_t cr_row_bytes(int32_t src_type, int64_t ne0);
+
 /* Pack n_rows source rows of ne0 elements (src: n_rows rows in ggml's standard layout) into dst
    (the same number of bytes), as upstream's repack writes them. */
 int cr_pack(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *src, uint8_t *dst,

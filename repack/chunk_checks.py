@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from formats.ggml_types import TYPES
 
 from ._verify import ffi, lib
+from .cpu_repack_kernels import variant_of
 from .native_args import expect_nbytes, shape_int
 
 INVALID, BYTES, VALUES = 1, 2, 3   # vf_mismatch.kind
@@ -38,7 +39,15 @@ def check_chunk(family: str, src_type: int, packed_type: int, ne0: int, rows: in
     if ne0 <= 0 or ne0 % src.block_size or rows < 0:
         raise ValueError(f"{src.name}: bad chunk shape ne0={ne0}, rows={rows}")
     src_bytes = src.row_bytes(ne0) * rows
-    packed_bytes = TYPES[int(packed_type)].row_bytes(ne0) * rows
+    if family == "cpu-repack":   # packed type id 2048 + 64 * shape + source id: same size as the source
+        packed_source, nb_cols, inter = variant_of(packed_type)
+        if packed_source != src.id:
+            raise ValueError(f"{src.name}: packed type {packed_type} is made from another type")
+        if rows % nb_cols:
+            raise ValueError(f"{src.name}: chunk of {rows} rows is not whole {nb_cols}-row groups")
+        packed_bytes = src_bytes
+    else:
+        packed_bytes = TYPES[int(packed_type)].row_bytes(ne0) * rows
     shape = f"ne0={ne0}, rows={rows}"
     expect_nbytes(packed, packed_bytes, f"{src.name}: packed", context=shape)
     expect_nbytes(rebuilt, src_bytes, f"{src.name}: rebuilt", writable=True, context=shape)
@@ -53,6 +62,9 @@ def check_chunk(family: str, src_type: int, packed_type: int, ne0: int, rows: in
     if family == "amx":
         rc = lib.vf_check_amx(src.id, src.block_size, src.type_size, p_packed, p_original,
                               p_rebuilt, rows, ne0, bool(values), m)
+    elif family == "cpu-repack":
+        rc = lib.vf_check_cpu_repack(src.id, nb_cols, inter, p_packed, p_original, p_rebuilt, rows,
+                                     ne0, bool(values), m)
     else:
         rc = lib.vf_check_interleaved(src.id, int(packed_type), p_packed, p_original, p_rebuilt,
                                       rows, ne0, bool(values), m)
