@@ -47,7 +47,8 @@ cleanup() {
 trap cleanup EXIT
 
 # -- the scratch copy, without any build output of the working tree -------------------------
-for item in repack formats native tests pyproject.toml; do
+# (runtime/: the cpu-repack tests' oracle is built from the llama.cpp source runtime/llama.cpp/build.py pins)
+for item in repack formats native tests runtime pyproject.toml; do
     cp -R "$ROOT/$item" "$WORK/"
 done
 find "$WORK" \( -name '*.so' -o -name '*.o' -o -name '__pycache__' -o -name '.hypothesis' \) \
