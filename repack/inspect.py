@@ -69,7 +69,8 @@ def inspect(path: str | os.PathLike) -> InspectReport:
         info = metadata.read_info(first.kv)
         repacked_by = None
         if info is not None:
-            repacked_by = {"layout": info.layout, "layout_version": info.layout_version,
+            repacked_by = {"layout": info.layout, "target": info.target,
+                           "layout_version": info.layout_version,
                            "tool_version": info.tool_version,
                            "runtime": RUNTIMES.get(info.layout, "unknown layout"),
                            "added_tensors": dict(zip(info.added_tensors, info.added_sources))}

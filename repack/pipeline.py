@@ -60,6 +60,7 @@ class ConvertReport:
     inputs: list[str] = field(default_factory=list)    # every file read (shards)
     selection: "Selection | None" = None
     verified: bool = False     # convert --verify proved every repacked chunk
+    target: str | None = None  # the CPU target of a family that has them (convert --target)
 
     def __post_init__(self):
         self.outputs = self.outputs or [self.output]
@@ -99,6 +100,7 @@ class ConvertReport:
         merged.outputs = [r.output for r in reports]
         merged.inputs = [r.input for r in reports]
         merged.selection = reports[0].selection
+        merged.target = reports[0].target
         merged.dry_run = reports[0].dry_run
         merged.warnings = sorted({w for r in reports for w in r.warnings})
         merged.notes = sorted({n for r in reports for n in r.notes})
@@ -118,17 +120,25 @@ class ConvertReport:
 @dataclass(frozen=True)
 class Selection:
     """What the caller asked for, checked: the layout, include / exclude patterns (they only
-    narrow) and the soft defaults to override (codes of formats.layouts.SOFT_CODES)."""
+    narrow), the soft defaults to override (codes of formats.layouts.SOFT_CODES) and, for a family
+    with CPU targets, the target (resolved: "auto" is this machine's)."""
     layout: str
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     overrides: frozenset[str] = frozenset()
+    target: str | None = None
 
     @classmethod
     def make(cls, layout: str, include=(), exclude=(), overrides=(),
-             allow_amx_n16: bool = False) -> "Selection":
+             allow_amx_n16: bool = False, target: str | None = None) -> "Selection":
         if layout not in LAYOUTS:
             raise UsageError(f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
+        if layout == "none" and target is not None:
+            raise UsageError("layout none copies the file as it is: it takes no target")
+        try:
+            target = FAMILY_TABLES[layout].resolve_target(target) if layout != "none" else None
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         include, exclude, overrides = tuple(include), tuple(exclude), list(overrides)
         if allow_amx_n16:
             if "shape_n" not in SOFT_CODES.get(layout, ()):
@@ -145,7 +155,7 @@ class Selection:
             codes = check_overrides(layout, overrides)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        return cls(layout, include, exclude, codes)
+        return cls(layout, include, exclude, codes, target)
 
     def check_matches(self, names: list[str]) -> None:
         """Every pattern must match some tensor name of the model: one that matches none is a
@@ -163,7 +173,8 @@ class Selection:
             if self.layout == "none":
                 d = Decision(None, False, CODES["none"], "none")
             else:
-                d = select(decide(self.layout, t, self.overrides), t.name, inc, exc)
+                d = select(decide(self.layout, t, self.overrides, target=self.target), t.name,
+                           inc, exc)
             out_type, out_bytes = ((d.target.id, d.target.tensor_bytes(t.shape)) if d.packs
                                    else (t.type_id, t.nbytes))
             plans.append(TensorPlan(t.name, t.shape, t.type_id, out_type, t.nbytes, out_bytes, d))
@@ -192,7 +203,8 @@ def plan_untied_output(src: GGUFFile, plans: list[TensorPlan], layout: str,
 
 
 def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
-                     digests: list[str], recorded: metadata.OriginalRecords) -> list[KVRecord]:
+                     digests: list[str], recorded: metadata.OriginalRecords,
+                     target: str | None = None) -> list[KVRecord]:
     """The input's records (a few changed in place) followed by our own."""
     records = dict(src.kv)
     changed: dict[str, KVRecord] = {}
@@ -214,7 +226,7 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
             records[FILE_TYPE_KEY] = encode_kv(FILE_TYPE_KEY, vtype, new)
     ours = metadata.build_records(
         layout, LAYOUT_VERSION, __version__, [p.name for p in plans],
-        [p.type_id for p in plans], digests, changed, added, recorded)
+        [p.type_id for p in plans], digests, changed, added, recorded, target)
     return list(records.values()) + ours
 
 
@@ -222,7 +234,8 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = D
             threads: int | None = None, include=(), exclude=(), force: bool = False,
             progress: ProgressCallback | None = None, compress: bool = False,
             allow_amx_n16: bool = False, overrides=(), dry_run: bool = False,
-            on_warning=None, verify: bool = False, untie_output: bool = False) -> ConvertReport:
+            on_warning=None, verify: bool = False, untie_output: bool = False,
+            target: str | None = None) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is a layout family ("amx", "interleaved": ``formats.layouts.LAYOUTS``), or "none"
@@ -241,6 +254,9 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = D
     copy of the tied ``token_embd.weight``, so that llama.cpp packs nothing at load
     (formats/tied_output.py); only for a model without output.weight whose architecture's loader
     takes one.
+    ``target`` (a family with CPU targets, e.g. cpu-repack: ``formats.family.LayoutFamily
+    .targets``) is the CPU the file is made for; None or "auto": this machine's. The file records
+    it (``amx_repack.target``).
     ``progress`` is called with a byte count as work completes (phases: runner.start_phase).
     ``on_warning`` is called with each warning as it arises, before the work it concerns (the
     report lists them too). ``compress`` writes ``output + ".zst"`` (a multi-threaded zstd
@@ -251,7 +267,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = D
     threads = threads or default_threads()
     if threads < 1:
         raise UsageError("threads must be at least 1")
-    selection = Selection.make(layout, include, exclude, overrides, allow_amx_n16)
+    selection = Selection.make(layout, include, exclude, overrides, allow_amx_n16, target)
     if untie_output and not (layout in FAMILY_TABLES and FAMILY_TABLES[layout].unties_output):
         raise UsageError(f"untying the output matrix applies to the "
                          f"{' and '.join(n for n, f in FAMILY_TABLES.items() if f.unties_output)} "
@@ -403,7 +419,8 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
     data_order += range(len(src.tensors), len(plans))
 
     def layout_for(digest_list):
-        return plan_layout(src.version, _output_metadata(src, layout, plans, digest_list, recorded),
+        return plan_layout(src.version, _output_metadata(src, layout, plans, digest_list, recorded,
+                                                         selection.target),
                            outputs, src.alignment, data_order, src.tail_padded)
 
     out_layout = layout_for(digests)
@@ -452,7 +469,8 @@ def _planned(src: GGUFFile, input: str, output: str, selection: Selection, threa
     if selection.layout != "none":
         refuse_repacked_input(src, input)
     report = ConvertReport(input, output, selection.layout, threads,
-                           _plan_file(src, selection, untie_output), selection=selection)
+                           _plan_file(src, selection, untie_output), selection=selection,
+                           target=selection.target)
     _explain(report)
     return report
 
