@@ -9,13 +9,11 @@ same variant (or none) every time. Also: the CPU features of ``auto`` from /proc
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 
@@ -23,8 +21,8 @@ from formats import cpu_repack_layout as cr
 from formats.ggml_types import TYPES, type_by_name
 from formats.gguf_container import TensorInfo
 from formats.layouts import decide
+from tests._paths import pinned_llama_cpp_sdist
 
-ROOT = Path(__file__).resolve().parents[1]
 REPACK_CPP = "ggml/src/ggml-cpu/repack.cpp"
 FUNCTION = "ggml_repack_get_optimal_repack_type"
 # upstream's probes -> the features of formats/cpu_repack_layout.py that set them
@@ -42,14 +40,7 @@ def _missing(what: str) -> None:
 
 
 def _pinned_repack_cpp() -> str:
-    spec = importlib.util.spec_from_file_location("runtime_build",
-                                                  ROOT / "runtime" / "llama.cpp" / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    try:
-        sdist = build.fetch_sdist()
-    except build.BuildError as e:
-        _missing(f"cannot fetch the pinned llama.cpp source: {str(e).splitlines()[0]}")
+    sdist = pinned_llama_cpp_sdist()
     with tarfile.open(sdist) as tar:
         for m in tar:
             if m.name.endswith("/vendor/llama.cpp/" + REPACK_CPP):
@@ -60,8 +51,7 @@ def _pinned_repack_cpp() -> str:
 def _function(text: str) -> str:
     """The function's definition, as a standalone C++ function of our stand-ins."""
     start = text.index(f"static const ggml::cpu::tensor_traits * {FUNCTION}(")
-    i = depth = text.index("{", start)
-    depth = 0
+    i, depth = text.index("{", start), 0
     while True:
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         i += 1
