@@ -394,50 +394,54 @@ static int lookup(int32_t src_type, int32_t nb_cols, int32_t inter, int64_t ne0,
     return 0;
 }
 
+/* Pack (inverse 0: in = source rows, out = packed) or unpack (inverse 1: in = packed, out =
+   source rows) every block group of a chunk: block x of the rows of group g <-> block group
+   (g, x) at the same offset range (section 3 of the spec). */
+static void convert_groups(const struct variant *v, const uint8_t *in, uint8_t *out, int64_t ne0,
+                           int64_t n_rows, int inverse)
+{
+    const int n = v->nb_cols, nseg = segment_count(v);
+    const int64_t nb = ne0 / v->blck, row_bytes = nb * v->bytes;
+    const uint8_t *src_rows[MAX_COLS];
+    uint8_t *dst_rows[MAX_COLS];
+    for (int64_t g = 0; g < n_rows / n; g++)
+        for (int64_t x = 0; x < nb; x++) {
+            for (int r = 0; r < n; r++) {
+                const int64_t block = (g * n + r) * row_bytes + x * v->bytes;
+                src_rows[r] = in + block;
+                dst_rows[r] = out + block;
+            }
+            const int64_t group = g * n * row_bytes + x * n * v->bytes;
+            const uint8_t *p_in = in + group;
+            uint8_t *p_out = out + group;
+            for (int s = 0; s < nseg; s++) {
+                if (inverse) unpack_segment(&v->seg[s], n, p_in, dst_rows);
+                else pack_segment(&v->seg[s], n, src_rows, p_out);
+                p_in += v->seg[s].len * n;
+                p_out += v->seg[s].len * n;
+            }
+        }
+}
+
+static int convert(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *in, uint8_t *out,
+                   int64_t ne0, int64_t n_rows, int inverse)
+{
+    const struct variant *v;
+    const int rc = lookup(src_type, nb_cols, inter, ne0, n_rows, in, out, &v);
+    if (!rc) convert_groups(v, in, out, ne0, n_rows, inverse);
+    return rc;
+}
+
 int cr_pack(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *src, uint8_t *dst,
             int64_t ne0, int64_t n_rows)
 {
-    const struct variant *v;
-    const int rc = lookup(src_type, nb_cols, inter, ne0, n_rows, src, dst, &v);
-    if (rc) return rc;
-    const int n = v->nb_cols, nseg = segment_count(v);
-    const int64_t nb = ne0 / v->blck, row_bytes = nb * v->bytes;
-    const uint8_t *in[MAX_COLS];
-    for (int64_t g = 0; g < n_rows / n; g++) {
-        const uint8_t *rows = src + g * n * row_bytes;
-        uint8_t *out = dst + g * n * row_bytes;
-        for (int64_t x = 0; x < nb; x++) {
-            for (int r = 0; r < n; r++) in[r] = rows + r * row_bytes + x * v->bytes;
-            for (int s = 0; s < nseg; s++) {
-                pack_segment(&v->seg[s], n, in, out);
-                out += v->seg[s].len * n;
-            }
-        }
-    }
-    return 0;
+    return convert(src_type, nb_cols, inter, src, dst, ne0, n_rows, 0);
 }
 
 int cr_unpack(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *packed,
               uint8_t *dst, int64_t ne0, int64_t n_rows)
 {
-    const struct variant *v;
-    const int rc = lookup(src_type, nb_cols, inter, ne0, n_rows, packed, dst, &v);
-    if (rc) return rc;
-    const int n = v->nb_cols, nseg = segment_count(v);
-    const int64_t nb = ne0 / v->blck, row_bytes = nb * v->bytes;
-    uint8_t *out[MAX_COLS];
-    for (int64_t g = 0; g < n_rows / n; g++) {
-        const uint8_t *p = packed + g * n * row_bytes;
-        uint8_t *rows = dst + g * n * row_bytes;
-        for (int64_t x = 0; x < nb; x++) {
-            for (int r = 0; r < n; r++) out[r] = rows + r * row_bytes + x * v->bytes;
-            for (int s = 0; s < nseg; s++) {
-                unpack_segment(&v->seg[s], n, p, out);
-                p += v->seg[s].len * n;
-            }
-        }
-    }
-    return 0;
+    return convert(src_type, nb_cols, inter, packed, dst, ne0, n_rows, 1);
 }
 
 int cr_dequantize(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *packed,
