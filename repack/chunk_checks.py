@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from formats.ggml_types import TYPES
 
 from ._verify import ffi, lib
-from .cpu_repack_kernels import variant_of
 from .native_args import expect_nbytes, shape_int
 
 INVALID, BYTES, VALUES = 1, 2, 3   # vf_mismatch.kind
@@ -29,25 +28,19 @@ class Mismatch:
     repacked: int
 
 
-def check_chunk(family: str, src_type: int, packed_type: int, ne0: int, rows: int, packed,
-                original, rebuilt, values: bool) -> Mismatch | None:
-    """Check one chunk (``rows`` whole units of a packed tensor): ``rebuilt`` receives the source
-    bytes the inverse kernel gives back; ``original`` (None: no original) must equal them; with
-    ``values``, both float decoders must give the same bits for every element."""
+def check_chunk(native: str, leading: tuple, src_type: int, packed_type: int, ne0: int, rows: int,
+                packed, original, rebuilt, values: bool) -> Mismatch | None:
+    """Check one chunk (``rows`` whole units of a packed tensor) with the family's fused check,
+    the function ``native`` of native/verify.c called with the arguments ``leading`` and then the
+    buffers: ``rebuilt`` receives the source bytes the inverse kernel gives back; ``original``
+    (None: no original) must equal them; with ``values``, both float decoders must give the same
+    bits for every element."""
     src = TYPES[int(src_type)]
     ne0, rows = shape_int(ne0, "ne0"), shape_int(rows, "rows")
     if ne0 <= 0 or ne0 % src.block_size or rows < 0:
         raise ValueError(f"{src.name}: bad chunk shape ne0={ne0}, rows={rows}")
     src_bytes = src.row_bytes(ne0) * rows
-    if family == "cpu-repack":   # packed type id 2048 + 64 * shape + source id: same size as the source
-        packed_source, nb_cols, inter = variant_of(packed_type)
-        if packed_source != src.id:
-            raise ValueError(f"{src.name}: packed type {packed_type} is made from another type")
-        if rows % nb_cols:
-            raise ValueError(f"{src.name}: chunk of {rows} rows is not whole {nb_cols}-row groups")
-        packed_bytes = src_bytes
-    else:
-        packed_bytes = TYPES[int(packed_type)].row_bytes(ne0) * rows
+    packed_bytes = TYPES[int(packed_type)].row_bytes(ne0) * rows
     shape = f"ne0={ne0}, rows={rows}"
     expect_nbytes(packed, packed_bytes, f"{src.name}: packed", context=shape)
     expect_nbytes(rebuilt, src_bytes, f"{src.name}: rebuilt", writable=True, context=shape)
@@ -59,15 +52,8 @@ def check_chunk(family: str, src_type: int, packed_type: int, ne0: int, rows: in
     p_packed = ffi.from_buffer("uint8_t[]", packed)
     p_original = ffi.from_buffer("uint8_t[]", original) if original is not None else ffi.NULL
     p_rebuilt = ffi.from_buffer("uint8_t[]", rebuilt, require_writable=True)
-    if family == "amx":
-        rc = lib.vf_check_amx(src.id, src.block_size, src.type_size, p_packed, p_original,
-                              p_rebuilt, rows, ne0, bool(values), m)
-    elif family == "cpu-repack":
-        rc = lib.vf_check_cpu_repack(src.id, nb_cols, inter, p_packed, p_original, p_rebuilt, rows,
-                                     ne0, bool(values), m)
-    else:
-        rc = lib.vf_check_interleaved(src.id, int(packed_type), p_packed, p_original, p_rebuilt,
-                                      rows, ne0, bool(values), m)
+    rc = getattr(lib, native)(*leading, p_packed, p_original, p_rebuilt, rows, ne0, bool(values),
+                              m)
     if rc == -4:
         raise MemoryError("out of memory for the check's buffers")
     if rc != 0:   # the checks above make this unreachable, except bf16_r16 with an odd ne0

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from formats.ggml_types import CPU_REPACK_SHAPES as SHAPES   # (nb_cols, inter), index = shape
+from formats.ggml_types import CPU_REPACK_TYPE_ID_BASE as TYPE_ID_BASE
 from formats.ggml_types import TYPES, type_name
 
 from ._cpu_repack import ffi, lib
 from .native_args import expect_nbytes, shape_int
 
-TYPE_ID_BASE = 2048
-SHAPES = ((4, 4), (4, 8), (8, 4), (8, 8), (16, 1))   # (nb_cols, inter), index = shape in the id
 
 
 def packed_type_id(src_type_id: int, nb_cols: int, inter: int) -> int:
@@ -123,3 +123,31 @@ def dequantize(src_type_id: int, nb_cols: int, inter: int, packed, ne0: int, n_r
         _status(lib.cr_dequantize(t, n, i, *_pointers(packed, dst, "float[]"), ne0, n_rows),
                 "dequantize")
     return dst
+
+
+class _FamilyKernels:
+    """The cpu-repack family's kernels as repack.families calls them: one chunk of whole row
+    groups, the variant given by its packed type id."""
+
+    verify_check = "vf_check_cpu_repack"
+
+    def pack(self, packed_type_id: int, ne0: int, rows: int, src, dst) -> None:
+        pack(*variant_of(packed_type_id), src, dst, ne0, rows)
+
+    def unpack(self, packed_type_id: int, ne0: int, rows: int, packed, dst) -> None:
+        unpack(*variant_of(packed_type_id), packed, dst, ne0, rows)
+
+    def first_invalid_row(self, packed_type_id: int, ne0: int, rows: int, packed) -> int | None:
+        return None     # upstream's layouts carry no redundant fields
+
+    def verify_check_args(self, packed_type_id: int) -> tuple:
+        return variant_of(packed_type_id)
+
+    def can_dequantize(self, packed_type_id: int) -> bool:
+        return True     # cr_dequantize decodes every variant
+
+    def dequantize_packed(self, packed_type_id: int, ne0: int, rows: int, packed, dst) -> None:
+        dequantize(*variant_of(packed_type_id), packed, ne0, rows, dst)
+
+
+KERNELS = _FamilyKernels()

@@ -166,11 +166,11 @@ def test_fused_check(variant):
     packed_type = kernels.packed_type_id(*variant)
     rebuilt = np.zeros_like(src)
     for original in (src, None):
-        assert chunk_checks.check_chunk("cpu-repack", src_type, packed_type, ne0, rows, packed,
-                                        original, rebuilt, values=True) is None
+        assert chunk_checks.check_chunk("vf_check_cpu_repack", variant, src_type, packed_type,
+                                        ne0, rows, packed, original, rebuilt, values=True) is None
     packed.reshape(-1)[packed.size // 2] ^= 0x10
-    m = chunk_checks.check_chunk("cpu-repack", src_type, packed_type, ne0, rows, packed, src, rebuilt,
-                                 values=True)
+    m = chunk_checks.check_chunk("vf_check_cpu_repack", variant, src_type, packed_type, ne0, rows,
+                                 packed, src, rebuilt, values=True)
     assert m is not None and m.kind == chunk_checks.BYTES
 
 
