@@ -187,11 +187,12 @@ def test_amx_matmul_on_mapped_file_bytes(runtime, amx_converted, qtype, tmp_path
 # End to end: generation from the mapped file
 
 
-def generate(bin_dir: Path, model: Path, env: dict | None = None) -> dict:
+def generate(bin_dir: Path, model: Path, env: dict | None = None, extra_args: list[str] | None = None) -> dict:
     """Run amx-generate; returns exit code, tokens, stderr, the process's own peak RSS (KiB, its
     VmHWM: wait4's ru_maxrss would count the pytest process it was forked from) and what was
     repacked."""
-    proc = subprocess.Popen([bin_dir / "amx-generate", model, "-n", str(N_PREDICT), "-t", "2", PROMPT],
+    proc = subprocess.Popen([bin_dir / "amx-generate", model, "-n", str(N_PREDICT), "-t", "2", *(extra_args or []),
+                             PROMPT],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                             env={**os.environ, **(env or {})})
     out, err = proc.communicate()
