@@ -7,13 +7,11 @@ vs stock with --no-repack (a plain mmap load, the floor), same machine, one meas
 Models: a random-weight llama-shaped Q4_0 model of --gigabytes (4096 wide, FFN 11008, built here
 with gguf-py, a tiny byte-fallback vocabulary so llama.cpp loads it) and the Gemma-3-270M Q4_K_M
 fixture (test extras), plus any --model. Each is converted with
-`amx-repack convert --layout cpu-repack --target auto`.
+`amx-repack convert --layout cpu-repack --target x86-avx2`.
 
-Builds (or reuses) runtime/llama.cpp's emulate-amx and emulate-amx-stock flavours (AVX-512 VNNI,
-so upstream's x86 CPU_REPACK kernels are the ones that run) and runs them with the emulated AMX
-backend denied (AMX_TILE_EMULATION_DENY=1): stock then repacks into CPU_REPACK, as on any AVX2 /
-AVX-512 CPU without AMX. Each command runs once untimed first, so the file is in the page cache for
-all three; then once measured, in its own process: wall-clock load (model + context), the
+Builds (or reuses) runtime/llama.cpp's avx2 and avx2-stock flavours (upstream's x86 CPU_REPACK
+kernels, as on any AVX2 CPU). Each command runs once untimed first, so the file is in the page
+cache for all three; then once measured, in its own process: wall-clock load (model + context), the
 process's CPU time (user + sys) to the end of the load, private anonymous memory right after the
 load (RssAnon: a repacked copy lives there) and peak RSS (VmHWM).
 """
@@ -38,7 +36,7 @@ use_checkout()
 
 from runtime import PROMPT, load_build_module  # noqa: E402
 
-NO_AMX = {"AMX_TILE_EMULATION_DENY": "1"}
+TARGET = "x86-avx2"   # what the avx2 build's CPU_REPACK picks
 D_MODEL, D_FF, N_VOCAB = 4096, 11008, 512
 Q4_0_BLOCK = 18   # 32 weights: an fp16 scale and 16 bytes of nibbles
 
@@ -101,9 +99,8 @@ def llama_q4_0_model(path: Path, gigabytes: float) -> Path:
 
 def generate(bin_dir: Path, model: Path, threads: int, *args: str) -> dict:
     cmd = [str(bin_dir / "amx-generate"), str(model), "-n", "1", "-t", str(threads), *args, PROMPT]
-    env = {**os.environ, **NO_AMX}
-    subprocess.run(cmd, capture_output=True, env=env)   # page cache warm for every side
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    subprocess.run(cmd, capture_output=True)   # page cache warm for every side
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     value = {k: float(v) for k, v in re.findall(r"^(\w+_(?:ms|kib)): ([\d.]+)$", proc.stdout, re.M)}
@@ -136,7 +133,7 @@ def main() -> None:
 
     import repack
     build = load_build_module()
-    stock_bin, patched_bin = build.build("emulate-amx-stock"), build.build("emulate-amx")
+    stock_bin, patched_bin = build.build("avx2-stock"), build.build("avx2")
     work = args.work or Path(tempfile.mkdtemp(prefix="cpu-repack-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     models = [llama_q4_0_model(work / f"llama-q4_0-{args.gigabytes:g}gb.gguf", args.gigabytes)]
@@ -154,7 +151,7 @@ def main() -> None:
     for original in models:
         ours = work / (original.stem + "-cpu-repack.gguf")
         if not ours.exists():
-            repack.convert(original, ours, layout="cpu-repack", target="auto")
+            repack.convert(original, ours, layout="cpu-repack", target=TARGET)
         size = original.stat().st_size / 1e9
         print(f"| {original.name} ({size:.2f} GB) | " + " | ".join(headers[1:]) + " |")
         print("|" + "---|" * len(headers))

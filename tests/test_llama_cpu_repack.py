@@ -1,11 +1,10 @@
 """The cpu-repack layout against the real runtime: llama.cpp reading upstream's own CPU_REPACK
 layout from the mapped file (runtime patch 0003), against stock llama.cpp repacking at load.
 
-Same two builds as tests/test_llama_runtime.py (``emulate-amx`` patched, ``emulate-amx-stock``),
-shared through build.py's cache. Both are AVX-512 VNNI builds, so upstream's x86 CPU_REPACK kernels
-(AVX2 / AVX-512 variants) run natively here, and the file's target is ``x86-avx512``. Every run
-sets AMX_TILE_EMULATION_DENY=1: with the emulated AMX backend away, stock llama.cpp places the
-weights in its CPU_REPACK buffer (repacking them at load), as on any AVX2 / AVX-512 CPU.
+Two builds of the pinned source for any AVX2 CPU (runtime/llama.cpp/build.py ``avx2`` patched and
+``avx2-stock``, cached like test_llama_runtime.py's): upstream's x86 CPU_REPACK kernels run
+natively, and its choice of variants is that of the ``x86-avx2`` target (the build's CPU features
+are compile-time), whatever the machine beyond AVX2.
 
 The tests prove:
 * end to end (Gemma Q4_K_M, its pure Q4_0 and IQ4_NL requantizations, and a small qwen3moe whose
@@ -15,11 +14,11 @@ The tests prove:
 * nothing is repacked at load: no CPU_REPACK buffer for the tensors our file holds repacked, and
   the private (anonymous) memory after the load is that of a plain mmap load (--no-repack), not
   that plus a repacked copy as in stock;
-* refusals: a file made for another CPU (arm-i8mm), a repacked tensor used by an op the repack
-  kernels do not compute (GET_ROWS), and the unpatched runtime on our file each stop at load with
-  exit 1 and one line.
+* refusals, each at load with exit 1 and one line: a file made for another CPU (arm-i8mm: Q4_0 as
+  4x8), a file needing a CPU feature this build lacks (x86-avx512: Q2_K as 8x8), a repacked tensor
+  used by an op the repack kernels do not compute (GET_ROWS), and the unpatched runtime on our file.
 
-Skipped (with the reason) only where test_llama_runtime.py's prerequisites are missing; under CI
+Skipped (with the reason) only without AVX2, cmake / a C++ compiler or the package index; under CI
 those are failures.
 """
 
@@ -33,17 +32,22 @@ import pytest
 
 import repack
 from formats.gguf_container import read_gguf
-from tests.test_llama_runtime import generate, runtime  # noqa: F401 (fixture)
+from tests.test_llama_runtime import _check_prerequisites, built_runtime, generate
 
-# stock llama.cpp without the emulated AMX backend: its CPU_REPACK buffer takes the weights
-NO_AMX = {"AMX_TILE_EMULATION_DENY": "1"}
-TARGET = "x86-avx512"
+TARGET = "x86-avx2"
 # Gemma files whose weights upstream repacks on x86 (Q4_K_M: its Q4_K matrices)
 E2E_TYPES = ["Q4_K_M", "Q4_0", "IQ4_NL"]
 # private memory after the load, ours against a plain mmap load of the original: the same but for
 # allocator noise (the goal: within 5%)
 PRIVATE_TOLERANCE = 0.05
 CPU_REPACK_BASE = 2048
+
+
+@pytest.fixture(scope="session")
+def cpu_runtime():
+    """{"stock": bin dir, "patched": bin dir}: the AVX2 builds, made once and cached."""
+    _check_prerequisites("avx2", "the AVX2 build")
+    return built_runtime("avx2")
 
 
 def convert_cpu_repack(original: Path, ours: Path, target: str = TARGET) -> Path:
@@ -95,12 +99,12 @@ def assert_same_generation(stock: dict, patched: dict) -> None:
 
 
 @pytest.mark.parametrize("qtype", E2E_TYPES)
-def test_patched_runtime_generates_from_mapped_cpu_repack_file(runtime, cpu_repack_converted, qtype):
+def test_patched_runtime_generates_from_mapped_cpu_repack_file(cpu_runtime, cpu_repack_converted, qtype):
     original, ours = cpu_repack_converted(qtype)
     packed = repacked_tensors(ours)
     assert len(packed) >= 36, "most of the fixture's matrices should be repacked"
-    stock = generate(runtime["stock"], original, env=NO_AMX)
-    patched = generate(runtime["patched"], ours, env=NO_AMX)
+    stock = generate(cpu_runtime["stock"], original)
+    patched = generate(cpu_runtime["patched"], ours)
     assert_same_generation(stock, patched)
 
     # stock repacked at load into its CPU_REPACK buffer; ours computed from the mapped file. What
@@ -115,12 +119,12 @@ def test_patched_runtime_generates_from_mapped_cpu_repack_file(runtime, cpu_repa
     assert stock["buffers"]["CPU_REPACK"] - patched["buffers"].get("CPU_REPACK", 0) > 10
 
 
-def test_mapped_cpu_repack_file_has_no_private_copy(runtime, cpu_repack_converted):
+def test_mapped_cpu_repack_file_has_no_private_copy(cpu_runtime, cpu_repack_converted):
     """Private memory after the load: stock = plain mmap + its repacked copy; ours = plain mmap."""
     original, ours = cpu_repack_converted("Q4_0")
-    plain = generate(runtime["stock"], original, env=NO_AMX, extra_args=["--no-repack"])
-    stock = generate(runtime["stock"], original, env=NO_AMX)
-    patched = generate(runtime["patched"], ours, env=NO_AMX)
+    plain = generate(cpu_runtime["stock"], original, extra_args=["--no-repack"])
+    stock = generate(cpu_runtime["stock"], original)
+    patched = generate(cpu_runtime["patched"], ours)
     for r in (plain, stock, patched):
         assert r["returncode"] == 0, r["stderr"][-2000:]
     assert "CPU_REPACK" not in plain["buffers"]
@@ -138,22 +142,22 @@ def test_mapped_cpu_repack_file_has_no_private_copy(runtime, cpu_repack_converte
 
 
 @pytest.fixture(scope="module")
-def moe_q4_0(runtime, tmp_path_factory):
+def moe_q4_0(cpu_runtime, tmp_path_factory):
     from tests.test_llama_moe import N_LAYER, build_qwen3moe
     tmp = tmp_path_factory.mktemp("moe-cpu-repack")
-    original = build_qwen3moe(tmp / "moe-q4_0.gguf", "Q4_0", runtime["stock"], tmp)
+    original = build_qwen3moe(tmp / "moe-q4_0.gguf", "Q4_0", cpu_runtime["stock"], tmp)
     ours = convert_cpu_repack(original, tmp / "moe-q4_0-cpu-repack.gguf")
     experts = [name for name in repacked_tensors(ours) if "_exps." in name]
     assert len(experts) == 3 * N_LAYER
     return original, ours
 
 
-def test_moe_generates_from_mapped_repacked_experts(runtime, moe_q4_0):
+def test_moe_generates_from_mapped_repacked_experts(cpu_runtime, moe_q4_0):
     original, ours = moe_q4_0
     with read_gguf(ours) as f:
         assert any(t.type.id >= CPU_REPACK_BASE and len(t.shape) == 3 for t in f.tensors)
-    stock = generate(runtime["stock"], original, env=NO_AMX)
-    patched = generate(runtime["patched"], ours, env=NO_AMX)
+    stock = generate(cpu_runtime["stock"], original)
+    patched = generate(cpu_runtime["patched"], ours)
     assert_same_generation(stock, patched)
     assert stock["buffers"]["CPU_REPACK"] > 0
     # every matrix of this model, experts included, is read from the mapped file
@@ -164,10 +168,10 @@ def test_moe_generates_from_mapped_repacked_experts(runtime, moe_q4_0):
 # Refusals
 
 
-def test_file_for_another_cpu_is_refused(runtime, cpu_repack_converted):
+def test_file_for_another_cpu_is_refused(cpu_runtime, cpu_repack_converted):
     """Q4_0 for arm-i8mm is q4_0_4x8; this CPU computes q4_0 as 8x8: refused at load."""
     original, ours = cpu_repack_converted("Q4_0", "arm-i8mm")
-    result = generate(runtime["patched"], ours, env=NO_AMX)
+    result = generate(cpu_runtime["patched"], ours)
     assert result["returncode"] == 1 and result["tokens"] is None
     line = re.search(r"^.*is repacked as cpu_q4_0_4x8.*$", result["stderr"], re.M).group(0)
     assert re.fullmatch(
@@ -176,7 +180,21 @@ def test_file_for_another_cpu_is_refused(runtime, cpu_repack_converted):
         r"'arm-i8mm' CPU; restore the original model with `amx-repack unpack` to run it here", line)
     assert "failed to find a compatible buffer type for tensor" in result["stderr"]
     # the same runtime runs the original (repacking it at load, as stock does)
-    assert generate(runtime["patched"], original, env=NO_AMX)["returncode"] == 0
+    assert generate(cpu_runtime["patched"], original)["returncode"] == 0
+
+
+def test_file_needing_a_missing_cpu_feature_is_refused(cpu_runtime, cpu_repack_converted):
+    """x86-avx512 repacks Q2_K (8x8); upstream repacks Q2_K only with AVX-512, so this AVX2 build
+    refuses the file: the same as running it on an AVX2-only CPU."""
+    original, ours = cpu_repack_converted("Q2_K", "x86-avx512")
+    result = generate(cpu_runtime["patched"], ours)
+    assert result["returncode"] == 1 and result["tokens"] is None
+    line = re.search(r"^.*is repacked as cpu_q2_K_8x8.*$", result["stderr"], re.M).group(0)
+    assert re.fullmatch(
+        r"ggml_repack_supports_prepacked: tensor '\S+' is repacked as cpu_q2_K_8x8 for the CPU target "
+        r"'x86-avx512', but this CPU computes q2_K weights of its shape without repacking: this file needs "
+        r"a 'x86-avx512' CPU; restore the original model with `amx-repack unpack` to run it here", line)
+    assert generate(cpu_runtime["patched"], original)["returncode"] == 0
 
 
 def _retyped(path: Path, name: str, type_id: int, out: Path) -> Path:
@@ -190,22 +208,22 @@ def _retyped(path: Path, name: str, type_id: int, out: Path) -> Path:
     return out
 
 
-def test_repacked_tensor_in_another_op_is_refused(runtime, cpu_repack_converted, tmp_path):
+def test_repacked_tensor_in_another_op_is_refused(cpu_runtime, cpu_repack_converted, tmp_path):
     """token_embd.weight is read by GET_ROWS: as a repacked type it is refused, never computed."""
     _, ours = cpu_repack_converted("Q4_0")
     q4_0_8x8 = CPU_REPACK_BASE + 64 * 3 + 2
     bad = _retyped(ours, "token_embd.weight", q4_0_8x8, tmp_path / "embd-repacked.gguf")
-    result = generate(runtime["patched"], bad, env=NO_AMX)
+    result = generate(cpu_runtime["patched"], bad)
     assert result["returncode"] == 1 and result["tokens"] is None
     assert ("ggml_repack_supports_prepacked: tensor 'token_embd.weight' is repacked (cpu_q4_0_8x8), which only "
             "the F32 MUL_MAT / MUL_MAT_ID kernels read, not GET_ROWS: restore the original model with "
             "`amx-repack unpack`") in result["stderr"]
 
 
-def test_unpatched_runtime_refuses_cpu_repack_file(runtime, cpu_repack_converted):
+def test_unpatched_runtime_refuses_cpu_repack_file(cpu_runtime, cpu_repack_converted):
     _, ours = cpu_repack_converted("Q4_0")
     assert set(repacked_tensors(ours).values()) == {CPU_REPACK_BASE + 64 * 3 + 2}   # q4_0_8x8
-    result = generate(runtime["stock"], ours, env=NO_AMX)
+    result = generate(cpu_runtime["stock"], ours)
     assert result["returncode"] == 1  # a clean error exit, not a signal
     assert re.search(r"tensor '\S+' has invalid ggml type 2242\. should be in \[0, 43\)", result["stderr"])
     assert result["tokens"] is None

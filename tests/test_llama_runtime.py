@@ -56,10 +56,10 @@ def _unavailable(reason: str):
     pytest.skip(reason)
 
 
-def _check_prerequisites() -> None:
+def _check_prerequisites(cpu_flag: str = "avx512_vnni", build: str = "the emulated-AMX build") -> None:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if "avx512_vnni" not in cpuinfo:
-        _unavailable("no AVX-512 VNNI on this CPU: the emulated-AMX build of llama.cpp needs it")
+    if cpu_flag not in cpuinfo.split():
+        _unavailable(f"no {cpu_flag} on this CPU: {build} of llama.cpp needs it")
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
             _unavailable(f"{tool} not found: needed to build llama.cpp")
@@ -69,6 +69,11 @@ def _check_prerequisites() -> None:
 def runtime():
     """{"stock": bin dir, "patched": bin dir}: both builds, made once and cached."""
     _check_prerequisites()
+    return built_runtime("emulate-amx")
+
+
+def built_runtime(flavour: str) -> dict:
+    """{"stock": bin dir, "patched": bin dir} of a flavour of runtime/llama.cpp/build.py."""
     build = _build_module()
     try:
         sdist = build.fetch_sdist()
@@ -76,7 +81,7 @@ def runtime():
         _unavailable(f"cannot fetch llama-cpp-python=={build.LLAMA_CPP_PYTHON_VERSION} "
                      f"from the package index: {str(e).splitlines()[0]}")
     assert sdist.exists()
-    return {"stock": build.build("emulate-amx-stock"), "patched": build.build("emulate-amx")}
+    return {"stock": build.build(f"{flavour}-stock"), "patched": build.build(flavour)}
 
 
 def upstream_loadable_q5_k(llama_quantize, gemma_path) -> Path:
