@@ -19,7 +19,7 @@ The tests prove:
   is detected;
 * without AMX the patched runtime refuses packed experts, as it refuses packed 2-D weights.
 
-Skipped only when test_llama_runtime.py's prerequisites are missing; under CI those fail.
+Skipped only when test_llama_runtime.py's prerequisites are missing (see there which fail under CI).
 """
 
 from __future__ import annotations
