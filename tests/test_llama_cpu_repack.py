@@ -18,8 +18,9 @@ The tests prove:
   4x8), a file needing a CPU feature this build lacks (x86-avx512: Q2_K as 8x8), a repacked tensor
   used by an op the repack kernels do not compute (GET_ROWS), and the unpatched runtime on our file.
 
-Skipped (with the reason) only without AVX2, cmake / a C++ compiler or the package index; under CI
-those are failures.
+Skipped (with the reason) without AVX2 (hardware: also under CI, as test_llama_runtime.py skips
+without AVX-512 VNNI), cmake / a C++ compiler or the package index (failures under CI, which
+installs them).
 """
 
 from __future__ import annotations
@@ -176,8 +177,8 @@ def test_file_for_another_cpu_is_refused(cpu_runtime, cpu_repack_converted):
     line = re.search(r"^.*is repacked as cpu_q4_0_4x8.*$", result["stderr"], re.M).group(0)
     assert re.fullmatch(
         r"ggml_repack_supports_prepacked: tensor '\S+' is repacked as cpu_q4_0_4x8 for the CPU target "
-        r"'arm-i8mm', but this CPU computes q4_0 weights of its shape as cpu_q4_0_8x8: this file needs a "
-        r"'arm-i8mm' CPU; restore the original model with `amx-repack unpack` to run it here", line)
+        r"'arm-i8mm', but this CPU computes q4_0 weights of its shape as cpu_q4_0_8x8: run the file on a CPU of "
+        r"that target, or restore the original model with `amx-repack unpack` to run it here", line)
     assert "failed to find a compatible buffer type for tensor" in result["stderr"]
     # the same runtime runs the original (repacking it at load, as stock does)
     assert generate(cpu_runtime["patched"], original)["returncode"] == 0
@@ -192,8 +193,8 @@ def test_file_needing_a_missing_cpu_feature_is_refused(cpu_runtime, cpu_repack_c
     line = re.search(r"^.*is repacked as cpu_q2_K_8x8.*$", result["stderr"], re.M).group(0)
     assert re.fullmatch(
         r"ggml_repack_supports_prepacked: tensor '\S+' is repacked as cpu_q2_K_8x8 for the CPU target "
-        r"'x86-avx512', but this CPU computes q2_K weights of its shape without repacking: this file needs "
-        r"a 'x86-avx512' CPU; restore the original model with `amx-repack unpack` to run it here", line)
+        r"'x86-avx512', but this CPU computes q2_K weights of its shape without repacking: run the file on a CPU "
+        r"of that target, or restore the original model with `amx-repack unpack` to run it here", line)
     assert generate(cpu_runtime["patched"], original)["returncode"] == 0
 
 
