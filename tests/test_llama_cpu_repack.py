@@ -103,7 +103,7 @@ def assert_same_generation(stock: dict, patched: dict) -> None:
 def test_patched_runtime_generates_from_mapped_cpu_repack_file(cpu_runtime, cpu_repack_converted, qtype):
     original, ours = cpu_repack_converted(qtype)
     packed = repacked_tensors(ours)
-    assert len(packed) >= 36, "most of the fixture's matrices should be repacked"
+    assert len(packed) >= 20, "the fixture's matrices of a type upstream repacks should be repacked"
     stock = generate(cpu_runtime["stock"], original)
     patched = generate(cpu_runtime["patched"], ours)
     assert_same_generation(stock, patched)
