@@ -169,32 +169,23 @@ def test_moe_generates_from_mapped_repacked_experts(cpu_runtime, moe_q4_0):
 # Refusals
 
 
-def test_file_for_another_cpu_is_refused(cpu_runtime, cpu_repack_converted):
-    """Q4_0 for arm-i8mm is q4_0_4x8; this CPU computes q4_0 as 8x8: refused at load."""
-    original, ours = cpu_repack_converted("Q4_0", "arm-i8mm")
+@pytest.mark.parametrize("qtype, target, packed, this_cpu", [
+    # another CPU: arm-i8mm's Q4_0 is 4x8, this CPU computes Q4_0 as 8x8
+    ("Q4_0", "arm-i8mm", "cpu_q4_0_4x8", "computes q4_0 weights of its shape as cpu_q4_0_8x8"),
+    # a CPU feature this build lacks: upstream repacks Q2_K (8x8) only with AVX-512, as for an AVX2 CPU
+    ("Q2_K", "x86-avx512", "cpu_q2_K_8x8", "computes q2_K weights of its shape without repacking"),
+])
+def test_file_for_another_cpu_is_refused(cpu_runtime, cpu_repack_converted, qtype, target, packed, this_cpu):
+    original, ours = cpu_repack_converted(qtype, target)
     result = generate(cpu_runtime["patched"], ours)
     assert result["returncode"] == 1 and result["tokens"] is None
-    line = re.search(r"^.*is repacked as cpu_q4_0_4x8.*$", result["stderr"], re.M).group(0)
+    line = re.search(rf"^.*is repacked as {packed}.*$", result["stderr"], re.M).group(0)
     assert re.fullmatch(
-        r"ggml_repack_supports_prepacked: tensor '\S+' is repacked as cpu_q4_0_4x8 for the CPU target "
-        r"'arm-i8mm', but this CPU computes q4_0 weights of its shape as cpu_q4_0_8x8: run the file on a CPU of "
-        r"that target, or restore the original model with `amx-repack unpack` to run it here", line)
+        rf"ggml_repack_supports_prepacked: tensor '\S+' is repacked as {packed} for the CPU target '{target}', "
+        rf"but this CPU {this_cpu}: run the file on a CPU of that target, or restore the original model with "
+        r"`amx-repack unpack` to run it here", line)
     assert "failed to find a compatible buffer type for tensor" in result["stderr"]
-    # the same runtime runs the original (repacking it at load, as stock does)
-    assert generate(cpu_runtime["patched"], original)["returncode"] == 0
-
-
-def test_file_needing_a_missing_cpu_feature_is_refused(cpu_runtime, cpu_repack_converted):
-    """x86-avx512 repacks Q2_K (8x8); upstream repacks Q2_K only with AVX-512, so this AVX2 build
-    refuses the file: the same as running it on an AVX2-only CPU."""
-    original, ours = cpu_repack_converted("Q2_K", "x86-avx512")
-    result = generate(cpu_runtime["patched"], ours)
-    assert result["returncode"] == 1 and result["tokens"] is None
-    line = re.search(r"^.*is repacked as cpu_q2_K_8x8.*$", result["stderr"], re.M).group(0)
-    assert re.fullmatch(
-        r"ggml_repack_supports_prepacked: tensor '\S+' is repacked as cpu_q2_K_8x8 for the CPU target "
-        r"'x86-avx512', but this CPU computes q2_K weights of its shape without repacking: run the file on a CPU "
-        r"of that target, or restore the original model with `amx-repack unpack` to run it here", line)
+    # the same runtime runs the original (repacking at load what it repacks, as stock does)
     assert generate(cpu_runtime["patched"], original)["returncode"] == 0
 
 
