@@ -57,13 +57,12 @@ def _unavailable(reason: str):
     pytest.skip(reason)
 
 
-def _check_prerequisites() -> None:
+def _check_prerequisites(cpu_flag: str = "avx512_vnni", build: str = "the emulated-AMX build") -> None:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if "avx512_vnni" not in cpuinfo:
+    if cpu_flag not in cpuinfo.split():
         # hardware, not a missing tool: no install step can add it, so CI skips too (CI runs on
         # the submitting developer's machine, and not every one of them has AVX-512)
-        pytest.skip("no AVX-512 VNNI on this CPU: the emulated-AMX build of llama.cpp needs it "
-                    "(the AMX runtime tests need an AVX-512 VNNI or AMX machine)")
+        pytest.skip(f"no {cpu_flag} on this CPU: {build} of llama.cpp needs it")
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
             _unavailable(f"{tool} not found: needed to build llama.cpp")
@@ -73,6 +72,11 @@ def _check_prerequisites() -> None:
 def runtime():
     """{"stock": bin dir, "patched": bin dir}: both builds, made once and cached."""
     _check_prerequisites()
+    return built_runtime("emulate-amx")
+
+
+def built_runtime(flavour: str) -> dict:
+    """{"stock": bin dir, "patched": bin dir} of a flavour of runtime/llama.cpp/build.py."""
     build = _build_module()
     try:
         sdist = build.fetch_sdist()
@@ -80,7 +84,7 @@ def runtime():
         _unavailable(f"cannot fetch llama-cpp-python=={build.LLAMA_CPP_PYTHON_VERSION} "
                      f"from the package index: {str(e).splitlines()[0]}")
     assert sdist.exists()
-    return {"stock": build.build("emulate-amx-stock"), "patched": build.build("emulate-amx")}
+    return {"stock": build.build(f"{flavour}-stock"), "patched": build.build(flavour)}
 
 
 def upstream_loadable_q5_k(llama_quantize, gemma_path) -> Path:
@@ -191,11 +195,12 @@ def test_amx_matmul_on_mapped_file_bytes(runtime, amx_converted, qtype, tmp_path
 # End to end: generation from the mapped file
 
 
-def generate(bin_dir: Path, model: Path, env: dict | None = None) -> dict:
+def generate(bin_dir: Path, model: Path, env: dict | None = None, extra_args: list[str] | None = None) -> dict:
     """Run amx-generate; returns exit code, tokens, stderr, the process's own peak RSS (KiB, its
     VmHWM: wait4's ru_maxrss would count the pytest process it was forked from) and what was
     repacked."""
-    proc = subprocess.Popen([bin_dir / "amx-generate", model, "-n", str(N_PREDICT), "-t", "2", PROMPT],
+    proc = subprocess.Popen([bin_dir / "amx-generate", model, "-n", str(N_PREDICT), "-t", "2", *(extra_args or []),
+                             PROMPT],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                             env={**os.environ, **(env or {})})
     out, err = proc.communicate()

@@ -5,6 +5,7 @@
                                                        #   llama-bench, llama-simple, amx-generate
     python runtime/llama.cpp/build.py --emulate-amx    # test flavour for AVX-512 VNNI CPUs without AMX
     python runtime/llama.cpp/build.py --emulate-amx --stock   # unpatched upstream, same flags
+    python runtime/llama.cpp/build.py --avx2 [--stock]  # test flavour of the cpu-repack layout (AVX2)
     python runtime/llama.cpp/build.py --source DIR     # a llama.cpp checkout of your own instead of
                                                        #   the pinned one
 
@@ -49,6 +50,10 @@ AVX512_VNNI_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-D
                      "-DGGML_F16C=ON", "-DGGML_AVX512=ON", "-DGGML_AVX512_VBMI=ON",
                      "-DGGML_AVX512_VNNI=ON", "-DGGML_AVX512_BF16=ON"]
 
+# AVX2 only, spelled out: upstream's CPU_REPACK picks its x86-avx2 variants (ggml_cpu_has_avx2 and
+# _avx512 are compile-time), the same on every x86-64 CPU with AVX2.
+AVX2_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON"]
+
 # A flavour is the hardware (real AMX, or emulated tiles on AVX-512 VNNI) plus, for baselines,
 # "-stock": the same source and flags without the patch.
 HARDWARE = {
@@ -65,6 +70,9 @@ HARDWARE = {
                                                   "-DLLAMA_BUILD_SERVER=ON"],
                     "targets": ["llama", "llama-cli", "llama-server", "llama-simple"],
                     "tools": ["amx-generate", "amx-kernel-check"]},
+    # the cpu-repack tests: upstream's x86 CPU_REPACK kernels running natively on any AVX2 CPU
+    "avx2": {"emulate": False, "flags": AVX2_FLAGS, "targets": ["llama"],
+             "tools": ["amx-generate", "amx-kernel-check"]},
 }
 FLAVOURS = {**{name: {**spec, "patched": True} for name, spec in HARDWARE.items()},
             **{name + "-stock": {**spec, "patched": False} for name, spec in HARDWARE.items()}}
@@ -208,11 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--emulate-amx", action="store_true",
                         help="test build for AVX-512 VNNI CPUs without AMX (emulated tiles, slow)")
+    parser.add_argument("--avx2", action="store_true",
+                        help="test build of the cpu-repack layout for any AVX2 CPU (no AMX)")
     parser.add_argument("--stock", action="store_true", help="unpatched upstream, same flags (baseline)")
     parser.add_argument("--source", type=Path, help="a llama.cpp source tree to patch instead of the pinned one")
     parser.add_argument("-j", "--jobs", type=int, help="parallel compile jobs (default: all cores)")
     args = parser.parse_args(argv)
-    flavour = ("emulate-amx" if args.emulate_amx else "amx") + ("-stock" if args.stock else "")
+    flavour = ("emulate-amx" if args.emulate_amx else "avx2" if args.avx2 else "amx") + ("-stock" if args.stock else "")
     try:
         bin_dir = build(flavour, args.source, args.jobs)
     except (BuildError, OSError) as e:

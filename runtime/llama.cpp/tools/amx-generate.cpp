@@ -1,8 +1,10 @@
 // amx-generate: greedy generation with llama.cpp, printing token ids and timings, so tests and the
 // benchmark can compare a repacked model with its original exactly and measure load and first token.
 //
-//   amx-generate MODEL.gguf [-n N_PREDICT] [-t THREADS] [--load-mode mmap|none] [--force IDS] PROMPT
+//   amx-generate MODEL.gguf [-n N_PREDICT] [-t THREADS] [--load-mode mmap|none] [--no-repack]
+//                [--force IDS] PROMPT
 //
+// --no-repack: no extra buffer types for the weights (llama-cli's --no-repack): the plain mmap load.
 // --force ID,ID,...: teacher forcing: after each step the given token is fed instead of the
 // greedy one ("tokens:" still lists each step's greedy choice), so two runtimes can be compared
 // step by step on the same context.
@@ -10,7 +12,9 @@
 // stdout: one line "tokens: id id ...", one "margins: m m ..." (each step's lead of the chosen
 // logit over the runner-up), the text, then "load_ms: X", "first_token_ms: Y" (prompt
 // processing plus the first sampled token), "decode_ms: Z", "peak_rss_kib: R" (VmHWM),
-// "decode_cpu_ms: C" (the process's CPU time for the decode steps), and "tile_ops_prompt: P",
+// "decode_cpu_ms: C" (the process's CPU time for the decode steps), "load_cpu_ms: L" (its CPU
+// time up to the end of the load), "load_anon_kib: A" (private anonymous memory, RssAnon, right
+// after the load: a repacked copy of the weights lives there) and "tile_ops_prompt: P",
 // "tile_ops_decode: D": the emulated tile multiplications (TDPBSSD) of the prompt's decode and of
 // the one-token decodes after it (-1: not an emulated-AMX build). Exit 1 when the model cannot be
 // loaded.
@@ -28,14 +32,14 @@
 #include <string>
 #include <vector>
 
-// VmHWM: this process's own peak RSS. getrusage() would also count what the parent had mapped
-// when it forked us (Linux keeps ru_maxrss across exec).
-static long peak_rss_kib() {
+// a field of /proc/self/status in KiB, -1 if absent
+static long status_kib(const char * field) {
     FILE * f = fopen("/proc/self/status", "r");
     char line[256];
     long kib = -1;
+    const size_t len = strlen(field);
     while (f && fgets(line, sizeof(line), f)) {
-        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) {
+        if (strncmp(line, field, len) == 0 && line[len] == ':' && sscanf(line + len + 1, "%ld", &kib) == 1) {
             break;
         }
     }
@@ -43,6 +47,12 @@ static long peak_rss_kib() {
         fclose(f);
     }
     return kib;
+}
+
+// VmHWM: this process's own peak RSS. getrusage() would also count what the parent had mapped
+// when it forked us (Linux keeps ru_maxrss across exec).
+static long peak_rss_kib() {
+    return status_kib("VmHWM");
 }
 
 // the tile emulation's counter (runtime/llama.cpp/amx_tile_emulation.h), -1 without it
@@ -85,6 +95,7 @@ int main(int argc, char ** argv) {
     int n_threads = 0;
     llama_load_mode load_mode = LLAMA_LOAD_MODE_MMAP;
     std::vector<llama_token> forced;
+    bool use_extra_bufts = true;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         if (arg == "-n" && i + 1 < argc) {
@@ -94,6 +105,8 @@ int main(int argc, char ** argv) {
         } else if (arg == "--load-mode" && i + 1 < argc) {
             const std::string mode = argv[++i];
             load_mode = mode == "none" ? LLAMA_LOAD_MODE_NONE : LLAMA_LOAD_MODE_MMAP;
+        } else if (arg == "--no-repack") {
+            use_extra_bufts = false;
         } else if (arg == "--force" && i + 1 < argc) {
             for (const char * p = argv[++i]; *p; ) {
                 char * end;
@@ -107,7 +120,7 @@ int main(int argc, char ** argv) {
         }
     }
     if (model_path.empty() || prompt.empty() || n_predict < 1) {
-        fprintf(stderr, "usage: %s MODEL.gguf [-n N] [-t THREADS] [--load-mode mmap|none] [--force IDS] PROMPT\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL.gguf [-n N] [-t THREADS] [--load-mode mmap|none] [--no-repack] [--force IDS] PROMPT\n", argv[0]);
         return 2;
     }
 
@@ -116,6 +129,7 @@ int main(int argc, char ** argv) {
     llama_model_params model_params = llama_model_default_params();
     model_params.n_gpu_layers = 0;
     model_params.load_mode = load_mode;
+    model_params.use_extra_bufts = use_extra_bufts;
     llama_model * model = llama_model_load_from_file(model_path.c_str(), model_params);
     if (model == nullptr) {
         fprintf(stderr, "amx-generate: error: unable to load model %s\n", model_path.c_str());
@@ -141,6 +155,8 @@ int main(int argc, char ** argv) {
         return 1;
     }
     const double load_ms = ms_since(t_load);
+    const long load_anon_kib = status_kib("RssAnon");
+    const double load_cpu_ms = process_cpu_ms();
 
     llama_sampler * smpl = llama_sampler_chain_init(llama_sampler_chain_default_params());
     llama_sampler_chain_add(smpl, llama_sampler_init_greedy());
@@ -196,7 +212,7 @@ int main(int argc, char ** argv) {
     printf("\nload_ms: %.1f\nfirst_token_ms: %.1f\ndecode_ms: %.1f\npeak_rss_kib: %ld\n", load_ms,
            first_token_ms, decode_ms, peak_rss_kib());
     const long long tile_ops_end = tile_ops();
-    printf("decode_cpu_ms: %.1f\n", decode_cpu_ms);
+    printf("decode_cpu_ms: %.1f\nload_cpu_ms: %.1f\nload_anon_kib: %ld\n", decode_cpu_ms, load_cpu_ms, load_anon_kib);
     printf("tile_ops_prompt: %lld\ntile_ops_decode: %lld\n",
            tile_ops_start < 0 ? -1 : tile_ops_after_prompt - tile_ops_start,
            tile_ops_start < 0 ? -1 : tile_ops_end - tile_ops_after_prompt);
