@@ -9,7 +9,9 @@ The ids come from three enums that share one number space:
   still occur in old files (31-33: the old ARM Q4_0_4_4/4_8/8_8 re-layouts);
 * ik_llama.cpp's additions: its own quant types (133-158), its row-interleaved ``_R4/_R8/_R16``
   types (202-399) and internal formats that never should, but might, appear in a file;
-* amx-repack's AMX-packed types, ``1024 + source id`` (spec ``amx-vnni.md`` §12.1).
+* amx-repack's AMX-packed types, ``1024 + source id`` (spec ``amx-vnni.md`` §12.1);
+* amx-repack's cpu-repack types, upstream's CPU_REPACK layouts, ``2048 + 64 * shape + source id``
+  (``docs/cpu-repack.md``).
 
 Size rule (ggml's ``ggml_row_size``): a row of ``ne0`` elements takes
 ``row_meta + ne0 / block_size * type_size`` bytes; a tensor takes that times ``ne1 * ne2 * ne3``.
@@ -33,7 +35,8 @@ class GGMLType:
     block_size: int    # elements per block
     type_size: int     # bytes per block
     row_meta: int = 0  # bytes in front of each row's blocks (ik row-scale types)
-    origin: str = "ggml"  # "ggml", "ik", "ik-interleaved", "removed", "internal", "amx"
+    origin: str = "ggml"  # "ggml", "ik", "ik-interleaved", "removed", "internal", "amx",
+    #                       "cpu-repack"
 
     @property
     def is_quantized(self) -> bool:
@@ -129,10 +132,36 @@ _AMX = [
     for src, extra in AMX_EXTRA_BYTES.items()
 ]
 
-TYPES: dict[int, GGMLType] = {t.id: t for t in (*_BASE_TYPES, *_IK_INTERLEAVED, *_AMX)}
+# cpu-repack types: upstream llama.cpp's CPU_REPACK layouts (ggml-cpu/repack.cpp), one per
+# variant = (source type, NB_COLS, INTER_SIZE) of its tensor_traits, named as upstream names them
+# (q4_0_4x8: NB_COLS 4, INTER_SIZE 8). Id 2048 + 64 * shape index + source id; the same block size
+# and bytes per block as the source (the repacked tensor has the source's size).
+CPU_REPACK_TYPE_ID_BASE = 2048
+CPU_REPACK_SHAPES = ((4, 4), (4, 8), (8, 4), (8, 8), (16, 1))   # (NB_COLS, INTER_SIZE) by index
+CPU_REPACK_VARIANTS = {   # every variant upstream's ggml_repack_get_optimal_repack_type returns
+    "q1_0": ((4, 4), (4, 8)),
+    "q4_0": ((4, 4), (4, 8), (8, 8), (16, 1)),
+    "q4_K": ((8, 4), (8, 8), (16, 1)),
+    "q5_K": ((8, 4), (8, 8)),
+    "q6_K": ((8, 4), (8, 8)),
+    "q2_K": ((8, 8), (16, 1)),
+    "iq4_nl": ((4, 4), (8, 8), (16, 1)),
+    "mxfp4": ((4, 4), (8, 8)),
+    "q8_0": ((4, 4), (4, 8), (16, 1)),
+}
+_CPU_REPACK = [
+    GGMLType(CPU_REPACK_TYPE_ID_BASE + 64 * CPU_REPACK_SHAPES.index(shape) + _BY_NAME_BASE[src].id,
+             f"cpu_{src}_{shape[0]}x{shape[1]}", _BY_NAME_BASE[src].block_size,
+             _BY_NAME_BASE[src].type_size, 0, "cpu-repack")
+    for src, shapes in CPU_REPACK_VARIANTS.items() for shape in shapes
+]
+
+TYPES: dict[int, GGMLType] = {t.id: t for t in (*_BASE_TYPES, *_IK_INTERLEAVED, *_AMX,
+                                                *_CPU_REPACK)}
 TYPES_BY_NAME: dict[str, GGMLType] = {t.name.lower(): t for t in TYPES.values()}
 
-assert len(TYPES) == len(_BASE_TYPES) + len(_IK_INTERLEAVED) + len(_AMX), "duplicate type id"
+assert len(TYPES) == (len(_BASE_TYPES) + len(_IK_INTERLEAVED) + len(_AMX)
+                      + len(_CPU_REPACK)), "duplicate type id"
 assert len(TYPES_BY_NAME) == len(TYPES), "duplicate type name"
 
 

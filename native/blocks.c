@@ -40,6 +40,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "blocks_arith.h"
 #include "blocks_grids.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -55,7 +56,7 @@
 /* Bytes per block (ggml-common.h). */
 enum {
     B_Q4_0 = 2 + 16, B_Q4_1 = 2 + 2 + 16, B_Q5_0 = 2 + 4 + 16, B_Q5_1 = 2 + 2 + 4 + 16, B_Q8_0 = 2 + 32,
-    B_IQ4_NL = 2 + 16, B_MXFP4 = 1 + 16,
+    B_IQ4_NL = 2 + 16, B_MXFP4 = 1 + 16, B_Q1_0 = 2 + 16,
     B_Q2_K = 16 + 64 + 2 + 2, B_Q3_K = 32 + 64 + 12 + 2, B_Q4_K = 2 + 2 + 12 + 128,
     B_Q5_K = 2 + 2 + 12 + 32 + 128, B_Q6_K = 128 + 64 + 16 + 2, B_IQ4_XS = 2 + 2 + 4 + 128,
     B_IQ2_XXS = 2 + 64, B_IQ2_XS = 2 + 64 + 8, B_IQ2_S = 2 + 64 + 8 + 8, B_IQ3_XXS = 2 + 64 + 32,
@@ -81,61 +82,7 @@ _Static_assert(B_Q6_0 == 26 && B_IQ2_K == 76 && B_IQ3_K == 110 && B_IQ4_K == 144
 _Static_assert(sizeof(float) == 4 && sizeof(uint32_t) == 4, "float32");
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Scalars                                                                                        */
-
-static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-
-/* IEEE fp16 bits -> float32, exact; NaN payload kept (<< 13) and not quieted, like numpy's cast. */
-static inline float f16_f32(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
-    if (exp == 0x1F) return bits_f32(sign | 0x7F800000u | man << 13);     /* Inf / NaN */
-    if (exp != 0) return bits_f32(sign | (exp + 112) << 23 | man << 13);  /* normal: bias 15 -> 127 */
-    if (man == 0) return bits_f32(sign);                                  /* +/- 0 */
-    exp = 113;                                                            /* subnormal: normalise */
-    while (!(man & 0x400u)) { man <<= 1; --exp; }
-    return bits_f32(sign | exp << 23 | (man & 0x3FFu) << 13);
-}
-/* An fp16 scale as the decoders use it: f16_f32, with a signalling NaN quieted (bit 22 set). gguf-py
-   multiplies every scale at least once before it reaches an output, which quiets it the same way;
-   doing it here keeps the result independent of compiler folds such as d * 1.0f -> d (legal for
-   GCC unless -fsignaling-nans), which would otherwise let an sNaN through unquieted. */
-static inline float ldh(const uint8_t *p) {
-    float f = f16_f32(ld16(p));
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) u |= 0x00400000u;
-    return bits_f32(u);
-}
-
-/* An f32 row scale (IQ4_KS, IQ5_KS, IQ2_BN, Q8_KV): raw bits, a signalling NaN quieted for the
-   same reason as in ldh (every decoder multiplies the scale before it reaches an output). */
-static inline float ldf(const uint8_t *p) {
-    uint32_t u = ld32(p);
-    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) u |= 0x00400000u;
-    return bits_f32(u);
-}
-/* bf16 bits -> float32: the upper half of the f32 pattern, exact (NaNs, signalling ones included,
-   are copied unchanged: no arithmetic touches a bf16 value, in gguf-py or in ik). */
-static inline float bf16_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
-
-/* ggml_e8m0_to_fp32_half as gguf-py writes it (MXFP4): 2^(e-128) as a float32 bit pattern. */
-static inline float e8m0_half(uint8_t e) {
-    return bits_f32(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
-}
-
-/* 6-bit scale and min j (0..7) of Q4_K/Q5_K from the 12-byte field s. */
-static inline void k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xF) | (s[j - 4] >> 6) << 4;
-        *m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
+/* Scalars (the loads, fp16/e8m0 conversions and K-quant scale fields are in blocks_arith.h)       */
 
 /* Nibble + 2-bit split 6-bit scale fields of the _R layouts (spec §4.1): value with index n. */
 static inline int split6(const uint8_t *sl, const uint8_t *sh, int n) {
@@ -145,10 +92,6 @@ static inline int split6(const uint8_t *sl, const uint8_t *sh, int n) {
 /* Inverse of the spec's sign scrambling scr (prefix XOR): s = t ^ (t << 1), 7 bits. */
 static inline int unscr(int t) { return (t ^ (t << 1)) & 127; }
 
-/* Non-linear 4-bit value tables (gguf-py: IQ4_NL.kvalues, MXFP4.kvalues = doubled e2m1). */
-static const float KV_IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                   1, 13, 25, 38, 53, 69, 89, 113};
-static const float KV_MXFP4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 static const float SIGN_F[2] = {1.0f, -1.0f};
 /* ik_llama.cpp's non-linear tables (iq4k_values, iq5nl_values, iq2nl_values, iq3nl_values), read
    off ik's own dequantizers: a block's `extra` bit (IQ*_K) or the scale's bit 0 (IQ*_KS) selects
@@ -164,39 +107,9 @@ static const float KV_IQ2K[8] = {-31, -13, 1, 17, -26, -8, 6, 22};
 static const float KV_IQ3K[16] = {-63, -40, -23, -10, 1, 13, 28, 47, -59, -36, -19, -6, 5, 17, 32, 51};
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Float arithmetic, shared by the source and interleaved decoders of each type.                  */
+/* Float arithmetic, shared by the source and interleaved decoders of each type (the common emit  */
+/* helpers are in blocks_arith.h, shared with cpu_repack.c)                                        */
 
-/* y = d * (float)(v - off)          Q4_0, Q5_0, Q3_K (off 4, d = d*scale), Q6_K (off 32) */
-static inline void emit_offset(float *restrict y, const uint8_t *restrict v, int n, float d, int off) {
-    for (int j = 0; j < n; ++j) y[j] = d * (float)((int)v[j] - off);
-}
-/* y = (float)x * d                  Q8_0 */
-static inline void emit_i8(float *restrict y, const int8_t *restrict x, int n, float d) {
-    for (int j = 0; j < n; ++j) y[j] = (float)x[j] * d;
-}
-/* y = d * (float)v + m              Q4_1, Q5_1 (NaN + NaN gives the first operand, as numpy) */
-static inline void emit_add(float *restrict y, const uint8_t *restrict v, int n, float d, float m) {
-    if (m == m) {
-        for (int j = 0; j < n; ++j) y[j] = d * (float)v[j] + m;
-    } else {
-        for (int j = 0; j < n; ++j) {
-            const float a = d * (float)v[j];
-            y[j] = a != a ? a : a + m;
-        }
-    }
-}
-/* y = dl * (float)v - ml            Q2_K, Q4_K, Q5_K */
-static inline void emit_sub(float *restrict y, const uint8_t *restrict v, int n, float dl, float ml) {
-    for (int j = 0; j < n; ++j) y[j] = dl * (float)v[j] - ml;
-}
-/* y = d * (float)table[v]           IQ4_NL, IQ4_XS (d = d*scale), MXFP4. The 16 products d * t[i]
-   are formed once and looked up: each output is still exactly the float32 product d * t[v]. */
-static inline void emit_table(float *restrict y, const uint8_t *restrict v, int n, float d,
-                              const float *table) {
-    float p[16];
-    for (int i = 0; i < 16; ++i) p[i] = d * table[i];
-    for (int j = 0; j < n; ++j) y[j] = p[v[j] & 15];
-}
 /* y = d * table[v]                 ik's IQ*_K / IQ*_KS (d = d * scale), v already offset into the
    table half that `extra` selects; ik multiplies the float scale by the int8 table value. */
 static inline void emit_lut(float *restrict y, const uint8_t *restrict v, int n, float d,
@@ -219,13 +132,6 @@ static inline void emit_grid(float *restrict y, const uint8_t *restrict grid, in
 /* ---------------------------------------------------------------------------------------------- */
 /* Code extraction helpers                                                                        */
 
-/* Legacy nibble order: v[j] = lo(q[j]), v[j+16] = hi(q[j]). */
-static inline void codes_legacy(uint8_t *v, const uint8_t *q) {
-    for (int j = 0; j < 16; ++j) {
-        v[j] = q[j] & 0xF;
-        v[j + 16] = q[j] >> 4;
-    }
-}
 /* 5th bit of Q5_0/Q5_1: bit j of the 32-bit qh word. */
 static inline void codes_add_bit4_word(uint8_t *v, uint32_t h) {
     for (int j = 0; j < 32; ++j) v[j] |= (uint8_t)(((h >> j) & 1) << 4);
@@ -312,6 +218,12 @@ static inline void src_iq4_nl(const uint8_t *restrict x, float *restrict y) {
     codes_legacy(v, x + 2);
     emit_table(y, v, 32, ldh(x), KV_IQ4NL);
 }
+/* Q1_0 (128 elements): d @0, qs[16] @2, element j = bit j % 8 of qs[j / 8]. */
+static inline void src_q1_0(const uint8_t *restrict x, float *restrict y) {
+    uint8_t v[128];
+    for (int j = 0; j < 128; ++j) v[j] = (x[2 + j / 8] >> (j % 8)) & 1;
+    emit_sign(y, v, 128, f16_f32(ld16(x)));
+}
 static inline void src_mxfp4(const uint8_t *restrict x, float *restrict y) {
     uint8_t v[32];
     codes_legacy(v, x + 1);
@@ -319,10 +231,6 @@ static inline void src_mxfp4(const uint8_t *restrict x, float *restrict y) {
 }
 
 /* Q2_K: scales[16] @0, qs[64] @16, d @80, dmin @82. Element 128h + 32p + j = (qs[32h+j] >> 2p) & 3. */
-static inline void q2k_emit16(float *restrict y, const uint8_t *restrict v, float d, float dmin, uint8_t sc) {
-    const float dl = d * (float)(sc & 0xF), ml = dmin * (float)(sc >> 4);
-    emit_sub(y, v, 16, dl, ml);
-}
 static inline void src_q2_k(const uint8_t *restrict x, float *restrict y) {
     const float d = ldh(x + 80), dmin = ldh(x + 82);
     uint8_t v[32];
@@ -359,10 +267,6 @@ static inline void src_q3_k(const uint8_t *restrict x, float *restrict y) {
 }
 
 /* Q4_K: d @0, dmin @2, scales[12] @4, qs[128] @16. Q5_K: ... qh[32] @16, qs[128] @48. */
-static inline void k4_emit32(float *restrict y, const uint8_t *restrict v, float d, float dmin, int sc, int m) {
-    const float dl = d * (float)sc, ml = dmin * (float)m;
-    emit_sub(y, v, 32, dl, ml);
-}
 static inline void src_q4_k(const uint8_t *restrict x, float *restrict y) {
     const float d = ldh(x), dmin = ldh(x + 2);
     uint8_t v[32];
@@ -390,10 +294,6 @@ static inline void src_q5_k(const uint8_t *restrict x, float *restrict y) {
 }
 
 /* Q6_K: ql[128] @0, qh[64] @128, scales[16] int8 @192, d @208. Value (d * scale) * (v - 32). */
-static inline void q6k_emit16(float *restrict y, const uint8_t *restrict v, float d, int8_t sc) {
-    const float dl = d * (float)sc;
-    emit_offset(y, v, 16, dl, 32);
-}
 static inline void src_q6_k(const uint8_t *restrict x, float *restrict y) {
     const float d = ldh(x + 208);
     const int8_t *sc = (const int8_t *)(x + 192);
@@ -1051,6 +951,7 @@ typedef void (*il_group_fn)(const uint8_t *x, float *y, int64_t ne0, int64_t nb)
     }
 
 SRC_ROWS(q4_0, 32, B_Q4_0)
+SRC_ROWS(q1_0, 128, B_Q1_0)
 SRC_ROWS(q4_1, 32, B_Q4_1)
 SRC_ROWS(q5_0, 32, B_Q5_0)
 SRC_ROWS(q5_1, 32, B_Q5_1)
@@ -1170,6 +1071,7 @@ static const struct src_type SRC_TYPES[] = {
     {18, 256, B_IQ3_XXS, 0, rows_iq3_xxs}, {20, 32, B_IQ4_NL, 0, rows_iq4_nl},
     {21, 256, B_IQ3_S, 0, rows_iq3_s},   {22, 256, B_IQ2_S, 0, rows_iq2_s},
     {23, 256, B_IQ4_XS, 0, rows_iq4_xs}, {39, 32, B_MXFP4, 0, rows_mxfp4},
+    {41, 128, B_Q1_0, 0, rows_q1_0},
     /* ik_llama.cpp */
     {30, 1, B_BF16, 0, rows_bf16},    {133, 32, B_Q6_0, 0, rows_q6_0},
     {135, 64, B_IQ2_BN, M_F32, rows_iq2_bn}, {137, 256, B_IQ2_K, 0, rows_iq2_k},

@@ -15,6 +15,7 @@
 
 #include "amx.h"
 #include "blocks.h"
+#include "cpu_repack.h"
 #include "interleaved.h"
 
 #include <stdlib.h>
@@ -141,6 +142,39 @@ int vf_check_interleaved(int32_t src_type, int32_t packed_type, const uint8_t *p
     for (int64_t g = 0; g < groups && !rc; g++) {
         rc = blk_dequantize_rows(src_type, source + g * rows * row_bytes, want, ne0, 0, rows);
         if (!rc) rc = blk_dequantize_interleaved(packed_type, packed + g * group_bytes, got, ne0, 0, 1);
+        int64_t r, c;
+        if (!rc && first_value_difference(want, got, rows, ne0, &r, &c)) {
+            found(m, 3, (g * rows + r) * ne0 + c, bits(want + r * ne0 + c), bits(got + r * ne0 + c));
+            break;
+        }
+    }
+    free(want);
+    return rc;
+}
+
+int vf_check_cpu_repack(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *packed,
+                        const uint8_t *original, uint8_t *rebuilt, int64_t n_rows, int64_t ne0,
+                        int32_t values, vf_mismatch *m)
+{
+    memset(m, 0, sizeof *m);
+    if (!cr_has_variant(src_type, nb_cols, inter)) return -1;
+    const int64_t row_bytes = cr_row_bytes(src_type, ne0);
+    if (!row_bytes || n_rows < 0 || n_rows % nb_cols) return -2;
+
+    int rc = cr_unpack(src_type, nb_cols, inter, packed, rebuilt, ne0, n_rows);
+    if (rc) return rc;
+    if (compare_bytes(original, rebuilt, n_rows * row_bytes, m) || !values) return 0;
+
+    /* values: a row group at a time (packed data has the source's size, so a group of packed
+       data is nb_cols source rows' bytes) */
+    const uint8_t *source = original ? original : rebuilt;
+    const int64_t rows = nb_cols, groups = n_rows / nb_cols, group_bytes = rows * row_bytes;
+    float *want = malloc((size_t)(rows * ne0) * sizeof(float) * 2);
+    if (!want) return -4;
+    float *got = want + rows * ne0;
+    for (int64_t g = 0; g < groups && !rc; g++) {
+        rc = blk_dequantize_rows(src_type, source + g * group_bytes, want, ne0, 0, rows);
+        if (!rc) rc = cr_dequantize(src_type, nb_cols, inter, packed + g * group_bytes, got, ne0, rows);
         int64_t r, c;
         if (!rc && first_value_difference(want, got, rows, ne0, &r, &c)) {
             found(m, 3, (g * rows + r) * ne0 + c, bits(want + r * ne0 + c), bits(got + r * ne0 + c));

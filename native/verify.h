@@ -2,7 +2,7 @@
    call: validity of the packed data (AMX), the inverse kernel back to the source bytes, and the
    float values of the source decoder against the packed-layout decoder, a tile or row group at a
    time in small buffers (no chunk-sized float arrays).
-   The kernels are those of amx.c, interleaved.c and blocks.c, linked into the same module.
+   The kernels are those of amx.c, interleaved.c, cpu_repack.c and blocks.c, linked into the same module.
    This header is also the cffi declaration: apart from preprocessor lines it holds only
    declarations. */
 #ifndef AMX_REPACK_VERIFY_H
@@ -35,5 +35,12 @@ int vf_check_amx(int32_t src_type, int64_t qk, int64_t block_bytes, const uint8_
 int vf_check_interleaved(int32_t src_type, int32_t packed_type, const uint8_t *packed,
                          const uint8_t *original, uint8_t *rebuilt, int64_t n_rows, int64_t ne0,
                          int32_t values, vf_mismatch *m);
+
+/* The same for a tensor in one of upstream's CPU_REPACK layouts (variant src_type, nb_cols, inter;
+   n_rows a multiple of nb_cols): cr_unpack for the bytes, cr_dequantize against the source decoder
+   for the values, a row group at a time. */
+int vf_check_cpu_repack(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *packed,
+                        const uint8_t *original, uint8_t *rebuilt, int64_t n_rows, int64_t ne0,
+                        int32_t values, vf_mismatch *m);
 
 #endif

@@ -37,7 +37,8 @@ from .errors import Interrupted, UsageError
 _FLAG_OPTIONS = {"untie_output": "--untie-output", "compress": "--compress",
                  "allow_amx_n16": "--allow-amx-n16"}
 _LIST_OPTIONS = {"include": "--include", "exclude": "--exclude", "override": "--override"}
-PLAN_KEYS = ("input", "output", "layout", *_FLAG_OPTIONS, *_LIST_OPTIONS)
+_STRING_OPTIONS = {"target": "--target"}
+PLAN_KEYS = ("input", "output", "layout", *_STRING_OPTIONS, *_FLAG_OPTIONS, *_LIST_OPTIONS)
 
 _SHARD = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _PROGRESS = re.compile(r"^amx-repack: (?P<phase>[a-z]+) (?P<percent>\d+%|\.\.\.) \((?P<rest>.*)\)$")
@@ -60,6 +61,8 @@ class Job:
         for key, value in self.options:
             if key in _FLAG_OPTIONS and value:
                 args.append(_FLAG_OPTIONS[key])
+            elif key in _STRING_OPTIONS:
+                args += [_STRING_OPTIONS[key], value]
             elif key in _LIST_OPTIONS:
                 for item in value:
                     args += [_LIST_OPTIONS[key], item]
@@ -135,6 +138,11 @@ def job_from_dict(entry: dict, where: str, base: str = "") -> Job:
         if key in entry:
             if not isinstance(entry[key], bool):
                 raise _plan_error(where, f"'{key}' must be true or false")
+            options.append((key, entry[key]))
+    for key in _STRING_OPTIONS:
+        if key in entry:
+            if not isinstance(entry[key], str) or not entry[key]:
+                raise _plan_error(where, f"'{key}' must be a non-empty string")
             options.append((key, entry[key]))
     for key in _LIST_OPTIONS:
         if key in entry:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from formats.gguf_container import printable
-from formats.layouts import LAYOUTS, SOFT_CODES
+from formats.layouts import DEFAULT_LAYOUT, FAMILY_TABLES, LAYOUTS, SOFT_CODES
 
 from . import __version__, atomic, report_json
 from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 # `inspect` start in a fraction of the time (pipelines inspect thousands of files).
 
 PROG = "amx-repack"
+# convert --target: the CPU targets of the families that have them (formats/*_layout.py)
+TARGETS = {name: f.targets for name, f in FAMILY_TABLES.items() if f.targets}
 THREADS_HELP = "Worker threads (default: all cores)."
 
 
@@ -131,7 +133,9 @@ class _Progress:
 
 def print_convert_report(r: ConvertReport) -> None:
     """The end-of-run summary: the table on stdout; what runs the output, and notes, on stderr."""
-    click.echo(f"{printable(r.input)} -> {printable(r.output)}  (layout {r.layout}, {plural(r.threads, 'thread')})")
+    target = f", target {r.target}" if r.target else ""
+    click.echo(f"{printable(r.input)} -> {printable(r.output)}  (layout {r.layout}{target}, "
+               f"{plural(r.threads, 'thread')})")
     rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
     click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
                       {2, 3, 4}))
@@ -200,8 +204,9 @@ def print_plan(r: ConvertReport) -> None:
     rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
     click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
                       {2, 3, 4}))
+    target = f", target {r.target}" if r.target else ""
     click.echo(f"dry run, nothing written: {printable(r.input)} -> "
-               f"{', '.join(printable(o) for o in r.outputs)} (layout {r.layout}) would repack "
+               f"{', '.join(printable(o) for o in r.outputs)} (layout {r.layout}{target}) would repack "
                f"{_repacked_count(r)}; {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out")
     for n in r.notes:
@@ -216,9 +221,14 @@ def printable_type(type_id: int) -> str:
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path())   # a folder: our one-line refusal
-@click.option("--layout", type=click.Choice(LAYOUTS), default="amx", show_default=True,
-              help="amx: llama.cpp AMX VNNI tiles; interleaved: ik_llama.cpp _R4/_R8 types; "
-                   "none: plain copy.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default=DEFAULT_LAYOUT, show_default=True,
+              help="; ".join(f"{name}: {f.summary}" for name, f in FAMILY_TABLES.items())
+                   + "; none: plain copy.")
+@click.option("--target", default=None,
+              type=click.Choice(list(dict.fromkeys(t for ts in TARGETS.values() for t in ts))),
+              help="The CPU the file is made for, for "
+                   + "; ".join(f"--layout {name}: {', '.join(ts)}" for name, ts in TARGETS.items())
+                   + " (auto, the default: this machine's CPU).")
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
               help=THREADS_HELP)
 @click.option("--include", multiple=True, metavar="REGEX",
@@ -254,7 +264,7 @@ def printable_type(type_id: int) -> str:
                    "on a mismatch exit 1 and write nothing.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress and no summary (warnings are still printed).")
-def convert(input, output, layout, threads, include, exclude, overrides, allow_amx_n16,
+def convert(input, output, layout, target, threads, include, exclude, overrides, allow_amx_n16,
             untie_output, dry_run, as_json, compress, force, verify_output, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
     from .pipeline import convert as convert_file
@@ -265,7 +275,7 @@ def convert(input, output, layout, threads, include, exclude, overrides, allow_a
                               exclude=exclude, force=force, progress=progress,
                               compress=compress, allow_amx_n16=allow_amx_n16,
                               overrides=overrides, dry_run=dry_run, on_warning=progress.warn,
-                              verify=verify_output, untie_output=untie_output)
+                              verify=verify_output, untie_output=untie_output, target=target)
     finally:
         progress.close()
     if as_json:
@@ -291,8 +301,9 @@ def inspect(file, as_json):
                + (f", {len(r.shards)} shards" if len(r.shards) > 1 else ""))
     if r.repacked_by:
         by = {k: printable(str(v)) for k, v in r.repacked_by.items()}   # values from the file
+        target = f", target {by['target']}" if r.repacked_by.get("target") else ""
         click.echo(f"repacked by amx-repack {by['tool_version']}: layout {by['layout']} "
-                   f"v{by['layout_version']}, read by {by['runtime']}")
+                   f"v{by['layout_version']}{target}, read by {by['runtime']}")
         for name, source in r.repacked_by["added_tensors"].items():
             click.echo(f"added by convert --untie-output: {printable(name)}, a packed copy of "
                        f"{printable(source)} (not in the original; unpack removes it)")
@@ -300,15 +311,23 @@ def inspect(file, as_json):
     for t in r.tensors:
         cells = [t.name + (" (added)" if t.added_from else ""), t.type + (f" (was {t.original_type})" if t.original_type else ""),
                  "x".join(map(str, t.shape)), t.bytes, t.offset]
-        for family in ("amx", "interleaved"):
-            d = t.layouts[family]
+        for d in t.layouts.values():
             cells.append(d["target"] if d["packs"] else f"keep: {d['reason']}")
         rows.append(cells)
-    click.echo(_table(["tensor", "type", "shape", "bytes", "offset", "amx", "interleaved"], rows,
-                      {3, 4}))
+    click.echo(_table(["tensor", "type", "shape", "bytes", "offset", *r.runtimes], rows, {3, 4}))
     click.echo("")
     for family, runtime in r.runtimes.items():
         click.echo(f"{family} layout runs in: {runtime}")
+    for family, load in r.upstream_at_load.items():
+        if load["target"] is None:
+            click.echo(f"{family}: this machine is none of its targets: stock llama.cpp repacks "
+                       f"nothing at load here (the {family} column: as if for no target)")
+        else:
+            click.echo(f"{family}: this machine is {load['target']}: stock llama.cpp repacks "
+                       f"{plural(load['tensors'], 'tensor')} ({_human(load['bytes'])}) of this "
+                       f"file at load, into a second, private copy (the {family} column: into "
+                       f"what, or why not); convert --layout {family} writes them packed, read "
+                       f"in place")
     click.echo("")
     summary = [[k, v["tensors"], v["bytes"], f"{100 * v['bytes'] / max(1, r.file_size):.1f}%"]
                for k, v in r.bytes_by_type().items()]

@@ -1,6 +1,8 @@
 """The KV records by which a repacked file describes itself (all under one prefix).
 
-    amx_repack.layout                 str    "amx" or "interleaved"
+    amx_repack.layout                 str    the layout family ("amx", "interleaved", ...)
+    amx_repack.target                 str    only a family with CPU targets (cpu-repack): the
+                                             target the file is made for ("x86-avx2", ...)
     amx_repack.layout_version         u32    version of these records (2; 1 is still read)
     amx_repack.tool_version           str    amx-repack version that wrote the file
     amx_repack.tensor.names           [str]  every tensor, in tensor-info order
@@ -49,6 +51,7 @@ import struct
 from dataclasses import dataclass, field
 
 from formats.gguf_container import GGUFFormatError, KVRecord, ValueType, encode_kv, rename_kv
+from formats.layouts import FAMILY_TABLES
 
 from .checksum import XXH64
 from .errors import InputError
@@ -56,6 +59,7 @@ from .errors import InputError
 PREFIX = "amx_repack."
 ORIGINAL_PREFIX = PREFIX + "original."
 KEY_LAYOUT = PREFIX + "layout"
+KEY_TARGET = PREFIX + "target"          # only for a family with CPU targets
 KEY_LAYOUT_VERSION = PREFIX + "layout_version"
 KEY_TOOL_VERSION = PREFIX + "tool_version"
 KEY_TENSOR_NAMES = PREFIX + "tensor.names"
@@ -134,6 +138,7 @@ class RepackInfo:
     filler_sha256: str | None = None
     added_tensors: list[str] = field(default_factory=list)
     added_sources: list[str] = field(default_factory=list)
+    target: str | None = None                 # the CPU target (a family with targets)
 
     def original_type_of(self, name: str) -> int:
         return self.original_types[self.tensor_names.index(name)]
@@ -153,9 +158,14 @@ class RepackInfo:
             raise InputError(f"{path}: amx-repack records of layout version "
                              f"{self.layout_version}{newer}; this version reads "
                              f"{', '.join(map(str, SUPPORTED_VERSIONS))}")
-        if self.layout not in ("amx", "interleaved"):
+        if self.layout not in FAMILY_TABLES:
             raise InputError(f"{path}: damaged amx-repack records: unknown layout "
                              f"'{self.layout}'")
+        targets = FAMILY_TABLES[self.layout].targets
+        if targets and self.target not in targets:
+            what = f"unknown target '{self.target}'" if self.target else f"'{KEY_TARGET}' is missing"
+            raise InputError(f"{path}: damaged amx-repack records: {what} for the "
+                             f"{self.layout} layout")
         missing = self.missing_records()
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -187,10 +197,13 @@ def filler_digest(file_size: int, filler: list[tuple[int, bytes]]) -> str:
 
 def build_records(layout: str, layout_version: int, tool_version: str, names: list[str],
                   original_types: list[int], digests: list[str], changed: dict[str, KVRecord],
-                  added: list[str], original: OriginalRecords) -> list[KVRecord]:
-    """Our records, in the order they are appended after the input's own records."""
+                  added: list[str], original: OriginalRecords,
+                  target: str | None = None) -> list[KVRecord]:
+    """Our records, in the order they are appended after the input's own records (``target``:
+    a family with CPU targets; None writes no target record)."""
     records = [
         encode_kv(KEY_LAYOUT, ValueType.STRING, layout),
+        *([encode_kv(KEY_TARGET, ValueType.STRING, target)] if target is not None else []),
         encode_kv(KEY_LAYOUT_VERSION, ValueType.UINT32, layout_version),
         encode_kv(KEY_TOOL_VERSION, ValueType.STRING, tool_version),
         encode_kv(KEY_TENSOR_NAMES, ValueType.ARRAY, names, ValueType.STRING),
@@ -306,6 +319,7 @@ def read_info(kv: dict[str, KVRecord]) -> RepackInfo | None:
     info.filler_sha256 = get(KEY_FILLER_SHA256, "str")
     info.added_tensors = list(get(KEY_ADDED_TENSORS, "[str]", []))
     info.added_sources = list(get(KEY_ADDED_SOURCES, "[str]", []))
+    info.target = get(KEY_TARGET, "str")
     return info
 
 

@@ -20,7 +20,7 @@ ENVELOPE_KEYS = ("schema_version", "command", "tool_version", "inputs", "outputs
 
 KEYS = {
     "convert": {
-        "top": ENVELOPE_KEYS + ("layout", "runtime", "dry_run", "verified", "threads",
+        "top": ENVELOPE_KEYS + ("layout", "target", "runtime", "dry_run", "verified", "threads",
                                 "selection", "bytes_in", "bytes_out", "repacked"),
         "tensors": ("name", "shape", "type", "output_type", "bytes_in", "bytes_out", "repacked",
                     "code", "reason", "overridden", "added_from"),
@@ -42,9 +42,9 @@ KEYS = {
     "inspect": {
         "top": ENVELOPE_KEYS + ("path", "version", "file_size", "alignment", "data_start",
                                 "metadata_count", "repacked_by", "shards", "runtimes",
-                                "bytes_by_type"),
+                                "upstream_at_load", "bytes_by_type"),
         "tensors": ("name", "type", "shape", "bytes", "offset", "layouts", "original_type",
-                    "shard", "added_from"),
+                    "shard", "added_from", "upstream_at_load"),
         "by_type": ("type", "tensors", "bytes"),
     },
 }
@@ -84,7 +84,7 @@ def convert_document(r) -> dict:
     d = _envelope("convert", r.inputs, r.outputs, r.seconds, r.warnings,
                   r.notes, _by_type(r.by_type(), KEYS["convert"]["by_type"]), tensors)
     s = r.selection
-    d.update({"layout": r.layout, "runtime": r.runtime, "dry_run": r.dry_run,
+    d.update({"layout": r.layout, "target": r.target, "runtime": r.runtime, "dry_run": r.dry_run,
               "verified": r.verified, "threads": r.threads,
               "selection": {"include": list(s.include) if s else [],
                             "exclude": list(s.exclude) if s else [],

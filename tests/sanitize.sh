@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the native modules (repack._amx, ._interleaved, ._blocks, and any other family that
+# Build the native modules (repack._amx, ._interleaved, ._cpu_repack, ._blocks, and any other family that
 # native/build_native.py lists) with AddressSanitizer + UndefinedBehaviorSanitizer, and run the
 # kernel tests against them.
 #
@@ -27,6 +27,7 @@ START=$(date +%s)
 DEFAULT_TESTS=(tests/test_amx_layout.py tests/test_interleaved_layout.py tests/test_block_decoders.py)
 [ -f "$ROOT/tests/test_checksum.py" ] && DEFAULT_TESTS+=(tests/test_checksum.py)
 [ -f "$ROOT/tests/test_fused_checks.py" ] && DEFAULT_TESTS+=(tests/test_fused_checks.py)
+[ -f "$ROOT/tests/test_cpu_repack_kernels.py" ] && DEFAULT_TESTS+=(tests/test_cpu_repack_kernels.py)
 if [ $# -gt 0 ]; then TESTS=("$@"); else TESTS=("${DEFAULT_TESTS[@]}"); fi
 
 ASAN_LIB="$("$CC" -print-file-name=libasan.so)"
@@ -46,7 +47,8 @@ cleanup() {
 trap cleanup EXIT
 
 # -- the scratch copy, without any build output of the working tree -------------------------
-for item in repack formats native tests pyproject.toml; do
+# (runtime/: the cpu-repack tests' oracle is built from the llama.cpp source runtime/llama.cpp/build.py pins)
+for item in repack formats native tests runtime pyproject.toml; do
     cp -R "$ROOT/$item" "$WORK/"
 done
 find "$WORK" \( -name '*.so' -o -name '*.o' -o -name '__pycache__' -o -name '.hypothesis' \) \
@@ -85,8 +87,8 @@ run_sanitized() {
 # -- the canary: the sanitized modules are the ones imported, and an overflow is caught ------
 run_sanitized - <<EOF
 import sys
-import repack._amx, repack._interleaved, repack._blocks
-for m in (repack._amx, repack._interleaved, repack._blocks):
+import repack._amx, repack._interleaved, repack._blocks, repack._cpu_repack
+for m in (repack._amx, repack._interleaved, repack._blocks, repack._cpu_repack):
     assert m.__file__.startswith("$WORK/"), m.__file__
 EOF
 set +e

@@ -227,3 +227,61 @@ def test_decoder_bad_shapes_and_sizes_never_reach_native(tripwires, type_id):
     with pytest.raises(AssertionError):     # control: good arguments do reach the kernel
         fn(type_id, src, dst, ne0, nrows)
     assert len(tripwires["blocks"].entered) == 1
+
+
+# ------------------------------------------------------------------------------------------
+# cpu-repack: pack / unpack / dequantize on chunks of NB_COLS-row groups
+
+from repack import cpu_repack_kernels  # noqa: E402  (kept with its section)
+from tests.test_cpu_repack_kernels import VARIANTS as CPU_REPACK_VARIANTS  # noqa: E402
+
+
+@pytest.fixture
+def cpu_repack_tripwire(monkeypatch):
+    wire = Tripwire(cpu_repack_kernels.lib, ["cr_has_variant"])
+    monkeypatch.setattr(cpu_repack_kernels, "lib", wire)
+    return wire
+
+
+def _cr_calls(variant, ne0, n_rows):
+    t = TYPES[variant[0]]
+    ok = isinstance(ne0, int) and isinstance(n_rows, int) and ne0 > 0 and ne0 % t.block_size == 0 \
+        and n_rows >= 0
+    n = t.row_bytes(ne0) * n_rows if ok else 4096
+    f32 = np.zeros(max(ne0 * n_rows, 0) if ok else 1024, np.float32)
+    return [(cpu_repack_kernels.pack, *variant, bytes(n), bytearray(n), ne0, n_rows),
+            (cpu_repack_kernels.unpack, *variant, bytes(n), bytearray(n), ne0, n_rows),
+            (cpu_repack_kernels.dequantize, *variant, bytes(n), ne0, n_rows, f32)]
+
+
+@pytest.mark.parametrize("variant", CPU_REPACK_VARIANTS, ids=lambda v: cpu_repack_kernels.variant_name(*v))
+def test_cpu_repack_bad_arguments_never_reach_native(cpu_repack_tripwire, variant):
+    qk, n = TYPES[variant[0]].block_size, variant[1]
+    bad = [(qk // 2, 2 * n), (qk + qk // 2, 2 * n), (qk + 1, 2 * n), (0, 2 * n), (-qk, 2 * n),
+           (qk, n - 1), (qk, n + 1), (qk, 2 * n - 1), (qk, -n)]
+    bad += [(v, 2 * n) for v in NOT_INTEGERS] + [(qk, v) for v in NOT_INTEGERS]
+    for ne0, n_rows in bad:
+        for fn, *args in _cr_calls(variant, ne0, n_rows):
+            assert_refused(fn, *args)
+    good = TYPES[variant[0]].row_bytes(qk) * 2 * n
+    for d in (-1, 1):
+        assert_refused(cpu_repack_kernels.pack, *variant, bytes(good + d), bytearray(good), qk, 2 * n)
+        assert_refused(cpu_repack_kernels.pack, *variant, bytes(good), bytearray(good + d), qk, 2 * n)
+        assert_refused(cpu_repack_kernels.unpack, *variant, bytes(good + d), bytearray(good), qk, 2 * n)
+        assert_refused(cpu_repack_kernels.dequantize, *variant, bytes(good), qk, 2 * n,
+                       np.zeros(qk * 2 * n + d, np.float32))
+    assert_refused(cpu_repack_kernels.pack, *variant, bytes(good), bytes(good), qk, 2 * n)  # read-only
+    assert_refused(cpu_repack_kernels.dequantize, *variant, bytes(good), qk, 2 * n,
+                   np.zeros(qk * 2 * n, np.float64))
+    assert cpu_repack_tripwire.entered == []
+    with pytest.raises(AssertionError):     # control: good arguments do reach the kernel
+        cpu_repack_kernels.pack(*variant, bytes(good), bytearray(good), qk, 2 * n)
+    assert cpu_repack_tripwire.entered == ["cr_pack"]
+
+
+def test_cpu_repack_unknown_variants_never_reach_native(cpu_repack_tripwire):
+    for variant in [(2, 8, 4), (2, 16, 8), (3, 8, 8), (12, 4, 4), (23, 8, 8), (9999, 8, 8)]:
+        for fn, *args in _cr_calls(variant if variant[0] in TYPES else (2, 8, 8), 256, 16):
+            args[:3] = variant
+            assert_refused(fn, *args)
+    assert cpu_repack_tripwire.entered == []
