@@ -130,10 +130,15 @@ def test_plan_file_jobs_options_and_api_callback(tmp_path):
     plan.write_text(
         json.dumps({"input": "m.gguf", "output": "o/m-il.gguf", "layout": "interleaved"}) + "\n\n"
         + json.dumps({"input": "m.gguf", "output": "o/m-amx.gguf", "exclude": "ffn_up",
-                      "compress": True}) + "\n")
+                      "compress": True}) + "\n"
+        + json.dumps({"input": "m.gguf", "output": "o/m-cpu.gguf", "layout": "cpu-repack",
+                      "target": "arm-i8mm"}) + "\n")
     seen = []
     report = repack.batch(plan, on_job=seen.append)
-    assert report.ok and [r.status for r in report.results] == ["converted", "converted"]
+    assert report.ok and [r.status for r in report.results] == ["converted"] * 3
+    cpu = repack.inspect(tmp_path / "o" / "m-cpu.gguf")
+    assert (cpu.repacked_by["layout"], cpu.repacked_by["target"]) == ("cpu-repack", "arm-i8mm")
+    assert repack.verify(tmp_path / "m.gguf", tmp_path / "o" / "m-cpu.gguf").ok
     assert sorted(r.output for r in seen) == sorted(r.output for r in report.results)
     assert repack.verify(tmp_path / "m.gguf", tmp_path / "o" / "m-il.gguf").ok
     compressed = tmp_path / "o" / "m-amx.gguf.zst"
@@ -143,7 +148,7 @@ def test_plan_file_jobs_options_and_api_callback(tmp_path):
     assert types["blk.0.ffn_up.weight"] == "q8_0"          # --exclude went through
     assert types["blk.0.ffn_down.weight"].startswith("amx_")
     # resumed: the compressed output is found under its .zst name
-    assert [r.status for r in repack.batch(plan).results] == ["skipped", "skipped"]
+    assert [r.status for r in repack.batch(plan).results] == ["skipped"] * 3
 
 
 @pytest.mark.parametrize("content, needle", [
