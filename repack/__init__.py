@@ -23,22 +23,24 @@ _API = {
     "verify": "verify", "VerifyReport": "verify",
     "unpack": "unpack", "UnpackReport": "unpack",
     "inspect": "inspect",
+    "batch": "batch", "BatchReport": "batch", "JobResult": "batch", "Job": "batch",
     "RepackError": "errors", "InputError": "errors", "OutputError": "errors",
     "OutputExists": "errors", "NoRecords": "errors", "TooMuchFiller": "errors",
     "UsageError": "errors", "Interrupted": "errors", "VerificationFailed": "errors",
     "GGUFFormatError": "errors",
 }
 
-__all__ = ["convert", "verify", "unpack", "inspect", "ConvertReport", "VerifyReport",
+__all__ = ["convert", "verify", "unpack", "inspect", "batch", "ConvertReport", "VerifyReport",
+           "BatchReport", "JobResult", "Job",
            "UnpackReport", "RepackError", "InputError", "OutputError",
            "OutputExists", "NoRecords", "TooMuchFiller", "UsageError", "Interrupted",
            "VerificationFailed", "GGUFFormatError", "__version__"]
 
 
-# Three functions share their name with the module that defines them. Importing such a module
+# Four functions share their name with the module that defines them. Importing such a module
 # (``from repack.verify import ...``, which any command does) binds the module to the package
 # attribute: the function takes its place, as when this file imported the API eagerly.
-_SHADOWED = {"verify", "unpack", "inspect"}
+_SHADOWED = {"verify", "unpack", "inspect", "batch"}
 
 
 class _Package(types.ModuleType):

@@ -450,6 +450,72 @@ def demo(keep, threads):
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("plan", type=click.Path())
+@click.option("--layout", "layouts", multiple=True, type=click.Choice(LAYOUTS),
+              help="For a folder PLAN: the layout of each job (repeat for several; default amx).")
+@click.option("--out-dir", type=click.Path(file_okay=False),
+              help="For a folder PLAN: where the outputs go (same subfolders, NAME-LAYOUT.gguf).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Jobs at once (default: the cores shared out, see --threads).")
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
+              help="Threads per job (default: the cores divided by the jobs at once).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
+              metavar="[ADDRESS]", help="Run each job as a Ray task on the cluster at ADDRESS "
+              "(alone: the cluster this machine belongs to; 'local': a new one here).")
+@click.option("--report", type=click.Path(dir_okay=False),
+              help="Write the JSON-lines report (one line per job) to this file.")
+@click.option("--json", "as_json", is_flag=True, help="The JSON-lines report on stdout, no table.")
+@click.option("--force", is_flag=True,
+              help="Replace existing outputs that are not verifiable amx-repack outputs.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def batch(plan, layouts, out_dir, jobs, threads, ray_address, report, as_json, force, quiet):
+    """Convert every job of PLAN (a JSON-lines file, or a folder of models), each with --verify.
+
+    A job whose output exists and verifies is skipped, so a re-run resumes. Exit status 0 when
+    every job succeeded, 1 when one failed, 2 for a bad plan (nothing run), 130 interrupted."""
+    from .batch import batch as run_batch
+
+    if os.path.isdir(plan):
+        if out_dir is None:
+            raise click.UsageError("a folder PLAN needs --out-dir")
+        layouts = layouts or ("amx",)
+    elif layouts or out_dir is not None:
+        raise click.UsageError("--layout and --out-dir apply to a folder PLAN; a plan file "
+                               "names each job's layout and output")
+
+    def progress_line(line: str) -> None:
+        click.echo(f"{PROG}: {printable(line)}", err=True)
+
+    def job_line(r) -> None:
+        if not quiet:
+            said = r.error if r.error else f"{_human(r.bytes_out)} in {r.seconds:.1f} s"
+            click.echo(f"{PROG}: {r.status}: {printable(r.output)} ({printable(said)})", err=True)
+
+    result = run_batch(plan, layouts=layouts, out_dir=out_dir, jobs=jobs, threads=threads,
+                       force=force, ray=ray_address, on_job=job_line,
+                       on_progress=None if quiet else progress_line)
+    if report is not None:
+        from .batch import write_report
+        write_report(report, result.results)
+    if as_json:
+        for r in result.results:
+            click.echo(json.dumps(r.document(), ensure_ascii=False))
+    else:
+        rows = [[r.status, f"{r.seconds:.1f}", _human(r.bytes_in), _human(r.bytes_out),
+                 r.error if r.error else r.output] for r in result.results]
+        click.echo(_table(["status", "s", "in", "out", "output or error"], rows, right={1, 2, 3}))
+        counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
+        click.echo(f"{plural(len(result.results), 'job')}: {counts} in {result.seconds:.1f} s "
+                   f"({result.backend}: {plural(result.parallel_jobs, 'job')} at once, "
+                   f"{plural(result.threads_per_job, 'thread')} each)", err=True)
+    if result.interrupted:
+        click.echo(f"{PROG}: interrupted", err=True)
+        sys.exit(130)
+    if not result.ok:
+        sys.exit(1)
+
+
 def _flag_hint(e: RepackError) -> str:
     if isinstance(e, OutputExists):
         return " (use --force to replace it)"
