@@ -22,7 +22,7 @@ from formats.layouts import AMX_TILE_ROWS
 from . import amx_kernels, interleaved_kernels
 from .errors import InputError
 
-LAYOUT_VERSION = 2   # of our records (metadata.py); 1 is still read
+LAYOUT_VERSION = 3   # of our records (metadata.py); 1 and 2 are still read
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,14 @@ KEYS = {
     },
     "unpack": {
         "top": ENVELOPE_KEYS + ("foreign", "byte_identical", "changed_keys", "bytes_in",
-                                "bytes_out", "unpacked"),
+                                "bytes_out", "unpacked", "digest", "sha256_checked", "error"),
         "tensors": ("name", "type", "output_type", "bytes_in", "bytes_out"),
         "by_type": ("input_type", "output_type", "tensors", "bytes_in", "bytes_out"),
     },
     "verify": {
         "top": ENVELOPE_KEYS + ("ok", "verdict", "original", "repacked", "layout",
-                                "metadata_problems", "failures"),
+                                "metadata_problems", "failures", "digest", "proves",
+                                "original_sha256"),
         "tensors": ("name", "status", "type_before", "type_after", "bytes", "checks", "detail",
                     "added_from"),
         "by_type": ("type_before", "type_after", "tensors", "bytes", "failing"),
@@ -102,7 +103,8 @@ def unpack_document(r) -> dict:
                   _by_type(by_type, KEYS["unpack"]["by_type"]), tensors)
     d.update({"foreign": r.foreign, "byte_identical": r.byte_identical,
               "changed_keys": r.changed_keys, "bytes_in": sum(t[3] for t in r.tensor_types),
-              "bytes_out": r.bytes_out, "unpacked": r.unpacked})
+              "bytes_out": r.bytes_out, "unpacked": r.unpacked, "digest": r.digest,
+              "sha256_checked": r.sha256_checked, "error": None})
     return d
 
 
@@ -111,11 +113,13 @@ def verify_document(r) -> dict:
     tensors = [{**asdict(t), "added_from": t.added_from or None} for t in r.tensors]
     by_type = _grouped(r.tensors, lambda t: (t.type_before, t.type_after),
                        [lambda t: t.bytes, lambda t: 0 if t.ok else 1])
-    d = _envelope("verify", [p for p in (r.original, r.repacked) if p], [], r.seconds, [], [],
-                  _by_type(by_type, KEYS["verify"]["by_type"]), tensors)
+    d = _envelope("verify", [p for p in (r.original, r.repacked) if p], [], r.seconds, [],
+                  r.notes, _by_type(by_type, KEYS["verify"]["by_type"]), tensors)
     d.update({"ok": r.ok, "verdict": "equivalent" if r.ok else "mismatch",
               "original": r.original, "repacked": r.repacked, "layout": r.layout,
-              "metadata_problems": list(r.metadata_problems), "failures": len(r.failures)})
+              "metadata_problems": list(r.metadata_problems), "failures": len(r.failures),
+              "digest": r.digest, "proves": r.proves,
+              "original_sha256": [dict(c) for c in r.sha256_checks] or None})
     return d
 
 

@@ -160,7 +160,7 @@ def test_unpack_refuses_forged_changed_keys(model, tmp_path):
 
 def test_unpack_missing_records_are_bad_input(model, tmp_path):
     rep = convert(model, "interleaved", tmp_path)
-    for key in (metadata.KEY_METADATA_SHA256, metadata.KEY_ORIGINAL_DIGESTS,
+    for key in (metadata.KEY_METADATA_SHA256, metadata.KEY_ORIGINAL_DIGESTS_SHA256,
                 metadata.KEY_HEADER_SHA256, metadata.KEY_LAYOUT_VERSION,
                 metadata.ORIGINAL_PREFIX + "general.file_type"):
         bad = edit(rep, tmp_path / "bad.gguf", kv=lambda k: k.pop(key) and None)
