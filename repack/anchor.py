@@ -31,16 +31,17 @@ def weak_digest_note(path: str, info) -> str:
             f"only the original's published sha256 proves the rebuilt file against both")
 
 
-def expected_digests(values, count: int, option: str) -> list[str]:
+def expected_digests(values, count: int) -> list[str]:
     """The given sha256 values (a string or a sequence of strings), checked: 64 hex digits each,
     one per file of the model. Lower case."""
     values = [values] if isinstance(values, str) else list(values)
     for v in values:
         if not isinstance(v, str) or not _HEX.fullmatch(v):
-            raise UsageError(f"{option}: '{v}' is not a sha256 (64 hex digits)")
+            raise UsageError(f"expected sha256 '{v}' is not a sha256 (64 hex digits)")
     if len(values) != count:
-        raise UsageError(f"{option}: {plural(len(values), 'value')} given for a model of "
-                         f"{plural(count, 'file')} (one per file, in shard order)")
+        raise UsageError(f"{plural(len(values), 'expected sha256', 'expected sha256s')} given "
+                         f"for a model of {plural(count, 'file')} (one per file, in shard "
+                         f"order)")
     return [v.lower() for v in values]
 
 

@@ -21,7 +21,7 @@ from formats.gguf_container import printable
 from formats.layouts import LAYOUTS, SOFT_CODES
 
 from . import __version__, atomic, report_json
-from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller
+from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller, VerificationFailed
 from .runner import install_signal_handlers, output_committed
 from .wording import plural
 
@@ -266,6 +266,10 @@ def convert(input, output, layout, threads, include, exclude, overrides, allow_a
                               compress=compress, allow_amx_n16=allow_amx_n16,
                               overrides=overrides, dry_run=dry_run, on_warning=progress.warn,
                               verify=verify_output, untie_output=untie_output)
+    except VerificationFailed as e:
+        if as_json and e.report is not None:   # exit 1 still has its document (docs/json.md)
+            _json_out(report_json.refusal_document("convert", e, input))
+        raise
     finally:
         progress.close()
     if as_json:
@@ -405,6 +409,10 @@ def unpack(input, output, threads, foreign, as_json, force, quiet, expect_sha256
         from .unpack import unpack as unpack_file
         r = unpack_file(input, output, threads=threads, force=force, progress=progress,
                         foreign=foreign, expect_sha256=expect_sha256 or None)
+    except VerificationFailed as e:
+        if as_json:     # exit 1 still has its document (docs/json.md)
+            _json_out(report_json.refusal_document("unpack", e, input))
+        raise
     finally:
         progress.close()
     for w in r.warnings:

@@ -411,8 +411,10 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
         header = layout_for(digests).header
         assert len(header) == out_layout.data_start
         out.pwrite(0, header)
-    except BaseException:
+    except BaseException as e:
         out.abort()
+        if isinstance(e, VerificationFailed):
+            e.report = report     # what was planned: the CLI's --json document of the refusal
         raise
     return report, out   # the caller commits once every output of the command is complete
 

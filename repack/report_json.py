@@ -21,7 +21,7 @@ ENVELOPE_KEYS = ("schema_version", "command", "tool_version", "inputs", "outputs
 KEYS = {
     "convert": {
         "top": ENVELOPE_KEYS + ("layout", "runtime", "dry_run", "verified", "threads",
-                                "selection", "bytes_in", "bytes_out", "repacked"),
+                                "selection", "bytes_in", "bytes_out", "repacked", "error"),
         "tensors": ("name", "shape", "type", "output_type", "bytes_in", "bytes_out", "repacked",
                     "code", "reason", "overridden", "added_from"),
         "by_type": ("input_type", "output_type", "tensors", "bytes_in", "bytes_out"),
@@ -90,7 +90,23 @@ def convert_document(r) -> dict:
               "selection": {"include": list(s.include) if s else [],
                             "exclude": list(s.exclude) if s else [],
                             "overrides": sorted(s.overrides) if s else []},
-              "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "repacked": len(r.repacked)})
+              "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "repacked": len(r.repacked),
+              "error": None})
+    return d
+
+
+def refusal_document(command: str, error, input: str) -> dict:
+    """convert --verify's mismatch, unpack's refusal (exit 1, nothing written): the command's
+    document of what it had planned (unpack: nothing is known but the input), with no outputs,
+    ``error`` the one line also printed on stderr."""
+    if command == "convert":
+        d = convert_document(error.report)
+        d["verified"] = False
+    else:
+        from .unpack import UnpackReport
+        d = unpack_document(UnpackReport(input, "", 0, 0, 0, inputs=[input]))
+        d["byte_identical"] = False
+    d.update({"outputs": [], "error": str(error)})
     return d
 
 

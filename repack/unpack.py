@@ -86,7 +86,7 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
 
     def check(model):
         if expect_sha256 is not None:
-            expected.extend(anchor.expected_digests(expect_sha256, model.count, "expect_sha256"))
+            expected.extend(anchor.expected_digests(expect_sha256, model.count))
 
     def produce(src, a, b):
         return _unpack_open(src, a, b, threads, progress, foreign,

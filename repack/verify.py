@@ -276,7 +276,7 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
             if orig is not None and orig.count != rep.count:
                 raise InputError(f"the original has {plural(orig.count, 'file')}, the repacked "
                                  f"model {rep.count}")
-            expected = (anchor.expected_digests(original_sha256, rep.count, "original_sha256")
+            expected = (anchor.expected_digests(original_sha256, rep.count)
                         if original_sha256 is not None else [None] * rep.count)
             with interruptible():
                 start_phase(progress, "verify", sum(t.nbytes for f in rep.files for t in f.tensors))

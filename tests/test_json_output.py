@@ -122,3 +122,20 @@ def test_a_failed_verify_is_still_one_document(model, tmp_path):
     check(d, "verify")
     assert d["ok"] is False and d["verdict"] == "mismatch" and d["failures"] > 0
     assert sum(r["failing"] for r in d["by_type"]) == d["failures"]
+
+
+def test_unpack_refusal_is_still_one_document(model, tmp_path):
+    """Issue 20, item 10: exit 1 with --json writes its document (docs/json.md)."""
+    out, back = tmp_path / "o.gguf", tmp_path / "back.gguf"
+    amx_repack_cli("convert", "-q", model, out, check=True)
+    proc = amx_repack_cli("unpack", "--json", out, back, "--expect-sha256", "0" * 64)
+    assert proc.returncode == 1 and not back.exists()
+    d = json.loads(proc.stdout)
+    assert list(d) == list(KEYS["unpack"]["top"]) and d["command"] == "unpack"
+    assert d["outputs"] == [] and d["inputs"] == [str(out)] and d["byte_identical"] is False
+    assert "sha256" in d["error"] and d["error"] in proc.stderr
+    # the same command without the refusal: error null, sha256 checked
+    want = __import__("hashlib").sha256(model.read_bytes()).hexdigest()
+    ok = run_json("unpack", out, back, "--expect-sha256", want)
+    check(ok, "unpack")
+    assert ok["error"] is None and ok["sha256_checked"] is True and ok["digest"] == "sha256"
