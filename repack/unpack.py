@@ -27,6 +27,7 @@ from .atomic import AtomicOutputFile
 from .checksum import forgery_resistant, new_digest
 from .errors import InputError, NoRecords, UsageError, VerificationFailed
 from .families import family_of_packed
+from .layout_agreement import check_declared_layout
 from .pipeline import write_outputs
 from .runner import ProgressCallback, default_threads, run_tasks, scratch
 from .wording import plural
@@ -85,6 +86,7 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     expected: list[str] = []
 
     def check(model):
+        check_declared_layout(model.files)
         if expect_sha256 is not None:
             expected.extend(anchor.expected_digests(expect_sha256, model.count))
 

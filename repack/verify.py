@@ -41,6 +41,7 @@ from .block_decoders import first_difference
 from . import anchor
 from .checksum import forgery_resistant, new_digest
 from .families import Family, family_of_packed
+from .layout_agreement import check_declared_layout
 from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
                      start_phase)
 from .wording import plural
@@ -276,6 +277,7 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
             if orig is not None and orig.count != rep.count:
                 raise InputError(f"the original has {plural(orig.count, 'file')}, the repacked "
                                  f"model {rep.count}")
+            check_declared_layout(rep.files)
             expected = (anchor.expected_digests(original_sha256, rep.count)
                         if original_sha256 is not None else [None] * rep.count)
             with interruptible():

@@ -1,4 +1,5 @@
-"""Forgeries of repacked files (issue 20, item 1), built by the tests and the fuzz corpus.
+"""Forgeries of repacked files (issue 20, items 1 and 2), built by the tests and the fuzz corpus:
+an XXH64 collision in a tensor's data, and a split model whose shards are of different layouts.
 
 An XXH64 collision takes one line of algebra: XXH64 (seed 0) keeps four 64-bit lanes, and a
 stripe's word enters its lane as ``acc = rotl(acc + word * P2, 31) * P1``. Replace one word, and
@@ -65,6 +66,44 @@ def forge_data(path: Path, out: Path) -> tuple[bytes, bytes]:
     image[start:start + n] = forged
     out.write_bytes(bytes(image))
     return old, forged
+
+
+def split_model(folder: Path) -> Path:
+    """A 2-shard model (llama.cpp's split keys), one q4_0 32x32 matrix and one f32 vector per
+    shard, that both layout families pack. Returns its first shard."""
+    import random
+    from tests.ggufbuild import I32, U16, RawGGUF, RawTensor, gstr, kv_str
+    rng = random.Random(20)
+    paths = []
+    for no in range(2):
+        kvs = [kv_str("general.architecture", "llama"),
+               gstr("split.no") + struct.pack("<IH", U16, no),
+               gstr("split.count") + struct.pack("<IH", U16, 2),
+               gstr("split.tensors.count") + struct.pack("<Ii", I32, 4)]
+        q4 = bytes(rng.randrange(256) for _ in range(18 * 32))
+        raw = RawGGUF(kvs=kvs, tensors=[RawTensor(f"blk.{no}.attn_q.weight", (32, 32), 2, 0),
+                                        RawTensor(f"blk.{no}.attn_norm.weight", (8,), 0, 576)],
+                      data=q4 + struct.pack("<8f", *range(8)))
+        paths.append(folder / f"model-{no + 1:05d}-of-00002.gguf")
+        paths[-1].write_bytes(raw.tobytes())
+    return paths[0]
+
+
+def mixed_shards(folder: Path) -> Path:
+    """The shards of one model converted with different layouts: shard 1 amx, shard 2
+    interleaved, named as one split model in ``folder``. Returns its first shard."""
+    import shutil
+    import tempfile
+
+    import repack
+    with tempfile.TemporaryDirectory() as tmp:
+        first = split_model(Path(tmp))
+        for layout in ("amx", "interleaved"):
+            repack.convert(first, Path(tmp) / f"{layout}.gguf", layout=layout, threads=1)
+        names = ["mixed-00001-of-00002.gguf", "mixed-00002-of-00002.gguf"]
+        shutil.copyfile(Path(tmp) / "amx-00001-of-00002.gguf", folder / names[0])
+        shutil.copyfile(Path(tmp) / "interleaved-00002-of-00002.gguf", folder / names[1])
+    return folder / names[0]
 
 
 def rewrite_recorded_sha256(path: Path, old: bytes, new: bytes) -> None:
