@@ -7,7 +7,6 @@ an internal error.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -177,7 +176,7 @@ def cli():
 
 
 def _json_out(document: dict) -> None:
-    click.echo(json.dumps(document, indent=2))
+    click.echo(report_json.dumps(document))
 
 
 def _repacked_count(r: ConvertReport) -> str:

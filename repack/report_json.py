@@ -9,6 +9,8 @@ compatible; renaming or removing one, or changing a meaning, bumps ``SCHEMA_VERS
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import asdict
 
 from . import __version__
@@ -16,7 +18,9 @@ from . import __version__
 SCHEMA_VERSION = 1
 
 ENVELOPE_KEYS = ("schema_version", "command", "tool_version", "inputs", "outputs", "seconds",
-                 "warnings", "notes", "by_type", "tensors")
+                 "warnings", "notes", "by_type", "tensors", "path_bytes")
+# the keys whose values are file paths (strings, or lists of them; original_sha256: its "file")
+PATH_KEYS = ("inputs", "outputs", "original", "repacked", "path", "shards", "file")
 
 KEYS = {
     "convert": {
@@ -56,7 +60,39 @@ def _envelope(command: str, inputs, outputs, seconds: float, warnings, notes, by
     return {"schema_version": SCHEMA_VERSION, "command": command, "tool_version": __version__,
             "inputs": list(inputs), "outputs": list(outputs), "seconds": round(seconds, 6),
             "warnings": list(warnings), "notes": list(notes), "by_type": by_type,
-            "tensors": tensors}
+            "tensors": tensors, "path_bytes": {}}
+
+
+def dumps(document: dict) -> str:
+    """The document as JSON text, every string valid Unicode (docs/json.md, "Paths").
+
+    A path that is not valid UTF-8 reaches us as Python's surrogate escapes (lone surrogates,
+    which strict JSON readers refuse): it is written with each undecodable byte as U+FFFD, and its
+    exact bytes (base64) are listed in ``path_bytes`` under that written form. Messages quoting
+    such a path are written the same way."""
+    path_bytes: dict[str, list[str]] = document["path_bytes"]
+
+    def clean(value, is_path: bool):
+        if isinstance(value, str):
+            if not any("\udc80" <= c <= "\udcff" for c in value):
+                return value
+            raw = value.encode("utf-8", "surrogateescape")
+            written = raw.decode("utf-8", "replace")
+            if is_path:
+                encoded = base64.b64encode(raw).decode("ascii")
+                if encoded not in path_bytes.setdefault(written, []):
+                    path_bytes[written].append(encoded)
+            return written
+        if isinstance(value, dict):
+            return {clean(k, False): clean(v, is_path or k in PATH_KEYS) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v, is_path) for v in value]
+        return value
+
+    # path_bytes keeps its place; it is filled while the keys after it are cleaned
+    cleaned = {k: path_bytes if k == "path_bytes" else clean(v, k in PATH_KEYS)
+               for k, v in document.items()}
+    return json.dumps(cleaned, indent=2)
 
 
 def _by_type(rows, keys) -> list[dict]:

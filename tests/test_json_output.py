@@ -139,3 +139,38 @@ def test_unpack_refusal_is_still_one_document(model, tmp_path):
     ok = run_json("unpack", out, back, "--expect-sha256", want)
     check(ok, "unpack")
     assert ok["error"] is None and ok["sha256_checked"] is True and ok["digest"] == "sha256"
+
+
+def _surrogates(value) -> bool:
+    if isinstance(value, str):
+        return any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, dict):
+        return any(_surrogates(k) or _surrogates(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_surrogates(v) for v in value)
+    return False
+
+
+def test_non_utf8_paths_are_lossless(tmp_path):
+    """Issue 20, item 12: a path that is not UTF-8 is valid Unicode in the document (no lone
+    surrogates), and its exact bytes are in path_bytes (docs/json.md, "Paths")."""
+    import base64
+    import os
+    folder = os.fsencode(tmp_path)
+    src = write_model(os.fsdecode(folder + b"/model-\xff\xfe.gguf"), TENSORS, seed=4)
+    out = os.fsdecode(folder + b"/out-\xe9.gguf")
+    convert = run_json("convert", src, out)
+    verify = run_json("verify", src, out)
+    for d in (convert, verify, run_json("inspect", out)):
+        assert not _surrogates(d)
+        json.loads(json.dumps(d), strict=True)
+        for written, encoded in d["path_bytes"].items():
+            assert "\ufffd" in written and len(encoded) == 1
+    assert convert["inputs"] == [os.fsencode(src).decode("utf-8", "replace")]
+    raw = {base64.b64decode(v[0]) for v in convert["path_bytes"].values()}
+    assert raw == {os.fsencode(src), os.fsencode(out)}
+    assert base64.b64decode(verify["path_bytes"][verify["repacked"]][0]) == os.fsencode(out)
+    # a UTF-8 path is written as it is, and path_bytes stays empty
+    plain = tmp_path / "plain-é.gguf"
+    plain.write_bytes(model_bytes := open(src, "rb").read())
+    assert model_bytes and run_json("inspect", plain)["path_bytes"] == {}
