@@ -132,3 +132,17 @@ def test_bad_sha256_values_are_bad_input(tmp_path, value, piece):
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("amx-repack: error")
         assert piece in lines[0] or "one per file" in lines[0], lines
     assert not (tmp_path / "o.gguf").exists()
+
+
+@pytest.mark.parametrize("layout", ["amx", "interleaved"])
+def test_rebuilt_sha256_covers_filler_and_every_layout(tmp_path, layout):
+    """The original rebuilt for --original-sha256 is every byte unpack writes: here an original
+    with non-zero trailing bytes; version 1 files (canonical originals) too."""
+    src = tmp_path / "m.gguf"
+    src.write_bytes(ORIGINAL.read_bytes() + b"trailing bytes")
+    rep = tmp_path / "r.gguf"
+    repack.convert(src, rep, layout=layout, threads=1)
+    assert repack.verify(None, rep, original_sha256=sha256(src)).ok
+    assert not repack.verify(None, rep, original_sha256=sha256(ORIGINAL)).ok
+    v1 = repack.verify(None, DATA / "layout_v1" / f"{layout}.gguf", original_sha256=sha256(ORIGINAL))
+    assert v1.ok and v1.sha256_checks[0]["restored"] == sha256(ORIGINAL)
