@@ -66,17 +66,17 @@ def rebuilt_sha256(src, path: str, layout: OriginalLayout, plans) -> str:
     for k in order:
         start = layout.tensor_start(k)
         _hash_filler(h, layout, pos, start)
-        t, family, source = plans[layout.rep_index[k]]
+        t, family, _ = plans[layout.rep_index[k]]
         base = src.data_start + t.offset
         if family is None:
             for a in range(0, t.nbytes, CHUNK_BYTES):
                 n = min(CHUNK_BYTES, t.nbytes - a)
                 h.update(read_at(src.fileno(), base + a, n, scratch("input", n), path=path))
         else:
-            for (a, b), (c, d), rows in family.chunks(source, t, CHUNK_BYTES):
+            for (a, b), (c, d), rows in family.chunks(t.type_id, t, CHUNK_BYTES):
                 packed = read_at(src.fileno(), base + c, d - c, scratch("input", d - c), path=path)
                 rebuilt = scratch("rebuilt", b - a)
-                family.unpack(source, t.ne0, rows, packed, rebuilt)
+                family.unpack(t.type_id, t.ne0, rows, packed, rebuilt)
                 h.update(rebuilt)
         pos = start + layout.nbytes[k]
     _hash_filler(h, layout, pos, layout.file_size)

@@ -4,13 +4,13 @@ A file whose records name one layout family but whose tensors are of another (a 
 the shards of a split model converted with different ``--layout``) would verify and unpack tensor
 by tensor, yet no runtime loads it, and inspect would name the wrong runtime. verify, unpack and
 inspect refuse it up front (exit 2). Which family a packed type belongs to is asked of the
-families' own decisions (formats.layouts.DECIDERS: code "packed"), never named here.
+families' own tables (formats.layouts.FAMILY_TABLES), never named here.
 """
 
 from __future__ import annotations
 
 from formats.gguf_container import GGUFFile, TensorInfo
-from formats.layouts import DECIDERS
+from formats.layouts import FAMILY_TABLES
 
 from . import metadata
 from .errors import InputError
@@ -18,9 +18,9 @@ from .errors import InputError
 
 def packed_family(t: TensorInfo) -> str | None:
     """The layout family whose packed type ``t`` has (None: a plain type)."""
-    for family, decide in DECIDERS.items():
-        if decide(t).code == "packed":
-            return family
+    for name, family in FAMILY_TABLES.items():
+        if family.source_of(t.type_id) is not None:
+            return name
     return None
 
 
