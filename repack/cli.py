@@ -317,7 +317,7 @@ def inspect(file, as_json):
 
 
 # added to the note of a file whose digests do not resist a forger (repack/anchor.py)
-_WEAK_HINT = " (--original-sha256 / --expect-sha256)"
+_WEAK_HINT = {"verify": " (give --original-sha256)", "unpack": " (give --expect-sha256)"}
 
 
 def print_verify_report(r: VerifyReport, show_all: bool) -> None:
@@ -334,7 +334,7 @@ def print_verify_report(r: VerifyReport, show_all: bool) -> None:
                    f"expected {c['expected']}"
                    + ("" if c["restored"] == c["expected"] else " (MISMATCH)"))
     for n in r.notes:
-        click.echo(f"note: {printable(n)}{_WEAK_HINT}", err=True)
+        click.echo(f"note: {printable(n)}{_WEAK_HINT['verify']}", err=True)
     packed = sum(1 for t in r.tensors if t.type_before != t.type_after)
     verdict = "EQUIVALENT" if r.ok else "MISMATCH"
     against = (f"against {printable(r.original)}" if r.original
@@ -427,11 +427,11 @@ def unpack(input, output, threads, foreign, as_json, force, quiet, expect_sha256
                       "original)"))
         if not r.foreign:
             for n in r.notes:
-                click.echo(f"note: {printable(n)}" + (_WEAK_HINT if n in r.weak_notes else ""),
-                           err=True)
+                hint = _WEAK_HINT["unpack"] if n in r.weak_notes else ""
+                click.echo(f"note: {printable(n)}{hint}", err=True)
     else:   # what the proof does not cover: said even with --quiet
         for n in r.weak_notes:
-            click.echo(f"note: {printable(n)}{_WEAK_HINT}", err=True)
+            click.echo(f"note: {printable(n)}{_WEAK_HINT['unpack']}", err=True)
 
 
 @cli.command()
