@@ -48,9 +48,11 @@ class Interrupted(RepackError):
 
 
 class VerificationFailed(RepackError):
-    """Raised by API users who prefer an exception over inspecting a failed report."""
+    """A check failed, nothing was written (unpack, convert --verify). ``report``, when set, is
+    the report of what the command had planned (convert: its ConvertReport)."""
 
     exit_code = 1
+    report = None
 
 
 __all__ = ["RepackError", "InputError", "NoRecords", "TooMuchFiller", "OutputError", "OutputExists", "UsageError", "Interrupted",

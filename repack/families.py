@@ -29,7 +29,7 @@ from formats.layouts import FAMILY_TABLES
 
 from .errors import InputError
 
-LAYOUT_VERSION = 2   # of our records (metadata.py); 1 is still read
+LAYOUT_VERSION = 3   # of our records (metadata.py); 1 and 2 are still read
 
 
 class Kernels(Protocol):

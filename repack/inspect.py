@@ -18,6 +18,7 @@ from formats.ggml_types import type_name
 from formats.layouts import FAMILY_TABLES, RUNTIMES
 
 from . import metadata, shards
+from .layout_agreement import check_declared_layout
 
 
 @dataclass
@@ -76,6 +77,7 @@ def inspect(path: str | os.PathLike) -> InspectReport:
     path = os.fspath(path)
     started = time.perf_counter()
     with shards.open_model(path, header_only=True) as model:
+        check_declared_layout(model.files)
         first = model.files[0]
         info = metadata.read_info(first.kv)
         repacked_by = None

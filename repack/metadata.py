@@ -3,11 +3,13 @@
     amx_repack.layout                 str    the layout family ("amx", "interleaved", ...)
     amx_repack.target                 str    only a family with CPU targets (cpu-repack): the
                                              target the file is made for ("x86-avx2", ...)
-    amx_repack.layout_version         u32    version of these records (2; 1 is still read)
+    amx_repack.layout_version         u32    version of these records (3; 1 and 2 are still read)
     amx_repack.tool_version           str    amx-repack version that wrote the file
     amx_repack.tensor.names           [str]  every tensor, in tensor-info order
     amx_repack.tensor.original_types  [u32]  its type id before conversion
-    amx_repack.tensor.original_xxh64  [str]  XXH64 (16 hex digits) of its bytes before conversion
+    amx_repack.tensor.original_sha256 [str]  sha256 (64 hex digits) of its bytes before conversion
+                                             (versions 1 and 2: .original_xxh64, XXH64, 16 hex
+                                             digits: no proof against a forger, repack/checksum.py)
     amx_repack.changed_keys           [str]  other keys whose value the conversion changed ...
     amx_repack.original.<key>         any    ... with their original value, same type
     amx_repack.added_keys             [str]  other keys the conversion added
@@ -31,7 +33,11 @@ tensor data:
                                              (every other such byte is zero)
     amx_repack.filler_sha256          str    sha256 of the file size and the three filler records
 
-Only in a file with tensors the conversion added (``convert --untie-output``), still version 2:
+Version 3 is version 2 with the tensors' digests in sha256 (``tensor.original_sha256`` instead of
+``tensor.original_xxh64``). The per-key ``metadata.xxh64`` only names which key differs; the
+header they belong to is proved by ``header_sha256``.
+
+Only in a file with tensors the conversion added (``convert --untie-output``), version 2 or 3:
 
     amx_repack.added_tensors          [str]  tensors of this file that the original does not have
     amx_repack.added_tensor_sources   [str]  per added tensor, the original tensor whose values it
@@ -53,7 +59,7 @@ from dataclasses import dataclass, field
 from formats.gguf_container import GGUFFormatError, KVRecord, ValueType, encode_kv, rename_kv
 from formats.layouts import FAMILY_TABLES
 
-from .checksum import XXH64
+from .checksum import HEX_LENGTH, XXH64, digest_of_version
 from .errors import InputError
 
 PREFIX = "amx_repack."
@@ -64,7 +70,8 @@ KEY_LAYOUT_VERSION = PREFIX + "layout_version"
 KEY_TOOL_VERSION = PREFIX + "tool_version"
 KEY_TENSOR_NAMES = PREFIX + "tensor.names"
 KEY_ORIGINAL_TYPES = PREFIX + "tensor.original_types"
-KEY_ORIGINAL_DIGESTS = PREFIX + "tensor.original_xxh64"
+KEY_ORIGINAL_DIGESTS_XXH64 = PREFIX + "tensor.original_xxh64"      # versions 1 and 2
+KEY_ORIGINAL_DIGESTS_SHA256 = PREFIX + "tensor.original_sha256"    # version 3
 KEY_CHANGED_KEYS = PREFIX + "changed_keys"
 KEY_ADDED_KEYS = PREFIX + "added_keys"
 KEY_METADATA_SHA256 = PREFIX + "metadata_sha256"
@@ -85,16 +92,29 @@ KEY_ADDED_TENSORS = PREFIX + "added_tensors"
 KEY_ADDED_SOURCES = PREFIX + "added_tensor_sources"
 
 # The versions of these records this tool reads, and the keys each one must carry.
-SUPPORTED_VERSIONS = (1, 2)
-_REQUIRED_V1 = (KEY_TENSOR_NAMES, KEY_ORIGINAL_TYPES, KEY_ORIGINAL_DIGESTS, KEY_METADATA_SHA256)
+SUPPORTED_VERSIONS = (1, 2, 3)
+_REQUIRED_V1 = (KEY_TENSOR_NAMES, KEY_ORIGINAL_TYPES, KEY_ORIGINAL_DIGESTS_XXH64,
+                KEY_METADATA_SHA256)
+_REQUIRED_V2 = _REQUIRED_V1 + (KEY_ORIGINAL_N_DIMS, KEY_ORIGINAL_DIMS, KEY_ORIGINAL_OFFSETS,
+                               KEY_METADATA_KEYS, KEY_METADATA_DIGESTS, KEY_HEADER_SHA256,
+                               KEY_FILE_SIZE, KEY_FILLER_OFFSETS, KEY_FILLER_LENGTHS,
+                               KEY_FILLER_BYTES, KEY_FILLER_SHA256)
 REQUIRED_KEYS = {
     1: _REQUIRED_V1,
-    2: _REQUIRED_V1 + (KEY_ORIGINAL_N_DIMS, KEY_ORIGINAL_DIMS, KEY_ORIGINAL_OFFSETS,
-                       KEY_METADATA_KEYS, KEY_METADATA_DIGESTS, KEY_HEADER_SHA256, KEY_FILE_SIZE,
-                       KEY_FILLER_OFFSETS, KEY_FILLER_LENGTHS, KEY_FILLER_BYTES, KEY_FILLER_SHA256),
+    2: _REQUIRED_V2,
+    3: tuple(KEY_ORIGINAL_DIGESTS_SHA256 if k == KEY_ORIGINAL_DIGESTS_XXH64 else k
+             for k in _REQUIRED_V2),
 }
 
-DIGEST_PLACEHOLDER = "0" * 16   # same length as an XXH64 hex digest: the header size is fixed up front
+
+def digests_key(layout_version: int) -> str:
+    """The record holding the tensors' digests in records of this version."""
+    return KEY_ORIGINAL_DIGESTS_SHA256 if layout_version >= 3 else KEY_ORIGINAL_DIGESTS_XXH64
+
+
+def digest_placeholder(layout_version: int) -> str:
+    """A digest of the right length: the header's size is fixed before the data is hashed."""
+    return "0" * HEX_LENGTH[digest_of_version(layout_version)]
 
 
 @dataclass
@@ -140,6 +160,11 @@ class RepackInfo:
     added_sources: list[str] = field(default_factory=list)
     target: str | None = None                 # the CPU target (a family with targets)
 
+    @property
+    def digest_name(self) -> str:
+        """The kind of the recorded tensor digests: "sha256" (version 3) or "xxh64"."""
+        return digest_of_version(self.layout_version)
+
     def original_type_of(self, name: str) -> int:
         return self.original_types[self.tensor_names.index(name)]
 
@@ -154,7 +179,8 @@ class RepackInfo:
             raise InputError(f"{path}: damaged amx-repack records: '{KEY_LAYOUT_VERSION}' is "
                              f"missing")
         if self.layout_version not in SUPPORTED_VERSIONS:
-            newer = " (written by a newer amx-repack?)" if self.layout_version > 2 else ""
+            newer = (" (written by a newer amx-repack?)"
+                     if self.layout_version > max(SUPPORTED_VERSIONS) else "")
             raise InputError(f"{path}: amx-repack records of layout version "
                              f"{self.layout_version}{newer}; this version reads "
                              f"{', '.join(map(str, SUPPORTED_VERSIONS))}")
@@ -208,7 +234,7 @@ def build_records(layout: str, layout_version: int, tool_version: str, names: li
         encode_kv(KEY_TOOL_VERSION, ValueType.STRING, tool_version),
         encode_kv(KEY_TENSOR_NAMES, ValueType.ARRAY, names, ValueType.STRING),
         encode_kv(KEY_ORIGINAL_TYPES, ValueType.ARRAY, original_types, ValueType.UINT32),
-        encode_kv(KEY_ORIGINAL_DIGESTS, ValueType.ARRAY, digests, ValueType.STRING),
+        encode_kv(digests_key(layout_version), ValueType.ARRAY, digests, ValueType.STRING),
         encode_kv(KEY_CHANGED_KEYS, ValueType.ARRAY, list(changed), ValueType.STRING),
         encode_kv(KEY_ADDED_KEYS, ValueType.ARRAY, added, ValueType.STRING),
         encode_kv(KEY_METADATA_SHA256, ValueType.STRING, original.metadata_sha256),
@@ -291,13 +317,14 @@ def read_info(kv: dict[str, KVRecord]) -> RepackInfo | None:
             return int(value)
         return value
 
+    layout_version = get(KEY_LAYOUT_VERSION, "int", 0)
     info = RepackInfo(
         layout=get(KEY_LAYOUT, "str"),
-        layout_version=get(KEY_LAYOUT_VERSION, "int", 0),
+        layout_version=layout_version,
         tool_version=get(KEY_TOOL_VERSION, "str", ""),
         tensor_names=list(get(KEY_TENSOR_NAMES, "[str]", [])),
         original_types=get(KEY_ORIGINAL_TYPES, "[int]", []),
-        original_digests=list(get(KEY_ORIGINAL_DIGESTS, "[str]", [])),
+        original_digests=list(get(digests_key(layout_version), "[str]", [])),
         changed_keys=list(get(KEY_CHANGED_KEYS, "[str]", [])),
         added_keys=list(get(KEY_ADDED_KEYS, "[str]", [])),
         metadata_sha256=get(KEY_METADATA_SHA256, "str"),

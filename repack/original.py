@@ -280,7 +280,7 @@ def recorded_layout(rep: GGUFFile, info: metadata.RepackInfo, source_types: list
     if info.tensor_names != names:
         problems.append(_names_problem(info.tensor_names, names))
     for key, values in ((metadata.KEY_ORIGINAL_TYPES, info.original_types),
-                        (metadata.KEY_ORIGINAL_DIGESTS, info.original_digests),
+                        (metadata.digests_key(info.layout_version), info.original_digests),
                         (metadata.KEY_ORIGINAL_N_DIMS, info.original_shapes),
                         (metadata.KEY_ORIGINAL_OFFSETS, info.original_offsets)):
         if values is not None and len(values) != n:

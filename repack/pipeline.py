@@ -14,7 +14,7 @@ from formats.layouts import (CODES, DEFAULT_LAYOUT, FAMILY_TABLES, LAYOUTS, OVER
                              decide, select)
 
 from . import __version__, metadata, original, shards, zst
-from .checksum import XXH64
+from .checksum import digest_of_version, new_digest
 from .atomic import AtomicOutputFile, commit_all
 from .errors import InputError, UsageError, VerificationFailed
 from .families import FAMILIES, LAYOUT_VERSION
@@ -412,7 +412,7 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
         recorded.offsets.append(source.offset)
         recorded.added.append((p.name, p.added_from))
 
-    digests = [metadata.DIGEST_PLACEHOLDER] * len(plans)
+    digests = [metadata.digest_placeholder(LAYOUT_VERSION)] * len(plans)
     outputs = [OutputTensor(p.name, p.shape, p.out_type_id, p.out_nbytes) for p in plans]
     # input tensors in their data order, then the added ones
     data_order = sorted(range(len(src.tensors)), key=lambda i: src.tensors[i].offset)
@@ -436,8 +436,10 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
         header = layout_for(digests).header
         assert len(header) == out_layout.data_start
         out.pwrite(0, header)
-    except BaseException:
+    except BaseException as e:
         out.abort()
+        if isinstance(e, VerificationFailed):
+            e.report = report     # what was planned: the CLI's --json document of the refusal
         raise
     return report, out   # the caller commits once every output of the command is complete
 
@@ -535,7 +537,7 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, pa
     values = verify and family is not None and family.can_dequantize(packed_type)
 
     def run():
-        h = XXH64()
+        h = new_digest(digest_of_version(LAYOUT_VERSION))
         if family is None:
             pieces = (((a, min(a + CHUNK_BYTES, t.nbytes)), None, 0)
                       for a in range(0, t.nbytes, CHUNK_BYTES))

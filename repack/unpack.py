@@ -22,11 +22,12 @@ from formats.ggml_types import TYPES, type_name
 from formats.gguf_container import OutputTensor, encode_kv, plan_layout
 from formats.layouts import FAMILY_TABLES
 
-from . import metadata, original
+from . import anchor, metadata, original
 from .atomic import AtomicOutputFile
-from .checksum import XXH64
-from .errors import InputError, NoRecords, VerificationFailed
+from .checksum import forgery_resistant, new_digest
+from .errors import InputError, NoRecords, UsageError, VerificationFailed
 from .families import family_of_packed
+from .layout_agreement import check_declared_layout
 from .pipeline import write_outputs
 from .runner import ProgressCallback, default_threads, run_tasks, scratch
 from .wording import plural
@@ -51,6 +52,9 @@ class UnpackReport:
     warnings: list[str] = field(default_factory=list)
     changed_keys: dict[str, list] = field(default_factory=dict)   # foreign: key -> [was, now]
     inputs: list[str] = field(default_factory=list)    # every file read (shards)
+    digest: str | None = None      # the kind of the recorded tensor digests (checksum.py)
+    sha256_checked: bool = False   # the output hashes to the expected sha256 (expect_sha256)
+    weak_notes: list[str] = field(default_factory=list)   # of notes: what the proof lacks
 
     @property
     def byte_identical(self) -> bool:
@@ -60,7 +64,7 @@ class UnpackReport:
 
 def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | None = None,
            force: bool = False, progress: ProgressCallback | None = None,
-           foreign: bool = False) -> UnpackReport:
+           foreign: bool = False, expect_sha256=None) -> UnpackReport:
     """Write ``output``: the file ``input`` was converted from, byte-identical.
 
     A file without amx-repack records (one that ik_llama.cpp's ``llama-quantize --repack``
@@ -68,12 +72,28 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     its packed tensors are turned back into their plain types by the same inverse kernels (values
     unchanged; ``verify`` proves it), every metadata key is kept and ``general.file_type`` is
     relabelled back. That file is not byte-identical to an original amx-repack never saw, and the
-    report says so (``foreign``, ``notes``)."""
+    report says so (``foreign``, ``notes``).
+
+    ``expect_sha256`` (the published sha256 of the original; a sequence of them, in shard order,
+    for a split model): the file written must hash to it, or VerificationFailed and nothing is
+    written. This holds against a forger who rewrote the records too (repack/anchor.py)."""
     input, output = os.fspath(input), os.fspath(output)
     started = time.perf_counter()
     threads = threads or default_threads()
-    reports = write_outputs(input, output, force,
-                            lambda src, a, b: _unpack_open(src, a, b, threads, progress, foreign),
+    if expect_sha256 is not None and foreign:
+        raise UsageError("an expected sha256 applies to an original rebuilt from amx-repack's "
+                         "records; a foreign unpack does not rebuild one")
+    expected: list[str] = []
+
+    def check(model):
+        check_declared_layout(model.files)
+        if expect_sha256 is not None:
+            expected.extend(anchor.expected_digests(expect_sha256, model.count))
+
+    def produce(src, a, b):
+        return _unpack_open(src, a, b, threads, progress, foreign,
+                            expected.pop(0) if expected else None)
+    reports = write_outputs(input, output, force, produce, check=check,
                             progress=progress, phase="unpack",
                             work=_unpack_work)
     report = reports[0]
@@ -84,11 +104,13 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
         report.foreign = report.foreign or r.foreign
         report.tensor_types += r.tensor_types
         report.notes += [n for n in r.notes if n not in report.notes]
+        report.weak_notes += r.weak_notes
         report.warnings += [w for w in r.warnings if w not in report.warnings]
         report.changed_keys.update({f"{r.output}: {k}": v for k, v in r.changed_keys.items()})
     report.outputs = [r.output for r in reports]
     report.inputs = [r.input for r in reports]
     report.seconds = time.perf_counter() - started
+    report.sha256_checked = expect_sha256 is not None
     return report
 
 
@@ -124,7 +146,8 @@ def _tensor_types(plans) -> list[tuple[str, str, str, int, int]]:
 
 
 def _unpack_open(src, input: str, output: str, threads: int, progress,
-                 foreign: bool = False) -> tuple[UnpackReport, AtomicOutputFile]:
+                 foreign: bool = False, expect_sha256: str | None = None
+                 ) -> tuple[UnpackReport, AtomicOutputFile]:
     info = metadata.read_info(src.kv)
     if info is None:
         if foreign:
@@ -142,13 +165,22 @@ def _unpack_open(src, input: str, output: str, threads: int, progress,
         for offset, data in layout.filler:
             out.pwrite(offset, data)
         _fill(src, input, out, layout, plans, info, threads, progress)
+        if expect_sha256 is not None:
+            got = anchor.written_sha256(out.fd, layout.file_size, out.temp)
+            if got != expect_sha256:
+                raise VerificationFailed(
+                    f"{input}: the rebuilt original's sha256 is {got}, not the expected "
+                    f"{expect_sha256}; nothing was written")
     except BaseException:
         out.abort()
         raise
     written = [plans[i] for i in layout.rep_index]
     unpacked = sum(1 for _, family, _ in written if family is not None)
     report = UnpackReport(input, output, len(written), unpacked, layout.file_size,
-                          tensor_types=_tensor_types(written))
+                          tensor_types=_tensor_types(written), digest=info.digest_name)
+    if expect_sha256 is None and not forgery_resistant(info.digest_name):
+        report.notes.append(anchor.weak_digest_note(input, info))
+        report.weak_notes.append(report.notes[-1])
     for name, source in zip(info.added_tensors, info.added_sources):
         report.notes.append(f"left out '{name}', which convert added (a packed copy of "
                             f"'{source}', --untie-output): the original has no such tensor")
@@ -251,14 +283,15 @@ def _fill(src, input: str, out, layout, plans, info, threads, progress) -> None:
         s0 = src.data_start + t.offset
         d0 = layout.tensor_start(k)
         tasks.append((_tensor_task(src, input, out, t, family, source, s0, d0,
-                                   info.original_digests[i]), t.nbytes))
+                                   info.original_digests[i], info.digest_name), t.nbytes))
     run_tasks(tasks, threads, progress)
 
 
-def _tensor_task(src, input: str, out, t, family, source: int, s0: int, d0: int, digest: str):
+def _tensor_task(src, input: str, out, t, family, source: int, s0: int, d0: int, digest: str,
+                 digest_name: str):
     """Unpack one tensor chunk by chunk through scratch buffers, hashing what is written."""
     def run():
-        h = XXH64()
+        h = new_digest(digest_name)
         if family is None:
             for a in range(0, t.nbytes, CHUNK_BYTES):
                 n = min(CHUNK_BYTES, t.nbytes - a)

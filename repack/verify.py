@@ -38,8 +38,10 @@ from formats.gguf_container import GGUFFile, TensorInfo
 from . import metadata, original, shards
 from .errors import InputError
 from .block_decoders import first_difference
-from .checksum import XXH64
+from . import anchor
+from .checksum import forgery_resistant, new_digest
 from .families import Family, family_of_packed
+from .layout_agreement import check_declared_layout
 from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
                      start_phase)
 from .wording import plural
@@ -74,10 +76,31 @@ class VerifyReport:
     tensors: list[TensorResult] = field(default_factory=list)
     metadata_problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    digest: str | None = None      # the kind of the recorded tensor digests (checksum.py)
+    notes: list[str] = field(default_factory=list)
+    # original_sha256 given: per file, {"file", "expected", "restored"} (restored: the sha256 of
+    # the original rebuilt from the file; None when the file failed before it was rebuilt)
+    sha256_checks: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.metadata_problems and all(t.ok for t in self.tensors)
+        return (not self.metadata_problems and all(t.ok for t in self.tensors)
+                and all(c["restored"] == c["expected"] for c in self.sha256_checks))
+
+    @property
+    def proves(self) -> str:
+        """What an ``ok`` result proves (README, "What each command proves"):
+        "original_sha256": unpack rebuilds the file with the expected sha256 (against accidents
+        and forgers); "original": equivalence with the original given; "records": the file as
+        its sha256 records describe it (against accidents, and against a forger who did not
+        rewrite the records too); "accidental_corruption": XXH64 records, against accidents
+        only."""
+        if self.sha256_checks:
+            return "original_sha256"
+        if self.original is not None:
+            return "original"
+        return "records" if self.digest is not None and forgery_resistant(self.digest) \
+            else "accidental_corruption"
 
     @property
     def failures(self) -> list[TensorResult]:
@@ -115,7 +138,7 @@ def _value_location(t: TensorInfo, type_id: int, index: int) -> str:
 
 
 def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_packed, read_original,
-                  digest: str | None) -> tuple[list[str], str]:
+                  digest: str | None, digest_name: str) -> tuple[list[str], str]:
     """Run checks 1 and 2 over a packed tensor, chunk by chunk; returns (checks, problem).
 
     ``read_packed(a, b)`` / ``read_original(a, b)`` return the bytes [a, b) of the tensor in the
@@ -131,7 +154,7 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
     do_values = family.can_dequantize(packed_type)
     if do_values:
         checks.append("values")
-    hasher = XXH64() if digest is not None else None
+    hasher = new_digest(digest_name) if digest is not None else None
     ne0 = t_packed.ne0
     if family.table.validity_check:
         checks.append("valid")
@@ -182,12 +205,12 @@ def _float32(bits: int) -> str:
     return str(np.uint32(bits).view(np.float32))
 
 
-def _check_plain(t: TensorInfo, read_data, read_original, digest: str | None
+def _check_plain(t: TensorInfo, read_data, read_original, digest: str | None, digest_name: str
                  ) -> tuple[list[str], str]:
     checks = (["bytes"] if read_original is not None else []) + (["digest"] if digest else [])
     if read_original is None and digest is None:
         return [], "no digest recorded for this tensor"
-    hasher = XXH64() if digest is not None else None
+    hasher = new_digest(digest_name) if digest is not None else None
     for a in range(0, t.nbytes, CHUNK_BYTES):
         b = min(a + CHUNK_BYTES, t.nbytes)
         got = np.frombuffer(read_data(a, b), dtype=np.uint8)
@@ -237,10 +260,16 @@ def _metadata_problems(orig: GGUFFile, rep: GGUFFile, info) -> list[str]:
 
 
 def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
-           threads: int | None = None, progress: ProgressCallback | None = None) -> VerifyReport:
+           threads: int | None = None, progress: ProgressCallback | None = None,
+           original_sha256=None) -> VerifyReport:
     """Check that ``repacked`` is ``original`` in another layout (or, with ``original=None``,
     that it matches the types and digests it records). Returns a report; raises RepackError for
-    unreadable input."""
+    unreadable input.
+
+    ``original_sha256`` (the published sha256 of the original; a sequence of them, in shard
+    order, for a split model): also prove that the original unpack rebuilds from ``repacked``
+    hashes to it (rebuilt and hashed in file order, nothing written; repack/anchor.py). This
+    holds against a forger who rewrote the records together with the data."""
     started = time.perf_counter()
     threads = threads or default_threads()
     with shards.open_model(os.fspath(repacked), progress=progress) as rep:
@@ -249,31 +278,47 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
             if orig is not None and orig.count != rep.count:
                 raise InputError(f"the original has {plural(orig.count, 'file')}, the repacked "
                                  f"model {rep.count}")
+            check_declared_layout(rep.files)
+            expected = (anchor.expected_digests(original_sha256, rep.count)
+                        if original_sha256 is not None else [None] * rep.count)
             with interruptible():
                 start_phase(progress, "verify", sum(t.nbytes for f in rep.files for t in f.tensors))
-                reports = [_verify_open(orig.files[i] if orig else None, f, threads, progress)
+                reports = [_verify_open(orig.files[i] if orig else None, f, threads, progress,
+                                        expected[i])
                            for i, f in enumerate(rep.files)]
     report = reports[0]
     for r in reports[1:]:   # shards: one report for the model
         report.tensors += r.tensors
         report.metadata_problems += [f"{r.repacked}: {p}" for p in r.metadata_problems]
+        report.sha256_checks += r.sha256_checks
+        report.notes += r.notes
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -> VerifyReport:
+def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress,
+                 expected_sha256: str | None = None) -> VerifyReport:
     info = metadata.read_info(rep.kv)
     if orig is None and info is None:
         raise InputError(f"{rep.path} carries no amx-repack record; give the original file too: "
                          f"verify ORIGINAL REPACKED")
-    report = VerifyReport(orig.path if orig else None, rep.path, info.layout if info else None)
+    if info is None and expected_sha256 is not None:
+        raise InputError(f"{rep.path} carries no amx-repack record, so no original can be rebuilt "
+                         f"from it whose sha256 could be checked")
+    report = VerifyReport(orig.path if orig else None, rep.path, info.layout if info else None,
+                          digest=info.digest_name if info else None)
+    if orig is None and expected_sha256 is None and info is not None \
+            and not forgery_resistant(info.digest_name):
+        report.notes.append(anchor.weak_digest_note(rep.path, info))
     families = [family_of_packed(t.type_id) for t in rep.tensors]
     sources = [f.source_of(t.type_id).id if f else t.type_id for f, t in zip(families, rep.tensors)]
     if orig is not None:
         report.metadata_problems += _metadata_problems(orig, rep, info)
+    restorable = None   # the original as the records describe it (None: unpack would refuse)
     if info is not None:
         # the file against its own records: would unpack rebuild exactly what convert recorded?
         layout, problems = original.recorded_layout(rep, info, sources)
+        restorable = layout
         if orig is not None:
             problems = [f"unpack would refuse the file: {p}" for p in problems]
             if layout is not None:   # and is what convert recorded the original itself?
@@ -336,11 +381,19 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
         if problem:
             res.status, res.detail = "shape", problem
             continue
-        tasks.append((_tensor_task(res, family, src_type, t, rep, base, o, digest), t.nbytes))
+        tasks.append((_tensor_task(res, family, src_type, t, rep, base, o, digest,
+                                   report.digest), t.nbytes))
     run_tasks(tasks, threads, progress)
     if progress is not None:    # tensors refused before any check count as done
         progress(sum(t.nbytes for t in rep.tensors) - sum(weight for _, weight in tasks))
     report.tensors += results
+    if expected_sha256 is not None:
+        restored = None
+        if restorable is not None and report.ok:   # else unpack would refuse it: nothing to hash
+            restored = anchor.rebuilt_sha256(rep, rep.path, restorable,
+                                             list(zip(rep.tensors, families, sources)))
+        report.sha256_checks.append({"file": rep.path, "expected": expected_sha256,
+                                     "restored": restored})
     return report
 
 
@@ -365,15 +418,16 @@ def _reader(f: GGUFFile, t: TensorInfo, buffer: str):
 
 
 def _tensor_task(res: TensorResult, family: Family | None, src_type: int, t: TensorInfo,
-                 rep: GGUFFile, orig: GGUFFile | None, o: TensorInfo | None, digest: str | None):
+                 rep: GGUFFile, orig: GGUFFile | None, o: TensorInfo | None, digest: str | None,
+                 digest_name: str):
     def run():
         read_data = _reader(rep, t, "repacked")
         read_original = _reader(orig, o, "original") if orig is not None else None
         if family is None:
-            res.checks, problem = _check_plain(t, read_data, read_original, digest)
+            res.checks, problem = _check_plain(t, read_data, read_original, digest, digest_name)
         else:
             res.checks, problem = _check_packed(family, src_type, t, read_data, read_original,
-                                                digest)
+                                                digest, digest_name)
         if problem:
             res.status = "mismatch"
             res.detail = problem + (f" (added tensor, checked against '{res.added_from}')"

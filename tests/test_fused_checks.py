@@ -182,3 +182,27 @@ def test_convert_verify_fault_exits_1_on_the_command_line(model, tmp_path, one_w
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unpacked bytes differ" in err[0] and "no output was written" in err[0]
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_convert_verify_fault_with_json_is_still_one_document(model, tmp_path, one_wrong_byte,
+                                                             capsys):
+    """Issue 20, item 10: convert --verify's mismatch (exit 1) with --json writes its document."""
+    import json
+    import signal
+    from repack.__main__ import main
+    from repack.report_json import KEYS
+    out = tmp_path / "model.gguf"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ)}
+    try:
+        with pytest.raises(SystemExit) as e:
+            main(["convert", "--verify", "--json", "-q", "-t", "1", str(model), str(out)])
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert e.value.code == 1
+    captured = capsys.readouterr()
+    d = json.loads(captured.out)
+    assert list(d) == list(KEYS["convert"]["top"]) and d["command"] == "convert"
+    assert d["outputs"] == [] and d["verified"] is False and d["repacked"] > 0
+    assert "unpacked bytes differ" in d["error"] and d["error"] in captured.err
+    assert not out.exists() and list(tmp_path.iterdir()) == []

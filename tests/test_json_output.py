@@ -122,3 +122,55 @@ def test_a_failed_verify_is_still_one_document(model, tmp_path):
     check(d, "verify")
     assert d["ok"] is False and d["verdict"] == "mismatch" and d["failures"] > 0
     assert sum(r["failing"] for r in d["by_type"]) == d["failures"]
+
+
+def test_unpack_refusal_is_still_one_document(model, tmp_path):
+    """Issue 20, item 10: exit 1 with --json writes its document (docs/json.md)."""
+    out, back = tmp_path / "o.gguf", tmp_path / "back.gguf"
+    amx_repack_cli("convert", "-q", model, out, check=True)
+    proc = amx_repack_cli("unpack", "--json", out, back, "--expect-sha256", "0" * 64)
+    assert proc.returncode == 1 and not back.exists()
+    d = json.loads(proc.stdout)
+    assert list(d) == list(KEYS["unpack"]["top"]) and d["command"] == "unpack"
+    assert d["outputs"] == [] and d["inputs"] == [str(out)] and d["byte_identical"] is False
+    assert "sha256" in d["error"] and d["error"] in proc.stderr
+    # the same command without the refusal: error null, sha256 checked
+    want = __import__("hashlib").sha256(model.read_bytes()).hexdigest()
+    ok = run_json("unpack", out, back, "--expect-sha256", want)
+    check(ok, "unpack")
+    assert ok["error"] is None and ok["sha256_checked"] is True and ok["digest"] == "sha256"
+
+
+def _surrogates(value) -> bool:
+    if isinstance(value, str):
+        return any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, dict):
+        return any(_surrogates(k) or _surrogates(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_surrogates(v) for v in value)
+    return False
+
+
+def test_non_utf8_paths_are_lossless(tmp_path):
+    """Issue 20, item 12: a path that is not UTF-8 is valid Unicode in the document (no lone
+    surrogates), and its exact bytes are in path_bytes (docs/json.md, "Paths")."""
+    import base64
+    import os
+    folder = os.fsencode(tmp_path)
+    src = write_model(os.fsdecode(folder + b"/model-\xff\xfe.gguf"), TENSORS, seed=4)
+    out = os.fsdecode(folder + b"/out-\xe9.gguf")
+    convert = run_json("convert", src, out)
+    verify = run_json("verify", src, out)
+    for d in (convert, verify, run_json("inspect", out)):
+        assert not _surrogates(d)
+        json.loads(json.dumps(d), strict=True)
+        for written, encoded in d["path_bytes"].items():
+            assert "\ufffd" in written and len(encoded) == 1
+    assert convert["inputs"] == [os.fsencode(src).decode("utf-8", "replace")]
+    raw = {base64.b64decode(v[0]) for v in convert["path_bytes"].values()}
+    assert raw == {os.fsencode(src), os.fsencode(out)}
+    assert base64.b64decode(verify["path_bytes"][verify["repacked"]][0]) == os.fsencode(out)
+    # a UTF-8 path is written as it is, and path_bytes stays empty
+    plain = tmp_path / "plain-é.gguf"
+    plain.write_bytes(model_bytes := open(src, "rb").read())
+    assert model_bytes and run_json("inspect", plain)["path_bytes"] == {}

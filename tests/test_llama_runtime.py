@@ -261,3 +261,38 @@ def test_patched_runtime_refuses_without_amx(runtime, amx_converted):
     # the same runtime still runs the original there, on the stock CPU kernels
     fallback = generate(runtime["patched"], original, env={"AMX_TILE_EMULATION_DENY": "1"})
     assert fallback["returncode"] == 0 and fallback["repacked"] == []
+
+
+def with_packed_norm(original: Path, out: Path) -> Path:
+    """``original`` with output_norm.weight typed amx_q8_0 (zero blocks of the packed size): a
+    packed type that is not operand 0 of a matrix multiplication (llama.cpp multiplies the
+    normalized activations by it, GGML_OP_MUL)."""
+    from formats.ggml_types import type_by_name
+    from tests.ggufbuild import RawGGUF, RawTensor
+    packed = type_by_name("amx_q8_0")
+    with read_gguf(original) as f:
+        raw = RawGGUF(kvs=[r.raw for r in f.kv.values()], version=f.version, alignment=f.alignment)
+        data = bytearray()
+        for t in f.tensors:
+            data += bytes(-len(data) % f.alignment)
+            type_id, blob = ((packed.id, bytes(packed.tensor_bytes(t.shape)))
+                             if t.name == "output_norm.weight" else (t.type_id, f.tensor_data(t)))
+            raw.tensors.append(RawTensor(t.name, t.shape, type_id, len(data)))
+            data += blob
+        raw.data = bytes(data)
+    out.write_bytes(raw.tobytes())
+    return out
+
+
+def test_patched_runtime_refuses_a_packed_norm_at_load(runtime, gemma_path, tmp_path):
+    """Issue 20, item 13: a packed type anywhere but operand 0 of a matrix multiplication is
+    refused at load with the clear line; it used to load and abort at the first compute
+    (binary-ops.cpp: unsupported types)."""
+    bad = with_packed_norm(gemma_path, tmp_path / "packed-norm.gguf")
+    result = generate(runtime["patched"], bad)
+    assert result["returncode"] == 1, result["stderr"][-2000:]   # a clean exit, not SIGABRT
+    assert ("tensor 'output_norm.weight' is packed for Intel AMX (amx_q8_0), but packed weights "
+            "are read only as operand 0 of a matrix multiplication (here: operand 1 of MUL)"
+            in result["stderr"]), result["stderr"][-2000:]
+    assert "failed to find a compatible buffer type for tensor output_norm.weight" in result["stderr"]
+    assert "unsupported types" not in result["stderr"] and result["tokens"] is None

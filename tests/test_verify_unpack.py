@@ -124,10 +124,10 @@ def test_standalone_verify_catches_a_tampered_digest(gemma_converted, tmp_path):
     bad = tmp_path / "bad.gguf"
     shutil.copyfile(gemma_converted["amx"], bad)
     with read_gguf(bad) as f:
-        first_digest = f.get("amx_repack.tensor.original_xxh64")[0]
+        first_digest = f.get("amx_repack.tensor.original_sha256")[0]
         first_name = f.tensors[0].name
     data = bad.read_bytes()
-    at = data.index(first_digest.encode(), data.index(b"amx_repack.tensor.original_xxh64"))
+    at = data.index(first_digest.encode(), data.index(b"amx_repack.tensor.original_sha256"))
     _flip(bad, at, bit=0)
     rc, report, _ = _verify_json(None, bad)
     assert rc == 1

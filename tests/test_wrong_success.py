@@ -160,7 +160,7 @@ def test_unpack_refuses_forged_changed_keys(model, tmp_path):
 
 def test_unpack_missing_records_are_bad_input(model, tmp_path):
     rep = convert(model, "interleaved", tmp_path)
-    for key in (metadata.KEY_METADATA_SHA256, metadata.KEY_ORIGINAL_DIGESTS,
+    for key in (metadata.KEY_METADATA_SHA256, metadata.KEY_ORIGINAL_DIGESTS_SHA256,
                 metadata.KEY_HEADER_SHA256, metadata.KEY_LAYOUT_VERSION,
                 metadata.ORIGINAL_PREFIX + "general.file_type"):
         bad = edit(rep, tmp_path / "bad.gguf", kv=lambda k: k.pop(key) and None)
@@ -232,10 +232,11 @@ def test_v1_pair_verify_says_a_non_canonical_original_would_not_come_back(tmp_pa
     assert proc.returncode == 1 and "unpack would not rebuild the original" in proc.stdout
 
 
-def test_convert_writes_layout_version_2(model, tmp_path):
+def test_convert_writes_layout_version_3(model, tmp_path):
     rep = convert(model, "amx", tmp_path)
     info = metadata.read_info(read_gguf(rep).kv)
-    assert info.layout_version == 2 and not info.missing_records()
+    assert info.layout_version == 3 and not info.missing_records()
+    assert metadata.KEY_ORIGINAL_DIGESTS_XXH64 not in read_gguf(rep).kv
     assert info.original_shapes == [s for _, _, s in TENSORS]
 
 

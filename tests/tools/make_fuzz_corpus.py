@@ -175,6 +175,32 @@ def rows_past_last_tile(kvs, ts):
     ts[0][3] += bytes(18 * 8)
 
 
+def forged_xxh64_v2() -> bytes:
+    """Issue 20, item 1: tests/data/layout_v2/amx.gguf (records version 2, XXH64) with two floats
+    of output_norm.weight edited and the word 32 bytes later compensating: the digest holds."""
+    import tempfile
+
+    from tests.forgery import forge_data
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "forged.gguf"
+        forge_data(ROOT / "tests" / "data" / "layout_v2" / "amx.gguf", out)
+        return out.read_bytes()
+
+
+def mixed_layout_shards() -> tuple[bytes, bytes]:
+    """Issue 20, item 2: a split model whose shard 1 is amx and shard 2 interleaved."""
+    import tempfile
+
+    from tests.forgery import mixed_shards
+    with tempfile.TemporaryDirectory() as folder:
+        first = mixed_shards(Path(folder))
+        second = Path(str(first).replace("00001-of", "00002-of"))
+        return first.read_bytes(), second.read_bytes()
+
+
+MIXED = mixed_layout_shards()
+
+
 def non_canonical() -> bytes:
     """valid_small with non-zero alignment padding and trailing bytes (restored by unpack)."""
     raw = valid_small()
@@ -282,6 +308,13 @@ CASES: dict[str, tuple[bytes, ...]] = {   # name: (bytes, inspect's piece[, COMM
     "non-canonical-padding-trailing.gguf": (non_canonical(), "ok"),
     "filler-2mib.gguf.zst": (too_much_filler_zst(), "ok",
                              "convert-amx=not a canonical GGUF file"),
+    # issue 20, item 1: an XXH64 forgery of a version-2 file passes its records, and says that they
+    # prove against accidental corruption only; item 2: shards of different layouts are refused
+    "ours-v2-forged-xxh64.gguf": (forged_xxh64_v2(), "ok",
+                                  "verify/0=only against accidental corruption",
+                                  "unpack/0=not against a forger"),
+    "ours-mixed-layouts-00001-of-00002.gguf": (MIXED[0], "declares layout interleaved"),
+    "ours-mixed-layouts-00002-of-00002.gguf": (MIXED[1], "not the first shard"),
 }
 
 
