@@ -21,6 +21,7 @@ import repack
 from formats.cpu_repack_layout import VARIANTS, machine_target
 from formats.gguf_container import read_gguf
 from repack import metadata
+from repack.families import LAYOUT_VERSION
 from tests.conftest import amx_repack_cli
 from tests.cpu_repack_oracle import upstream_repack
 from tests.synthetic import sha256, write_model
@@ -179,7 +180,7 @@ def test_inspect_shows_what_upstream_repacks_at_load(gemma_path, tmp_path):
                 f"{load['tensors']} tensors") in text
         # the converted file: nothing left to repack at load, the target named
         text = amx_repack_cli("inspect", out, check=True).stdout
-        assert f"layout cpu-repack v2, target {here}," in text
+        assert f"layout cpu-repack v{LAYOUT_VERSION}, target {here}," in text
         assert "stock llama.cpp repacks 0 tensors" in text
 
 
