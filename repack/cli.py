@@ -21,7 +21,7 @@ from formats.gguf_container import printable
 from formats.layouts import LAYOUTS, SOFT_CODES
 
 from . import __version__, atomic, report_json
-from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller
+from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller, is_out_of_memory
 from .runner import install_signal_handlers, output_committed
 from .wording import plural
 
@@ -487,19 +487,30 @@ def _main(argv) -> None:
         sys.exit(130)
     except (BrokenPipeError, _StdoutClosed):
         raise                   # main: not a failure
-    except OSError as e:
-        click.echo(f"{PROG}: error: {printable(str(e.strerror or e))}"
-                   + (f": {printable(os.fsdecode(e.filename))}" if getattr(e, "filename", None)
-                      else ""), err=True)
-        sys.exit(2)
-    except Exception as e:  # a bug: still one line, the traceback on request
-        if os.environ.get("AMX_REPACK_DEBUG"):
-            raise
-        click.echo(f"{PROG}: internal error: {type(e).__name__}: {printable(str(e))} "
-                   f"(set AMX_REPACK_DEBUG=1 for a traceback)", err=True)
-        sys.exit(3)
+    except Exception as e:
+        _unexpected(e)
     if output_committed():
         # The output is in place and the command succeeded: a signal arriving while the interpreter
         # shuts down (which resets Python-level handlers) must not turn that into a kill.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+
+
+def _unexpected(e: Exception) -> None:
+    """One line and its exit status for what no RepackError covers."""
+    if is_out_of_memory(e):
+        # a limit (ulimit -v, a cgroup) or a full machine: the user's to change, like disk space
+        detail = ("a worker thread could not be started" if isinstance(e, RuntimeError)
+                  else str(e).strip() or "an allocation failed")
+        click.echo(f"{PROG}: error: out of memory ({printable(detail)})", err=True)
+        sys.exit(2)
+    if isinstance(e, OSError):
+        click.echo(f"{PROG}: error: {printable(str(e.strerror or e))}"
+                   + (f": {printable(os.fsdecode(e.filename))}" if getattr(e, "filename", None)
+                      else ""), err=True)
+        sys.exit(2)
+    if os.environ.get("AMX_REPACK_DEBUG"):   # a bug: still one line, the traceback on request
+        raise e
+    click.echo(f"{PROG}: internal error: {type(e).__name__}: {printable(str(e))} "
+               f"(set AMX_REPACK_DEBUG=1 for a traceback)", err=True)
+    sys.exit(3)
