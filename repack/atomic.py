@@ -383,7 +383,7 @@ def remove_stale_at_start(*folders: str | None) -> None:
 class AtomicOutputFile:
     """A preallocated, position-addressed output file committed by rename."""
 
-    def __init__(self, dest: str | os.PathLike, size: int):
+    def __init__(self, dest: str | os.PathLike, size: int, kind: str = ""):
         self.dest = os.path.abspath(os.fspath(dest))
         self.size = size
         self.temp = ""
@@ -394,7 +394,7 @@ class AtomicOutputFile:
         remove_stale_temporaries(folder)
         check_free_space(folder, size)
         try:
-            self.temp, self.fd = create_temporary(folder)
+            self.temp, self.fd = create_temporary(folder, kind)
         except OSError as e:
             raise OutputError(f"cannot create output in {folder}: {e.strerror}") from None
         try:

@@ -194,6 +194,8 @@ def read_header(path: str) -> GGUFFile:
                                          f"{MAX_HEADER_BYTES >> 20} MiB of the stream") from None
                     want = min(len(buf), MAX_HEADER_BYTES - len(buf))
                     continue
+                if not chunk:
+                    scan_frames(fh.fileno(), path)   # a truncated stream is said to be one
                 raise InputError(f"{path}: {e}") from None
             break
         del buf
@@ -359,7 +361,7 @@ def compress_output(out: AtomicOutputFile, dest: str, threads: int,
                     progress=None) -> AtomicOutputFile:
     """Compress a finished (uncommitted) output into an uncommitted ``dest`` and drop ``out``.
     ``progress`` receives the uncompressed bytes as they are compressed."""
-    zout = AtomicOutputFile(dest, 0)
+    zout = AtomicOutputFile(dest, 0, "zst")
     try:
         cctx = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL, threads=threads,
                                         write_content_size=True, write_checksum=True)
