@@ -185,15 +185,18 @@ class TensorInfo:
 class _Cursor:
     """Bounds-checked little-endian reads from a buffer; errors name what was being read."""
 
-    __slots__ = ("buf", "pos", "end", "cap")
+    __slots__ = ("buf", "pos", "end", "cap", "whole")
 
-    def __init__(self, buf, pos: int, end: int, cap: int | None = None):
+    def __init__(self, buf, pos: int, end: int, cap: int | None = None, whole: bool = True):
         self.buf, self.pos, self.end = buf, pos, end
         self.cap = cap       # the header bound (MAX_HEADER_BYTES); None: no bound (a record)
+        self.whole = whole   # buf holds the whole file (not the start of a stream)
 
     def within_cap(self, n: int, what: str) -> None:
-        """A value of ``n`` bytes from here must end inside the header bound."""
-        if self.cap is not None and self.pos + n > self.cap:
+        """A value of ``n`` bytes from here must end inside the header bound (a value that runs
+        past the end of a whole file is reported as that instead)."""
+        if self.cap is not None and self.pos + n > self.cap and \
+                not (self.whole and self.pos + n > self.end):
             raise GGUFFormatError(f"{what} takes {n:,} bytes from offset {self.pos:,}: a GGUF "
                                   f"header may take at most {self.cap >> 20} MiB (real ones, "
                                   f"vocabulary included, take a few MB)")
@@ -464,7 +467,7 @@ def parse_header(buf, size: int, file_size: int | None = None) -> GGUFFile:
     magic = bytes(buf[0:4])
     if magic != GGUF_MAGIC:
         raise GGUFFormatError(f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
-    cur = _Cursor(buf, 4, size, MAX_HEADER_BYTES)
+    cur = _Cursor(buf, 4, size, MAX_HEADER_BYTES, whole=file_size is None or file_size == size)
     version = cur.u32("version")
     if version not in SUPPORTED_VERSIONS:
         if version & 0xFFFF == 0 and (version >> 24) in SUPPORTED_VERSIONS:

@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass, field
 
 from formats.ggml_types import TYPES, type_name
-from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
+from formats.gguf_container import (MAX_HEADER_BYTES, GGUFFile, KVRecord, OutputTensor, ValueType,
+                                    encode_kv, plan_layout)
 from formats.interleaved_layout import FILE_TYPE_REPACKED
 from formats import tied_output
 from formats.layouts import (CODES, LAYOUTS, OVERRIDE_CONSEQUENCES, RUNTIMES, Decision,
@@ -442,7 +443,13 @@ def _output_layout(src: GGUFFile, report: ConvertReport, recorded: metadata.Orig
                            _output_metadata(src, report.layout, plans, digest_list, recorded),
                            outputs, src.alignment, data_order, src.tail_padded)
 
-    return layout_for(digests), tensors, layout_for, digests
+    out_layout = layout_for(digests)
+    if out_layout.data_start > MAX_HEADER_BYTES:
+        # its own reader (and ours) would refuse it: every output must read back
+        raise InputError(f"{src.path}: the repacked header would take {out_layout.data_start:,} "
+                         f"bytes (the input's and amx-repack's records): a GGUF header may take "
+                         f"at most {MAX_HEADER_BYTES >> 20} MiB")
+    return out_layout, tensors, layout_for, digests
 
 
 def _copy(src: GGUFFile, input: str, output: str, threads: int, progress) -> AtomicOutputFile:
