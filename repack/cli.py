@@ -21,7 +21,8 @@ from formats.gguf_container import printable
 from formats.layouts import LAYOUTS, SOFT_CODES
 
 from . import __version__, atomic, report_json
-from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller, is_out_of_memory
+from .errors import (NoRecords, OutOfMemory, OutputExists, RepackError, TooMuchFiller,
+                     is_out_of_memory)
 from .runner import install_signal_handlers, output_committed
 from .wording import plural
 
@@ -208,6 +209,24 @@ def print_plan(r: ConvertReport) -> None:
         click.echo(f"note: {printable(n)}", err=True)
 
 
+# Address space that loading numpy (and its OpenBLAS, one thread) takes, with a margin: ~75 MB
+NUMPY_ADDRESS_SPACE = 128 << 20
+
+
+def need_memory_for_numpy() -> None:
+    """Before a command loads numpy: OpenBLAS, loaded with it, ends the process with exit 1 when
+    it cannot have its memory (under ulimit -v), which no handler can turn into our one line. So
+    the room is reserved once and given back (address space only, nothing touched)."""
+    import mmap
+    try:
+        probe = mmap.mmap(-1, NUMPY_ADDRESS_SPACE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                          | getattr(mmap, "MAP_NORESERVE", 0), prot=0)   # PROT_NONE
+    except (OSError, MemoryError):
+        raise OutOfMemory(f"out of memory (less than {NUMPY_ADDRESS_SPACE >> 20} MiB of address "
+                          f"space left to load numpy: see ulimit -v)") from None
+    probe.close()
+
+
 def printable_type(type_id: int) -> str:
     from formats.ggml_types import type_name
     return type_name(type_id)
@@ -257,6 +276,7 @@ def printable_type(type_id: int) -> str:
 def convert(input, output, layout, threads, include, exclude, overrides, allow_amx_n16,
             untie_output, dry_run, as_json, compress, force, verify_output, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
+    need_memory_for_numpy()
     from .pipeline import convert as convert_file
     progress = _Progress(quiet or dry_run, "convert")
     try:
@@ -345,6 +365,7 @@ def verify(files, threads, as_json, show_all, quiet):
     Exit status 0 when equivalent, 1 on any mismatch, 2 on bad input."""
     if len(files) > 2:
         raise click.UsageError("give REPACKED, or ORIGINAL and REPACKED")
+    need_memory_for_numpy()
     original, repacked = (None, files[0]) if len(files) == 1 else files
     progress = _Progress(quiet or as_json, "verify")
     try:
@@ -377,6 +398,7 @@ def verify(files, threads, as_json, show_all, quiet):
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no summary.")
 def unpack(input, output, threads, foreign, as_json, force, quiet):
     """Rebuild the original file (byte-identical) from a repacked INPUT."""
+    need_memory_for_numpy()
     progress = _Progress(quiet, "unpack")
     try:
         from .unpack import unpack as unpack_file
@@ -409,6 +431,7 @@ def unpack(input, output, threads, foreign, as_json, force, quiet):
               help=THREADS_HELP)
 def demo(keep, threads):
     """Build a small model with every supported source type, convert, verify and unpack it."""
+    need_memory_for_numpy()
     import shutil
     import tempfile
 

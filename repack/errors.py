@@ -50,6 +50,9 @@ def is_out_of_memory(e: BaseException) -> bool:
     text = str(e).lower()
     if isinstance(e, RuntimeError) and "start new thread" in text:
         return True
+    if isinstance(e, ImportError) and ("failed to map segment" in text
+                                       or "cannot allocate memory" in text):
+        return True     # a native module that could not be mapped
     return type(e).__name__ == "ZstdError" and ("memory" in text or "allocat" in text)
 
 

@@ -9,6 +9,7 @@ and names the output shards after the same pattern.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from formats.gguf_container import GGUFFile, read_gguf
 
 from .atomic import check_destination
-from .errors import InputError, OutputError, UsageError
+from .errors import InputError, OutOfMemory, OutputError, UsageError
 from .runner import untrack_temporary
 from .metadata import INTEGER_VALUE_TYPES
 
@@ -150,6 +151,8 @@ def open_input(path: str) -> GGUFFile:
     except PermissionError:
         raise InputError(f"cannot read {path}: permission denied") from None
     except OSError as e:
+        if e.errno == errno.ENOMEM:     # the mapping of the file, under ulimit -v
+            raise OutOfMemory(f"out of memory (cannot map {path})") from None
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError as e:   # GGUFFormatError
         raise InputError(f"{path}: {e}") from None
