@@ -233,8 +233,8 @@ def _first_frame_header(fd: int, path: str) -> bytes:
 def _check_window(path: str, frame: int, window: int) -> None:
     if window > MAX_WINDOW_BYTES:
         raise InputError(f"{path}: zstd frame {frame} needs a {window >> 20:,} MiB window to "
-                         f"decompress; at most {MAX_WINDOW_BYTES >> 20:,} MiB (zstd --long="
-                         f"{MAX_WINDOW_LOG}) is accepted: decompress it with zstd -d first")
+                         f"decompress; at most {MAX_WINDOW_BYTES >> 20:,} MiB (window log "
+                         f"{MAX_WINDOW_LOG}) is accepted: decompress it with zstd first")
 
 
 def _decompressor():
