@@ -255,7 +255,7 @@ def printable_type(type_id: int) -> str:
                    "16 but not of 32, which llama.cpp's AMX backend does not run.")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (per tensor: target type or why it stays; byte totals) and "
-                   "write nothing.")
+                   "write nothing; refuses what the conversion would refuse.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document on stdout instead of the summary (docs/json.md).")
 @click.option("--untie-output", "untie_output", is_flag=True,
@@ -265,7 +265,8 @@ def printable_type(type_id: int) -> str:
                    "removes it. Only for architectures whose llama.cpp loader takes a separate "
                    "output.weight.")
 @click.option("--compress", is_flag=True,
-              help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
+              help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT. An OUTPUT "
+                   "named .zst is always written compressed.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--verify", "verify_output", is_flag=True,
               help="Prove every repacked chunk while it is in memory with verify's two checks "
