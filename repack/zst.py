@@ -246,7 +246,7 @@ def _read(reader, path: str, n: int) -> bytes:
         return reader.read(n)
     except zstandard.ZstdError as e:
         if is_out_of_memory(e):
-            raise OutOfMemory(f"out of memory while decompressing {path}") from None
+            raise OutOfMemory(f"out of memory (zstd could not decompress {path}: {e})") from None
         raise InputError(f"{path}: corrupt zstd stream ({e})") from None
 
 
@@ -372,6 +372,11 @@ def compress_output(out: AtomicOutputFile, dest: str, threads: int,
                     writer.write(chunk)
                     if progress is not None:
                         progress(len(chunk))
+    except zstandard.ZstdError as e:
+        zout.abort()
+        if is_out_of_memory(e):    # zstd's allocation failures are errors of its own
+            raise OutOfMemory(f"out of memory (zstd could not compress {dest}: {e})") from None
+        raise OutputError(f"cannot compress {dest}: {e}") from None
     except BaseException:
         zout.abort()
         raise
