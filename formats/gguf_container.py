@@ -105,6 +105,12 @@ MAX_KV_RECORDS = 1 << 16
 # against MAX_KV_RECORDS, so that every file convert accepts gives an output it reads back.
 OWN_KEY_PREFIX = "amx_repack."
 OWN_RECORDS_HEADROOM = 256
+# The whole header (magic to the last tensor info) may take at most this much: real headers,
+# vocabularies included, take a few MB (Gemma 3's 262k tokens: 4.6 MB). Without a bound one
+# metadata string of 512 MiB made convert hold 2.6 GB (the record, its digests and the output
+# header are each a copy); with it, every command's memory is bounded whatever the header says. A
+# value that would end past it is refused before anything of it is read, naming its key.
+MAX_HEADER_BYTES = 128 << 20
 # A power-of-two alignment up to 2^31 is "valid", but a 57-byte file with no tensors and
 # alignment 2^31 made `convert` write a 2 GiB header of padding (4 GB of memory). Real files use
 # 32 (some 64..4096); 1 MiB leaves a wide margin.
@@ -179,10 +185,21 @@ class TensorInfo:
 class _Cursor:
     """Bounds-checked little-endian reads from a buffer; errors name what was being read."""
 
-    __slots__ = ("buf", "pos", "end")
+    __slots__ = ("buf", "pos", "end", "cap", "whole")
 
-    def __init__(self, buf, pos: int, end: int):
+    def __init__(self, buf, pos: int, end: int, cap: int | None = None, whole: bool = True):
         self.buf, self.pos, self.end = buf, pos, end
+        self.cap = cap       # the header bound (MAX_HEADER_BYTES); None: no bound (a record)
+        self.whole = whole   # buf holds the whole file (not the start of a stream)
+
+    def within_cap(self, n: int, what: str) -> None:
+        """A value of ``n`` bytes from here must end inside the header bound (a value that runs
+        past the end of a whole file is reported as that instead)."""
+        if self.cap is not None and self.pos + n > self.cap and \
+                not (self.whole and self.pos + n > self.end):
+            raise GGUFFormatError(f"{what} takes {n:,} bytes from offset {self.pos:,}: a GGUF "
+                                  f"header may take at most {self.cap >> 20} MiB (real ones, "
+                                  f"vocabulary included, take a few MB)")
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.end:
@@ -203,6 +220,7 @@ class _Cursor:
 
     def string(self, what: str) -> str:
         n = self.u64(f"length of {what}")
+        self.within_cap(n, what)
         if n > self.end - self.pos:
             raise GGUFFormatError(f"truncated file: {what} at offset {self.pos - 8} claims {n} bytes, "
                                   f"past the end of the file")
@@ -221,6 +239,7 @@ class _Cursor:
             return None, 0
         if vtype == ValueType.STRING:
             n = self.u64(f"string length of {what}")
+            self.within_cap(n, f"the string {what}")
             if n > self.end - self.pos:
                 raise GGUFFormatError(f"truncated file: string of {what} claims {n} bytes, past the "
                                       f"end of the file")
@@ -234,16 +253,19 @@ class _Cursor:
             count = self.u64(f"array length of {what}")
             if itype in _SCALAR_SIZE:
                 size = _SCALAR_SIZE[itype]
+                self.within_cap(count * size, f"the array {what}")
                 if count > (self.end - self.pos) // size:
                     raise GGUFFormatError(f"truncated file: array {what} claims {count} items, past "
                                           f"the end of the file")
                 self.pos += count * size
             elif itype == ValueType.STRING:
+                self.within_cap(count * 8, f"the array {what}")
                 if count > (self.end - self.pos) // 8:
                     raise GGUFFormatError(f"truncated file: array {what} claims {count} strings, "
                                           f"past the end of the file")
                 self._skip_strings(count, what)
             elif itype == ValueType.ARRAY:
+                self.within_cap(count * 12, f"the array {what}")
                 if count > (self.end - self.pos) // 12:
                     raise GGUFFormatError(f"truncated file: array {what} claims {count} arrays, "
                                           f"past the end of the file")
@@ -256,16 +278,21 @@ class _Cursor:
 
     def _skip_strings(self, count: int, what: str) -> None:
         # The hot loop of header parsing (a vocabulary has ~10^5 strings): locals only.
-        buf, pos, end, unpack = self.buf, self.pos, self.end, _U64.unpack_from
+        buf, pos, unpack = self.buf, self.pos, _U64.unpack_from
+        end = self.end if self.cap is None else min(self.end, self.cap)
+        short = 0
         for _ in range(count):
             if pos + 8 > end:
-                raise GGUFFormatError(f"truncated file: a string of array {what} runs past the end "
-                                      f"of the file")
+                short = 8        # the next string's length runs past the end (or the bound)
+                break
             pos += 8 + unpack(buf, pos)[0]
-        if pos > end:
-            raise GGUFFormatError(f"truncated file: a string of array {what} runs past the end of "
-                                  f"the file")
+        if not short and pos <= end:
+            self.pos = pos
+            return
         self.pos = pos
+        self.within_cap(short, f"the array {what}")
+        raise GGUFFormatError(f"truncated file: a string of array {what} runs past the end of "
+                              f"the file")
 
 
 def _decode_value(raw: bytes, pos: int, vtype: int):
@@ -440,7 +467,7 @@ def parse_header(buf, size: int, file_size: int | None = None) -> GGUFFile:
     magic = bytes(buf[0:4])
     if magic != GGUF_MAGIC:
         raise GGUFFormatError(f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
-    cur = _Cursor(buf, 4, size)
+    cur = _Cursor(buf, 4, size, MAX_HEADER_BYTES, whole=file_size is None or file_size == size)
     version = cur.u32("version")
     if version not in SUPPORTED_VERSIONS:
         if version & 0xFFFF == 0 and (version >> 24) in SUPPORTED_VERSIONS:
@@ -471,7 +498,7 @@ def parse_header(buf, size: int, file_size: int | None = None) -> GGUFFile:
         if vtype not in ValueType.__members__.values():
             raise GGUFFormatError(f"unknown value type {vtype} for metadata key '{key}'")
         value_start = cur.pos - start
-        itype, count = cur.skip_value(vtype, f"'{key}'")
+        itype, count = cur.skip_value(vtype, f"metadata '{key}'")
         kv[key] = KVRecord(key, ValueType(vtype), bytes(buf[start:cur.pos]), value_start, itype, count)
 
     alignment = DEFAULT_ALIGNMENT
@@ -516,6 +543,7 @@ def parse_header(buf, size: int, file_size: int | None = None) -> GGUFFile:
             raise GGUFFormatError(f"tensor '{name}': data offset {offset} is not aligned to {alignment}")
         tensors.append(TensorInfo(name, shape, type_id, offset, ttype.tensor_bytes(shape), i))
 
+    cur.within_cap(0, "the tensor infos")
     data_start = align_up(cur.pos, alignment)
     parsed = GGUFFile("", version, kv, tensors, alignment, data_start, size, False)
     if file_size is None:

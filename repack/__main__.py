@@ -8,10 +8,15 @@ traceback and no silent death. Only the interpreter's own start-up (before this 
 outside our reach.
 """
 
+import os
 import sys
 
 
 def main(argv=None) -> None:
+    # amx-repack calls no BLAS routine, but numpy's OpenBLAS reserves memory for a thread per core
+    # when it is loaded, and ends the process itself (exit 1) when it cannot: one thread keeps
+    # that small (see cli.need_memory_for_numpy)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         from .runner import install_signal_handlers
         install_signal_handlers()

@@ -15,9 +15,15 @@ The destination:
   worked (another amx-repack writing the same output): the rename is ``renameat2`` with
   ``RENAME_NOREPLACE``, or ``link`` + ``unlink`` where the filesystem lacks it, so exactly one of
   two concurrent commands wins and the other says so and removes its temporary file.
-* A temporary file left by a process that no longer exists (``kill -9``, a power cut) is removed
-  the next time an output is written in that folder, with a warning. One whose process is alive,
-  or which is locked (each run holds an ``flock`` on its temporary output), is never touched.
+* Temporary names are short and random (``.amx-repack-tmp-PID-XXXXXX``, ``-input`` for the plain
+  copy of a ``.zst`` input): unique per file whatever the inputs are called, and a few dozen bytes
+  whatever the length of the output's name (any name the filesystem takes works).
+* A temporary file left by a process that no longer exists (``kill -9``, a power cut) is removed,
+  with a warning, when a later command starts (in the system's temporary folder, in the folder it
+  writes to, and wherever a note in the temporary folder says one was created) or writes an
+  output in that folder. One whose process is alive, which is locked (each run holds an
+  ``flock`` on every temporary file of its own until it is renamed or removed), or which belongs
+  to another user is never touched.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ import errno
 import fcntl
 import os
 import re
+import secrets
 import shutil
 import stat
+import tempfile
 import warnings
 from typing import Callable
 
@@ -37,13 +45,61 @@ from .runner import (is_tracked_temporary, mark_committed, stop_signals_held, tr
                      untrack_temporary)
 
 TEMP_MARKER = ".amx-repack-tmp-"
-# .NAME.amx-repack-tmp-PID, and .NAME.amx-repack-tmp-PID-input (zst.py's plain copy of an input)
-_TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_MARKER) + r"(?P<pid>[0-9]{1,10})(?:-[a-z]+)?$")
+# .amx-repack-tmp-PID-TOKEN, with -input for zst.py's plain copy of an input, -where for the note
+# in the temporary folder naming a temporary file created elsewhere
+_TEMP_NAME = re.compile("^" + re.escape(TEMP_MARKER) +
+                        r"(?P<pid>[0-9]{1,10})-(?P<token>[0-9a-f]{6})(?:-(?P<kind>[a-z]+))?$")
+# older versions: .NAME.amx-repack-tmp-PID[-input]
+_OLD_TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_MARKER) + r"(?P<pid>[0-9]{1,10})(?:-[a-z]+)?$")
+NOTE_KIND = "where"
 
 
-def temp_path_for(dest: str) -> str:
-    folder, name = os.path.split(os.path.abspath(dest))
-    return os.path.join(folder, f".{name}{TEMP_MARKER}{os.getpid()}")
+def create_temporary(folder: str, kind: str = "", mode: int = 0o644) -> tuple[str, int]:
+    """Create a new temporary file in ``folder`` (O_EXCL, read-write), lock it and track it until
+    it is renamed or removed (runner.untrack_temporary); returns (path, descriptor). Outside the
+    system's temporary folder a note there names it, so that a later command finds it should this
+    process be killed. Raises OSError."""
+    folder = os.path.abspath(folder)
+    with stop_signals_held():   # created and tracked with no interruption in between
+        for _ in range(16):
+            token = secrets.token_hex(3)
+            path = os.path.join(folder, f"{TEMP_MARKER}{os.getpid()}-{token}"
+                                + (f"-{kind}" if kind else ""))
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+        lock_fd = -1
+        try:
+            lock_fd = os.dup(fd)
+            # held until the file is renamed or removed, however this process ends: how other
+            # runs tell this file from one left by a dead process
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass    # a filesystem without locks: the process id in the name still protects it
+        track_temporary(path, lock_fd, _write_note(folder, token, path))
+    return path, fd
+
+
+def _write_note(folder: str, token: str, path: str) -> str | None:
+    home = os.path.abspath(tempfile.gettempdir())
+    if folder == home:
+        return None
+    note = os.path.join(home, f"{TEMP_MARKER}{os.getpid()}-{token}-{NOTE_KIND}")
+    try:
+        fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None     # no note: the file is still found beside the next output written there
+    try:
+        os.write(fd, os.fsencode(path))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return note
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +144,25 @@ def check_destination(path: str, force: bool) -> None:
         raise OutputError(f"output {path} {why}: only a regular file can be replaced")
     if not force and os.path.lexists(path):
         raise OutputExists(f"output {path} already exists")
+
+
+def check_output_folder(dest: str) -> str:
+    """The folder an output goes to, which must exist (its path, absolute)."""
+    folder = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(folder):
+        raise OutputError(f"output folder does not exist: {folder}")
+    return folder
+
+
+def check_free_space(folder: str, size: int) -> None:
+    """Room for a file of ``size`` bytes in ``folder``, checked before it is written."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as e:
+        raise OutputError(f"cannot use {folder}: {e.strerror}") from None
+    if size > free:
+        raise OutputError(f"not enough free space in {folder}: need {size:,} bytes, "
+                          f"{free:,} available")
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,59 +261,120 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: str) -> list[str]:
-    """Remove the temporary files that runs which no longer exist left in ``folder``; returns
-    their paths. Untouched: those of a live process, those locked by any process (a run holds a
-    lock on its temporary output, which also protects one written from another machine or PID
-    namespace), and our own."""
+    """Remove the temporary files that runs which no longer exist left in ``folder``, and those
+    that notes in ``folder`` (the system's temporary folder) say such runs created elsewhere;
+    returns their paths. Untouched: those of a live process, those locked by any process (a run
+    holds a lock on each of its temporary files, which also protects one written from another
+    machine or PID namespace), another user's, and our own."""
     try:
         names = os.listdir(folder)
     except OSError:
         return []
     removed = []
     for name in names:
-        m = _TEMP_NAME.match(name)
+        m = _TEMP_NAME.match(name) or _OLD_TEMP_NAME.match(name)
         if not m:
             continue
         path = os.path.join(folder, name)
         pid = int(m.group("pid"))
-        if pid == os.getpid():
-            if is_tracked_temporary(path):
-                continue                 # ours, in use
-        elif _pid_alive(pid):
-            continue
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            continue                     # gone already, a link, or unreadable: leave it
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+        if m.re is _TEMP_NAME and m.group("kind") == NOTE_KIND:
+            target = _read_note(path, pid, m.group("token"))
+            if target is not None and not is_tracked_temporary(target) and _stale(target, pid):
+                removed += _remove_stale(target, pid)
+            if not _stale_note(path, pid, target):
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue                 # a live run holds it
-            try:
-                same = os.lstat(path)
-                if (same.st_dev, same.st_ino) != (st.st_dev, st.st_ino):
-                    continue
                 os.unlink(path)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                on_stale_temporary(f"{path} was left by amx-repack process {pid}, which is no "
-                                   f"longer running, and cannot be removed: {e.strerror}")
-                continue
-        finally:
-            os.close(fd)
-        removed.append(path)
-        if pid == os.getpid():
-            on_stale_temporary(f"removed {path}, a temporary file left by an earlier process "
-                               f"with this process's id ({pid})")
-        else:
-            on_stale_temporary(f"removed {path}, a temporary file left by amx-repack process "
-                               f"{pid}, which is no longer running")
+            except OSError:
+                pass
+            continue
+        if _stale(path, pid):
+            removed += _remove_stale(path, pid)
     return removed
+
+
+def _stale(path: str, pid: int) -> bool:
+    if pid == os.getpid():
+        return not is_tracked_temporary(path)
+    return not _pid_alive(pid)
+
+
+def _stale_note(note: str, pid: int, target: str | None) -> bool:
+    """A note goes once its file is gone (or never was one of ours) and its process is over."""
+    if target is not None and os.path.lexists(target):
+        return False
+    return not _pid_alive(pid) or (pid == os.getpid() and not is_tracked_temporary(target or ""))
+
+
+def _read_note(note: str, pid: int, token: str) -> str | None:
+    """The temporary file a note names, if the note is ours and names one of that run's files."""
+    try:
+        fd = os.open(note, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return None
+        target = os.fsdecode(os.read(fd, 4096))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    m = _TEMP_NAME.match(os.path.basename(target))
+    if not os.path.isabs(target) or m is None or int(m.group("pid")) != pid \
+            or m.group("token") != token or m.group("kind") == NOTE_KIND:
+        return None
+    return target
+
+
+def _remove_stale(path: str, pid: int) -> list[str]:
+    """Remove one stale temporary file: a regular file of ours (this user's), unlocked."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return []                        # gone already, a link, or unreadable: leave it
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return []                    # a live run holds it
+        try:
+            same = os.lstat(path)
+            if (same.st_dev, same.st_ino) != (st.st_dev, st.st_ino):
+                return []
+            os.unlink(path)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            on_stale_temporary(f"{path} was left by amx-repack process {pid}, which is no "
+                               f"longer running, and cannot be removed: {e.strerror}")
+            return []
+    finally:
+        os.close(fd)
+    if pid == os.getpid():
+        on_stale_temporary(f"removed {path}, a temporary file left by an earlier process "
+                           f"with this process's id ({pid})")
+    else:
+        on_stale_temporary(f"removed {path}, a temporary file left by amx-repack process "
+                           f"{pid}, which is no longer running")
+    return [path]
+
+
+def remove_stale_at_start(*folders: str | None) -> None:
+    """At the start of a command that writes temporary files: stale ones in the system's
+    temporary folder (where the notes are) and in the folders it will write to."""
+    seen = set()
+    for folder in (tempfile.gettempdir(), *folders):
+        if folder is None:
+            continue
+        folder = os.path.abspath(folder)
+        if folder not in seen:
+            seen.add(folder)
+            remove_stale_temporaries(folder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,34 +383,20 @@ def remove_stale_temporaries(folder: str) -> list[str]:
 class AtomicOutputFile:
     """A preallocated, position-addressed output file committed by rename."""
 
-    def __init__(self, dest: str | os.PathLike, size: int):
+    def __init__(self, dest: str | os.PathLike, size: int, kind: str = ""):
         self.dest = os.path.abspath(os.fspath(dest))
         self.size = size
-        self.temp = temp_path_for(self.dest)
+        self.temp = ""
         self.fd = -1
         self._identity = None      # (st_dev, st_ino) of the file, once synced
-        folder = os.path.dirname(self.dest)
-        if not os.path.isdir(folder):
-            raise OutputError(f"output folder does not exist: {folder}")
+        folder = check_output_folder(self.dest)
         # (what lies at dest is checked by check_destination before any work, and by commit)
         remove_stale_temporaries(folder)
-        free = shutil.disk_usage(folder).free
-        if size > free:
-            raise OutputError(f"not enough free space in {folder}: need {size:,} bytes, "
-                              f"{free:,} available")
-        with stop_signals_held():
-            try:
-                self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                                  0o644)
-            except OSError as e:
-                raise OutputError(f"cannot create output in {folder}: {e.strerror}") from None
-            track_temporary(self.temp)
+        check_free_space(folder, size)
         try:
-            # held until the file is committed or removed, however this process ends: how other
-            # runs tell this temporary file from one left by a dead process
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            pass    # a filesystem without locks: the process id in the name still protects it
+            self.temp, self.fd = create_temporary(folder, kind)
+        except OSError as e:
+            raise OutputError(f"cannot create output in {folder}: {e.strerror}") from None
         try:
             self._reserve(size)
         except BaseException:
@@ -372,6 +494,8 @@ class AtomicOutputFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if not self.temp:
+            return
         try:
             os.unlink(self.temp)
         except FileNotFoundError:

@@ -20,7 +20,8 @@ from formats.gguf_container import printable
 from formats.layouts import DEFAULT_LAYOUT, FAMILY_TABLES, LAYOUTS, SOFT_CODES
 
 from . import __version__, atomic, report_json
-from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller, VerificationFailed
+from .errors import (NoRecords, OutOfMemory, OutputExists, RepackError, TooMuchFiller,
+                     VerificationFailed, is_out_of_memory)
 from .runner import install_signal_handlers, output_committed
 from .wording import plural
 
@@ -212,6 +213,24 @@ def print_plan(r: ConvertReport) -> None:
         click.echo(f"note: {printable(n)}", err=True)
 
 
+# Address space that loading numpy (and its OpenBLAS, one thread) takes, with a margin: ~75 MB
+NUMPY_ADDRESS_SPACE = 128 << 20
+
+
+def need_memory_for_numpy() -> None:
+    """Before a command loads numpy: OpenBLAS, loaded with it, ends the process with exit 1 when
+    it cannot have its memory (under ulimit -v), which no handler can turn into our one line. So
+    the room is reserved once and given back (address space only, nothing touched)."""
+    import mmap
+    try:
+        probe = mmap.mmap(-1, NUMPY_ADDRESS_SPACE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                          | getattr(mmap, "MAP_NORESERVE", 0), prot=0)   # PROT_NONE
+    except (OSError, MemoryError):
+        raise OutOfMemory(f"out of memory (less than {NUMPY_ADDRESS_SPACE >> 20} MiB of address "
+                          f"space left to load numpy: see ulimit -v)") from None
+    probe.close()
+
+
 def printable_type(type_id: int) -> str:
     from formats.ggml_types import type_name
     return type_name(type_id)
@@ -245,7 +264,7 @@ def printable_type(type_id: int) -> str:
                    "16 but not of 32, which llama.cpp's AMX backend does not run.")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (per tensor: target type or why it stays; byte totals) and "
-                   "write nothing.")
+                   "write nothing; refuses what the conversion would refuse.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document on stdout instead of the summary (docs/json.md).")
 @click.option("--untie-output", "untie_output", is_flag=True,
@@ -255,7 +274,8 @@ def printable_type(type_id: int) -> str:
                    "removes it. Only for architectures whose llama.cpp loader takes a separate "
                    "output.weight.")
 @click.option("--compress", is_flag=True,
-              help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT.")
+              help="Write OUTPUT.zst (multi-threaded zstd stream) instead of OUTPUT. An OUTPUT "
+                   "named .zst is always written compressed.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--verify", "verify_output", is_flag=True,
               help="Prove every repacked chunk while it is in memory with verify's two checks "
@@ -266,6 +286,7 @@ def printable_type(type_id: int) -> str:
 def convert(input, output, layout, target, threads, include, exclude, overrides, allow_amx_n16,
             untie_output, dry_run, as_json, compress, force, verify_output, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
+    need_memory_for_numpy()
     from .pipeline import convert as convert_file
     progress = _Progress(quiet or dry_run, "convert")
     try:
@@ -385,6 +406,7 @@ def verify(files, threads, as_json, show_all, quiet, original_sha256):
     Exit status 0 when equivalent, 1 on any mismatch, 2 on bad input."""
     if len(files) > 2:
         raise click.UsageError("give REPACKED, or ORIGINAL and REPACKED")
+    need_memory_for_numpy()
     original, repacked = (None, files[0]) if len(files) == 1 else files
     progress = _Progress(quiet or as_json, "verify")
     try:
@@ -422,6 +444,7 @@ def verify(files, threads, as_json, show_all, quiet, original_sha256):
                    "forger, not only against corruption.")
 def unpack(input, output, threads, foreign, as_json, force, quiet, expect_sha256):
     """Rebuild the original file (byte-identical) from a repacked INPUT."""
+    need_memory_for_numpy()
     progress = _Progress(quiet, "unpack")
     try:
         from .unpack import unpack as unpack_file
@@ -462,6 +485,7 @@ def unpack(input, output, threads, foreign, as_json, force, quiet, expect_sha256
               help=THREADS_HELP)
 def demo(keep, threads):
     """Build a small model with every supported source type, convert, verify and unpack it."""
+    need_memory_for_numpy()
     import shutil
     import tempfile
 
@@ -606,19 +630,30 @@ def _main(argv) -> None:
         sys.exit(130)
     except (BrokenPipeError, _StdoutClosed):
         raise                   # main: not a failure
-    except OSError as e:
-        click.echo(f"{PROG}: error: {printable(str(e.strerror or e))}"
-                   + (f": {printable(os.fsdecode(e.filename))}" if getattr(e, "filename", None)
-                      else ""), err=True)
-        sys.exit(2)
-    except Exception as e:  # a bug: still one line, the traceback on request
-        if os.environ.get("AMX_REPACK_DEBUG"):
-            raise
-        click.echo(f"{PROG}: internal error: {type(e).__name__}: {printable(str(e))} "
-                   f"(set AMX_REPACK_DEBUG=1 for a traceback)", err=True)
-        sys.exit(3)
+    except Exception as e:
+        _unexpected(e)
     if output_committed():
         # The output is in place and the command succeeded: a signal arriving while the interpreter
         # shuts down (which resets Python-level handlers) must not turn that into a kill.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
+
+
+def _unexpected(e: Exception) -> None:
+    """One line and its exit status for what no RepackError covers."""
+    if is_out_of_memory(e):
+        # a limit (ulimit -v, a cgroup) or a full machine: the user's to change, like disk space
+        detail = ("a worker thread could not be started" if isinstance(e, RuntimeError)
+                  else str(e).strip() or "an allocation failed")
+        click.echo(f"{PROG}: error: out of memory ({printable(detail)})", err=True)
+        sys.exit(2)
+    if isinstance(e, OSError):
+        click.echo(f"{PROG}: error: {printable(str(e.strerror or e))}"
+                   + (f": {printable(os.fsdecode(e.filename))}" if getattr(e, "filename", None)
+                      else ""), err=True)
+        sys.exit(2)
+    if os.environ.get("AMX_REPACK_DEBUG"):   # a bug: still one line, the traceback on request
+        raise e
+    click.echo(f"{PROG}: internal error: {type(e).__name__}: {printable(str(e))} "
+               f"(set AMX_REPACK_DEBUG=1 for a traceback)", err=True)
+    sys.exit(3)

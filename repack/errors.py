@@ -37,6 +37,25 @@ class OutputExists(OutputError):
     replace it."""
 
 
+class OutOfMemory(RepackError):
+    """Memory (or a thread) could not be had: a limit (``ulimit -v``, a cgroup) or a full machine.
+    Exit status 2, like every other condition of the environment the user can change."""
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Memory refused, in any of the forms it takes: MemoryError (Python, numpy, cffi), a thread
+    that cannot start (its stack is memory), zstd's allocation errors (its own exception type)."""
+    if isinstance(e, (MemoryError, OutOfMemory)):
+        return True
+    text = str(e).lower()
+    if isinstance(e, RuntimeError) and "start new thread" in text:
+        return True
+    if isinstance(e, ImportError) and ("failed to map segment" in text
+                                       or "cannot allocate memory" in text):
+        return True     # a native module that could not be mapped
+    return type(e).__name__ == "ZstdError" and ("memory" in text or "allocat" in text)
+
+
 class UsageError(RepackError):
     """Arguments that contradict each other or the file (bad regex, unknown layout...)."""
 
@@ -55,7 +74,7 @@ class VerificationFailed(RepackError):
     report = None
 
 
-__all__ = ["RepackError", "InputError", "NoRecords", "TooMuchFiller", "OutputError", "OutputExists", "UsageError", "Interrupted",
+__all__ = ["RepackError", "InputError", "NoRecords", "TooMuchFiller", "OutputError", "OutputExists", "OutOfMemory", "UsageError", "Interrupted",
            "VerificationFailed", "GGUFFormatError"]
 
 

@@ -166,14 +166,13 @@ def capture(src: GGUFFile, path: str) -> metadata.OriginalRecords:
     """Read everything of ``src`` that is not tensor data and describe it for the records.
     Refuses (InputError) a header that would not be rebuilt byte for byte, or more non-zero
     filler than MAX_FILLER_BYTES."""
-    kv = list(src.kv.values())
-    tensors = [(t.name, t.shape, t.type_id, t.offset) for t in src.tensors]
-    header = encode_header(src.version, kv, tensors)
+    header = encode_header(src.version, list(src.kv.values()), _tensor_rows(src))
     actual = read_at(src.fileno(), 0, len(header), path=path)
     if actual != header:   # cannot happen for a file our reader accepted; never record a lie
         at = next(i for i, (a, b) in enumerate(zip(actual, header)) if a != b)
         raise InputError(f"{path}: its header would not be rebuilt byte for byte (first "
                          f"difference at offset {at}); refusing to convert")
+    del actual
     regions = filler_regions(len(header),
                              [(src.data_start + t.offset, src.data_start + t.offset + t.nbytes)
                               for t in src.tensors], src.file_size)
@@ -186,6 +185,16 @@ def capture(src: GGUFFile, path: str) -> metadata.OriginalRecords:
             f"{_where(src, e.first)}); amx-repack keeps at most "
             f"{MAX_FILLER_BYTES:,} such bytes, so unpack could not give this file back byte for "
             f"byte: refusing") from None
+    return describe_header(src, header, runs)
+
+
+def describe_header(src: GGUFFile, header: bytes | None = None,
+                    filler: list[tuple[int, bytes]] | None = None) -> metadata.OriginalRecords:
+    """The records of ``src`` from its parsed header alone (``filler``: the non-zero bytes outside
+    it, which only a read of the file finds; a dry run of a compressed input plans without)."""
+    kv = list(src.kv.values())
+    if header is None:
+        header = encode_header(src.version, kv, _tensor_rows(src))
     return metadata.OriginalRecords(
         metadata_sha256=metadata.metadata_digest(kv),
         metadata_keys=[r.key for r in kv],
@@ -194,7 +203,11 @@ def capture(src: GGUFFile, path: str) -> metadata.OriginalRecords:
         offsets=[t.offset for t in src.tensors],
         header_sha256=hashlib.sha256(header).hexdigest(),
         file_size=src.file_size,
-        filler=runs)
+        filler=filler or [])
+
+
+def _tensor_rows(src: GGUFFile):
+    return [(t.name, t.shape, t.type_id, t.offset) for t in src.tensors]
 
 
 def _where(src: GGUFFile, offset: int) -> str:

@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass, field
 
 from formats.ggml_types import TYPES, type_name
-from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
+from formats.gguf_container import (MAX_HEADER_BYTES, GGUFFile, KVRecord, OutputTensor, ValueType,
+                                    encode_kv, plan_layout)
 from formats import tied_output
 from formats.layouts import (CODES, DEFAULT_LAYOUT, FAMILY_TABLES, LAYOUTS, OVERRIDE_CONSEQUENCES,
                              RUNTIMES, SOFT_CODES, Decision, check_overrides, compile_patterns,
@@ -15,7 +16,7 @@ from formats.layouts import (CODES, DEFAULT_LAYOUT, FAMILY_TABLES, LAYOUTS, OVER
 
 from . import __version__, metadata, original, shards, zst
 from .checksum import digest_of_version, new_digest
-from .atomic import AtomicOutputFile, commit_all
+from .atomic import AtomicOutputFile, check_free_space, check_output_folder, commit_all
 from .errors import InputError, UsageError, VerificationFailed
 from .families import FAMILIES, LAYOUT_VERSION
 from .wording import plural
@@ -264,6 +265,9 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = D
     Raises a :class:`repack.errors.RepackError`.
     """
     input, output = os.fspath(input), os.fspath(output)
+    if output.endswith(zst.SUFFIX):
+        # an output named .zst is compressed output, with or without the flag
+        compress, output = True, output[:-len(zst.SUFFIX)]
     threads = threads or default_threads()
     if threads < 1:
         raise UsageError("threads must be at least 1")
@@ -310,30 +314,46 @@ def _names(model) -> list[str]:
 
 def _plan_only(input: str, output: str, selection: Selection, threads: int, force: bool,
                compress: bool, untie_output: bool) -> ConvertReport:
-    """convert's plan for every file of the model, from the headers alone; nothing is written."""
+    """convert's plan for every file of the model, from the headers alone; nothing is written.
+    What the real run would refuse before its work (an output it cannot write, too little free
+    space for the output or a compressed input's plain copy) is refused here in its words."""
+    check_output_folder(output)
     with shards.open_model(input, header_only=True) as model:
         selection.check_matches(_names(model))
         out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
         if compress:
             out_paths = [zst.compressed_name(p) for p in out_paths]
+        check_outputs(model, out_paths, force)
         reports = []
         for src, a, b in zip(model.files, model.paths, out_paths):
+            folder = os.path.dirname(os.path.abspath(b))
+            compressed = zst.is_zst(a)
+            if compressed:
+                zst.check_room_to_decompress(a, folder)
             r = _planned(src, a, b, selection, threads, untie_output)
             r.dry_run = True
-            if selection.layout != "none" and not zst.is_zst(input):
+            if selection.layout == "none":
+                size = src.file_size
+            else:
                 # the bytes outside the tensors, as the conversion records them (a compressed
                 # input's are only known once it is decompressed, in the real run)
-                recorded = original.capture(src, a)
+                recorded = original.describe_header(src) if compressed else \
+                    original.capture(src, a)
                 if recorded.filler:
                     r.notes.append(original.describe_filler(src, recorded.filler))
+                size = _output_layout(src, r, recorded)[0].total_size
+            check_free_space(folder, size)
             reports.append(r)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.dry_run = True
-    for p in report.outputs:
-        if os.path.lexists(p) and not force:
-            report.warnings.append(f"output {p} already exists: the conversion would refuse to "
-                                   f"replace it unless forced")
     return report
+
+
+def check_outputs(model, out_paths: list[str], force: bool) -> None:
+    """Refuse, before any work, outputs the conversion could not write: the input itself, a
+    folder, a device, a missing folder, and without ``force`` anything that exists."""
+    for a, b in zip(model.paths, out_paths):
+        shards.check_output_path(a, b, force)
 
 
 def write_outputs(input: str, output: str, force: bool, produce, final_name=None, check=None,
@@ -345,13 +365,13 @@ def write_outputs(input: str, output: str, force: bool, produce, final_name=None
     file: one ``phase`` covers all of them. ``finish(reports, outputs)`` may then replace the
     outputs in place (--compress). The outputs take their final names only once all of them are
     complete; on any error or interruption every temporary file is removed."""
+    check_output_folder(output)     # also the folder of a compressed input's plain copy
     with shards.open_model(input, scratch_dir=os.path.dirname(os.path.abspath(output)),
                            progress=progress) as model:
         if check is not None:
             check(model)
         out_paths = shards.output_shards(output, model.count) if model.count > 1 else [output]
-        for a, b in zip(model.paths, out_paths):
-            shards.check_output_path(a, final_name(b) if final_name else b, force)
+        check_outputs(model, [final_name(b) if final_name else b for b in out_paths], force)
         pending: list[AtomicOutputFile] = []
         try:
             with interruptible():
@@ -403,27 +423,7 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
     recorded = original.capture(src, input)
     if recorded.filler:
         report.notes.append(original.describe_filler(src, recorded.filler))
-    tensors = list(src.tensors)   # per plan: the input tensor its data is read from
-    for p in report.added:
-        # an added tensor's records are its source's: its values, type, shape and bytes
-        source = src.tensor(p.added_from)
-        tensors.append(source)
-        recorded.shapes.append(source.shape)
-        recorded.offsets.append(source.offset)
-        recorded.added.append((p.name, p.added_from))
-
-    digests = [metadata.digest_placeholder(LAYOUT_VERSION)] * len(plans)
-    outputs = [OutputTensor(p.name, p.shape, p.out_type_id, p.out_nbytes) for p in plans]
-    # input tensors in their data order, then the added ones
-    data_order = sorted(range(len(src.tensors)), key=lambda i: src.tensors[i].offset)
-    data_order += range(len(src.tensors), len(plans))
-
-    def layout_for(digest_list):
-        return plan_layout(src.version, _output_metadata(src, layout, plans, digest_list, recorded,
-                                                         selection.target),
-                           outputs, src.alignment, data_order, src.tail_padded)
-
-    out_layout = layout_for(digests)
+    out_layout, tensors, layout_for, digests = _output_layout(src, report, recorded)
     out = AtomicOutputFile(output, out_layout.total_size)
     try:
         if on_warning is not None:
@@ -442,6 +442,41 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
             e.report = report     # what was planned: the CLI's --json document of the refusal
         raise
     return report, out   # the caller commits once every output of the command is complete
+
+
+def _output_layout(src: GGUFFile, report: ConvertReport, recorded: metadata.OriginalRecords):
+    """The output file of one input file, with placeholder digests (the real ones take the same
+    bytes): (its layout, per plan the input tensor its data comes from, the layout as a function
+    of the digests, the digest list to fill)."""
+    plans = report.tensors
+    tensors = list(src.tensors)   # per plan: the input tensor its data is read from
+    for p in report.added:
+        # an added tensor's records are its source's: its values, type, shape and bytes
+        source = src.tensor(p.added_from)
+        tensors.append(source)
+        recorded.shapes.append(source.shape)
+        recorded.offsets.append(source.offset)
+        recorded.added.append((p.name, p.added_from))
+
+    digests = [metadata.digest_placeholder(LAYOUT_VERSION)] * len(plans)
+    outputs = [OutputTensor(p.name, p.shape, p.out_type_id, p.out_nbytes) for p in plans]
+    # input tensors in their data order, then the added ones
+    data_order = sorted(range(len(src.tensors)), key=lambda i: src.tensors[i].offset)
+    data_order += range(len(src.tensors), len(plans))
+
+    def layout_for(digest_list):
+        return plan_layout(src.version,
+                           _output_metadata(src, report.layout, plans, digest_list, recorded,
+                                            report.target),
+                           outputs, src.alignment, data_order, src.tail_padded)
+
+    out_layout = layout_for(digests)
+    if out_layout.data_start > MAX_HEADER_BYTES:
+        # its own reader (and ours) would refuse it: every output must read back
+        raise InputError(f"{src.path}: the repacked header would take {out_layout.data_start:,} "
+                         f"bytes (the input's and amx-repack's records): a GGUF header may take "
+                         f"at most {MAX_HEADER_BYTES >> 20} MiB")
+    return out_layout, tensors, layout_for, digests
 
 
 def _copy(src: GGUFFile, input: str, output: str, threads: int, progress) -> AtomicOutputFile:

@@ -62,16 +62,28 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 # Temporary files not yet renamed into place or removed. A signal can land between a file's
 # creation and the try-block that would remove it; whatever is still listed when a command is
-# interrupted, or when the process exits, is removed here.
-_temporaries: set[str] = set()
+# interrupted, or when the process exits, is removed here. With each: the descriptor that holds
+# its lock (how other runs tell it from a dead run's file) and, for one outside the system's
+# temporary folder, the note there that says where it is (repack/atomic.py), both dropped with it.
+_temporaries: dict[str, tuple[int, str | None]] = {}
 
 
-def track_temporary(path: str) -> None:
-    _temporaries.add(path)
+def track_temporary(path: str, lock_fd: int = -1, note: str | None = None) -> None:
+    _temporaries[path] = (lock_fd, note)
 
 
 def untrack_temporary(path: str) -> None:
-    _temporaries.discard(path)
+    lock_fd, note = _temporaries.pop(path, (-1, None))
+    if note is not None:
+        try:
+            os.unlink(note)
+        except OSError:
+            pass
+    if lock_fd >= 0:
+        try:
+            os.close(lock_fd)
+        except OSError:
+            pass
 
 
 def is_tracked_temporary(path: str) -> bool:
@@ -84,7 +96,7 @@ def remove_temporaries() -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        _temporaries.discard(path)
+        untrack_temporary(path)
 
 
 atexit.register(remove_temporaries)

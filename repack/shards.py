@@ -9,6 +9,7 @@ and names the output shards after the same pattern.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from formats.gguf_container import GGUFFile, read_gguf
 
 from .atomic import check_destination
-from .errors import InputError, OutputError, UsageError
+from .errors import InputError, OutOfMemory, OutputError, UsageError
 from .runner import untrack_temporary
 from .metadata import INTEGER_VALUE_TYPES
 
@@ -25,7 +26,8 @@ KEY_SPLIT_NO = "split.no"
 KEY_SPLIT_COUNT = "split.count"
 KEY_SPLIT_TENSORS = "split.tensors.count"
 _OWN_RECORDS = "amx_repack."   # our records describe each shard's own tensors: they differ
-_SHARD_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+# a compressed split model's shards: NAME-00001-of-00005.gguf.zst ... (convert --compress)
+_SHARD_NAME = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf(?P<zst>\.zst)?$")
 
 
 def _split_int(f: GGUFFile, key: str, default):
@@ -44,8 +46,8 @@ def shard_count(f: GGUFFile) -> int:
     return _split_int(f, KEY_SPLIT_COUNT, 1)
 
 
-def shard_name(prefix: str, no: int, count: int) -> str:
-    return f"{prefix}-{no:05d}-of-{count:05d}.gguf"
+def shard_name(prefix: str, no: int, count: int, suffix: str = "") -> str:
+    return f"{prefix}-{no:05d}-of-{count:05d}.gguf{suffix or ''}"
 
 
 def input_shards(first: str, first_file: GGUFFile) -> list[str]:
@@ -57,11 +59,11 @@ def input_shards(first: str, first_file: GGUFFile) -> list[str]:
                          f"NAME-00001-of-{count:05d}.gguf pattern, so the other shards cannot be found")
     if int(m["no"]) != 1 or int(m["count"]) != count:
         raise UsageError(f"{first} is not the first shard of a {count}-shard model: give "
-                         f"{shard_name(m['prefix'], 1, count)}")
+                         f"{shard_name(m['prefix'], 1, count, m['zst'])}")
     no = _split_int(first_file, KEY_SPLIT_NO, 0)
     if no != 0:
         raise InputError(f"{first}: split.no is {no}, expected 0 for the first shard")
-    paths = [shard_name(m["prefix"], i, count) for i in range(1, count + 1)]
+    paths = [shard_name(m["prefix"], i, count, m["zst"]) for i in range(1, count + 1)]
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise InputError(f"missing shard {missing[0]} of a {count}-shard model"
@@ -149,6 +151,8 @@ def open_input(path: str) -> GGUFFile:
     except PermissionError:
         raise InputError(f"cannot read {path}: permission denied") from None
     except OSError as e:
+        if e.errno == errno.ENOMEM:     # the mapping of the file, under ulimit -v
+            raise OutOfMemory(f"out of memory (cannot map {path})") from None
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError as e:   # GGUFFormatError
         raise InputError(f"{path}: {e}") from None
@@ -198,43 +202,46 @@ def open_model(path: str, scratch_dir: str | None = None, header_only: bool = Fa
     A zstd-compressed file is streamed: with ``header_only`` just far enough to parse the header,
     otherwise into a temporary plain copy in ``scratch_dir`` that ``close`` removes (a
     "decompress" phase of ``progress``, see runner.start_phase)."""
-    from . import zst
+    from . import atomic, zst
 
-    if zst.is_zst(path):
-        if header_only:
-            model = Model([path], [zst.read_header(path)])
-            if shard_count(model.files[0]) == 1:
-                check_model(model.paths, model.files)
-            return model
-        model = Model([path])
-        try:
-            temp = zst.decompress_to_temp(path, scratch_dir, progress)
-            model.temporaries.append(temp)
-            try:
-                model.files.append(open_input(temp))
-            except InputError as e:   # name the user's file, not our temporary copy
-                raise InputError(str(e).replace(temp, path)) from None
-            model.files[0].path = path
-            if shard_count(model.files[0]) > 1:
-                raise InputError(f"{path}: compressed split models are not supported; "
-                                 f"decompress the shards first")
-            check_model(model.paths, model.files)
-        except BaseException:
-            model.close()
-            raise
-        return model
-    first = open_input(path)
-    model = Model([path], [first])
+    if not header_only:
+        # temporary files of killed runs: where they are most likely, before making new ones
+        atomic.remove_stale_at_start(scratch_dir)
+    model = Model([path])
     try:
+        first = _open_file(path, model, scratch_dir, header_only, progress)
+        model.files.append(first)
         count = shard_count(first)
         if count > 1:
             model.paths = input_shards(path, first)
             total = _split_int(first, KEY_SPLIT_TENSORS, None)
             for i, shard in enumerate(model.paths[1:], start=1):
-                model.files.append(open_input(shard))
+                model.files.append(_open_file(shard, model, scratch_dir, header_only, progress))
                 check_shard(shard, model.files[-1], i, count, total, first)
         check_model(model.paths, model.files)
     except BaseException:
         model.close()
         raise
     return model
+
+
+def _open_file(path: str, model: Model, scratch_dir: str | None, header_only: bool,
+               progress) -> GGUFFile:
+    """One file of a model; a zstd-compressed one through its header alone (``header_only``), or
+    through a temporary plain copy (in ``scratch_dir``) that the model removes when closed. Its
+    header is read first, so a hostile header is refused before anything is decompressed."""
+    from . import zst
+
+    if not zst.is_zst(path):
+        return open_input(path)
+    header = zst.read_header(path)
+    if header_only:
+        return header
+    temp = zst.decompress_to_temp(path, scratch_dir, progress)
+    model.temporaries.append(temp)
+    try:
+        f = open_input(temp)
+    except InputError as e:   # name the user's file, not our temporary copy
+        raise InputError(str(e).replace(temp, path)) from None
+    f.path = path
+    return f

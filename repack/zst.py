@@ -26,17 +26,21 @@ from dataclasses import dataclass
 
 import zstandard
 
-from formats.gguf_container import (GGUFFile, GGUFFormatError, check_data_section, open_regular,
-                                    parse_header)
+from formats.gguf_container import (MAX_HEADER_BYTES, GGUFFile, GGUFFormatError,
+                                    check_data_section, open_regular, parse_header)
 
-from .atomic import AtomicOutputFile, temp_path_for
-from .runner import start_phase, stop_signals_held, track_temporary, untrack_temporary
-from .errors import InputError, OutputError
+from .atomic import AtomicOutputFile, create_temporary
+from .runner import start_phase, untrack_temporary
+from .errors import InputError, OutOfMemory, OutputError, is_out_of_memory
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STREAM_CHUNK = 4 << 20
 COMPRESSION_LEVEL = 3
-MAX_HEADER_BYTES = 128 << 20   # real headers, vocabularies included, take a few MB
+# The largest zstd window accepted: zstd's own default limit is 128 MiB (--long=27); streams
+# written with --long=28..30 need up to 1 GiB of memory to decompress, which is accepted; larger
+# windows (--long=31) are refused naming this limit. Memory while decompressing: the window.
+MAX_WINDOW_LOG = 30
+MAX_WINDOW_BYTES = 1 << MAX_WINDOW_LOG
 
 _FRAME_MAGIC = 0xFD2FB528
 _SKIPPABLE_MAGIC = range(0x184D2A50, 0x184D2A60)
@@ -50,15 +54,21 @@ def is_zst(path: str) -> bool:
     except (OSError, GGUFFormatError):
         return False   # the GGUF reader reports what is wrong with it
     try:
-        return os.pread(fd, 4, 0) == ZSTD_MAGIC
+        magic = os.pread(fd, 4, 0)
+        # a stream may start with skippable frames (pzstd writes one before every frame)
+        return magic == ZSTD_MAGIC or (len(magic) == 4 and
+                                       struct.unpack("<I", magic)[0] in _SKIPPABLE_MAGIC)
     except OSError:
         return False
     finally:
         os.close(fd)
 
 
+SUFFIX = ".zst"
+
+
 def compressed_name(output: str) -> str:
-    return output if output.endswith(".zst") else output + ".zst"
+    return output if output.endswith(SUFFIX) else output + SUFFIX
 
 
 # ------------------------------------------------------------------------------------------
@@ -118,6 +128,7 @@ def scan_frames(fd: int, path: str) -> StreamFrames:
                     from None
             raise InputError(f"{path}: not a valid zstd stream ({e})") from None
         frames += 1
+        _check_window(path, frames, params.window_size)
         if content_size < 0 or declared < 0:
             declared = -1
         else:
@@ -156,14 +167,15 @@ def scan_frames(fd: int, path: str) -> StreamFrames:
 def read_header(path: str) -> GGUFFile:
     """Parse the GGUF header at the start of a .zst stream, decompressing only that much."""
     with os.fdopen(open_regular(path), "rb") as fh:
-        first = fh.read(_MAX_FRAME_HEADER)
+        first = _first_frame_header(fh.fileno(), path)
         try:
             content_size = zstandard.frame_content_size(first)
+            window = zstandard.get_frame_parameters(first).window_size
         except zstandard.ZstdError as e:
             raise InputError(f"{path}: not a valid zstd stream ({e})") from None
+        _check_window(path, 1, window)
         fh.seek(0)
-        reader = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True,
-                                                            closefd=False)
+        reader = _decompressor().stream_reader(fh, read_across_frames=True, closefd=False)
         buf = bytearray()
         want = STREAM_CHUNK
         while True:
@@ -182,6 +194,8 @@ def read_header(path: str) -> GGUFFile:
                                          f"{MAX_HEADER_BYTES >> 20} MiB of the stream") from None
                     want = min(len(buf), MAX_HEADER_BYTES - len(buf))
                     continue
+                if not chunk:
+                    scan_frames(fh.fileno(), path)   # a truncated stream is said to be one
                 raise InputError(f"{path}: {e}") from None
             break
         del buf
@@ -204,11 +218,37 @@ def read_header(path: str) -> GGUFFile:
     return parsed
 
 
+def _first_frame_header(fd: int, path: str) -> bytes:
+    """The start of the first zstd frame, past any skippable frames before it."""
+    pos = 0
+    for _ in range(1 << 16):
+        head = os.pread(fd, _MAX_FRAME_HEADER, pos)
+        if len(head) >= 8 and struct.unpack_from("<I", head)[0] in _SKIPPABLE_MAGIC:
+            pos += 8 + struct.unpack_from("<I", head, 4)[0]
+            continue
+        return head
+    raise InputError(f"{path}: not a valid zstd stream (only skippable frames at its start)")
+
+
+def _check_window(path: str, frame: int, window: int) -> None:
+    if window > MAX_WINDOW_BYTES:
+        raise InputError(f"{path}: zstd frame {frame} needs a {window >> 20:,} MiB window to "
+                         f"decompress; at most {MAX_WINDOW_BYTES >> 20:,} MiB (window log "
+                         f"{MAX_WINDOW_LOG}) is accepted: decompress it with zstd first")
+
+
+def _decompressor():
+    return zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES)
+
+
 def _read(reader, path: str, n: int) -> bytes:
     try:
         return reader.read(n)
     except zstandard.ZstdError as e:
+        if is_out_of_memory(e):
+            raise OutOfMemory(f"out of memory (zstd could not decompress {path}: {e})") from None
         raise InputError(f"{path}: corrupt zstd stream ({e})") from None
+
 
 
 # ------------------------------------------------------------------------------------------
@@ -237,30 +277,19 @@ def decompress_to_temp(path: str, folder: str | None, progress=None) -> str:
     zstd's default limit; 2-8 MiB at the usual levels). ``progress`` counts compressed bytes
     read (the one total known up front, whether or not the frames declare their size)."""
     folder = folder or tempfile.gettempdir()
-    temp = temp_path_for(os.path.join(folder, os.path.basename(path))) + "-input"
     with os.fdopen(open_regular(path), "rb") as src:
-        shape = scan_frames(src.fileno(), path)
+        shape, free = _room_to_decompress(src.fileno(), path, folder)
         try:
-            free = shutil.disk_usage(folder).free
+            temp, fd = create_temporary(folder, "input", 0o600)
         except OSError as e:
-            raise OutputError(f"cannot use {folder} for the decompressed copy of {path}: "
+            raise OutputError(f"cannot create the decompressed copy of {path} in {folder}: "
                               f"{e.strerror}") from None
-        if shape.content_size > free:
-            raise OutputError(f"not enough free space in {folder} to decompress {path}: its zstd "
-                              f"frames declare {shape.content_size:,} bytes, {free:,} available")
-        with stop_signals_held():   # created and tracked with no interruption in between
-            try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except OSError as e:
-                raise OutputError(f"cannot create the decompressed copy of {path} in {folder}: "
-                                  f"{e.strerror}") from None
-            track_temporary(temp)
         try:
             start_phase(progress, "decompress", shape.compressed_size)
             with os.fdopen(fd, "wb", buffering=0) as dst:
                 counted = _CountingReader(src)
                 reported = 0
-                reader = zstandard.ZstdDecompressor().stream_reader(
+                reader = _decompressor().stream_reader(
                     counted, read_size=1 << 20, read_across_frames=True, closefd=False)
                 written = 0
                 while chunk := _read(reader, path, STREAM_CHUNK):
@@ -282,6 +311,29 @@ def decompress_to_temp(path: str, folder: str | None, progress=None) -> str:
             _remove(temp)
             raise
     return temp
+
+
+def check_room_to_decompress(path: str, folder: str) -> None:
+    """The refusal of decompress_to_temp for a stream whose declared size does not fit in
+    ``folder`` (convert --dry-run says it without decompressing)."""
+    fd = open_regular(path)
+    try:
+        _room_to_decompress(fd, path, folder)
+    finally:
+        os.close(fd)
+
+
+def _room_to_decompress(fd: int, path: str, folder: str) -> tuple[StreamFrames, int]:
+    shape = scan_frames(fd, path)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as e:
+        raise OutputError(f"cannot use {folder} for the decompressed copy of {path}: "
+                          f"{e.strerror}") from None
+    if shape.content_size > free:
+        raise OutputError(f"not enough free space in {folder} to decompress {path}: its zstd "
+                          f"frames declare {shape.content_size:,} bytes, {free:,} available")
+    return shape, free
 
 
 def _write_all(dst, data: bytes, path: str, folder: str) -> None:
@@ -309,7 +361,7 @@ def compress_output(out: AtomicOutputFile, dest: str, threads: int,
                     progress=None) -> AtomicOutputFile:
     """Compress a finished (uncommitted) output into an uncommitted ``dest`` and drop ``out``.
     ``progress`` receives the uncompressed bytes as they are compressed."""
-    zout = AtomicOutputFile(dest, 0)
+    zout = AtomicOutputFile(dest, 0, "zst")
     try:
         cctx = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL, threads=threads,
                                         write_content_size=True, write_checksum=True)
@@ -320,6 +372,11 @@ def compress_output(out: AtomicOutputFile, dest: str, threads: int,
                     writer.write(chunk)
                     if progress is not None:
                         progress(len(chunk))
+    except zstandard.ZstdError as e:
+        zout.abort()
+        if is_out_of_memory(e):    # zstd's allocation failures are errors of its own
+            raise OutOfMemory(f"out of memory (zstd could not compress {dest}: {e})") from None
+        raise OutputError(f"cannot compress {dest}: {e}") from None
     except BaseException:
         zout.abort()
         raise

@@ -106,3 +106,14 @@ def amx_repack_cli(*args: str, check: bool = False, **kw) -> subprocess.Complete
         raise AssertionError(f"amx-repack {' '.join(map(str, args))} failed "
                              f"({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def temporary_of(folder, pid: int, kind: str = ""):
+    """The temporary file process ``pid`` has in ``folder`` (repack/atomic.py names them
+    .amx-repack-tmp-PID-XXXXXX, then -KIND), or None."""
+    from repack.atomic import TEMP_MARKER
+    name = re.compile(re.escape(f"{TEMP_MARKER}{pid}-") + "[0-9a-f]{6}"
+                      + re.escape(f"-{kind}" if kind else "") + "$")
+    return next((p for p in Path(folder).glob(f"{TEMP_MARKER}{pid}-*") if name.match(p.name)),
+                None)
+

@@ -28,7 +28,7 @@ import pytest
 import repack
 from repack import atomic
 from repack.atomic import TEMP_MARKER
-from tests.conftest import amx_repack_cli, stderr_lines
+from tests.conftest import amx_repack_cli, stderr_lines, temporary_of
 from tests.synthetic import big_model_tensors, fingerprint, sha256, small_model_tensors, write_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -342,9 +342,8 @@ def test_temporary_of_a_killed_run_is_removed_by_the_next(medium, tmp_path):
     out = tmp_path / "out.gguf"
     proc = subprocess.Popen([sys.executable, "-m", "repack", "convert", "-q", "-t", "1",
                              str(model), str(out)], stderr=subprocess.PIPE, cwd=ROOT)
-    temp = tmp_path / f".out.gguf{TEMP_MARKER}{proc.pid}"
     deadline = time.monotonic() + 120
-    while not temp.exists():
+    while (temp := temporary_of(tmp_path, proc.pid)) is None:
         assert proc.poll() is None and time.monotonic() < deadline, "no temporary file seen"
         time.sleep(0.0005)
     proc.send_signal(signal.SIGKILL)

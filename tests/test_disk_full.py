@@ -20,7 +20,7 @@ import pytest
 
 import repack
 from repack.atomic import TEMP_MARKER
-from tests.conftest import stderr_lines
+from tests.conftest import stderr_lines, temporary_of
 from tests.synthetic import fingerprint, small_model_tensors, write_model
 
 COMMANDS = ["convert-amx", "convert-interleaved", "convert-none", "unpack"]
@@ -203,9 +203,8 @@ def test_disk_fills_up_while_writing(models, mount_tmpfs, command):
     for attempt in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "repack", *map(str, args)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        temp = disk / f".{out.name}{TEMP_MARKER}{proc.pid}"
         deadline = time.monotonic() + 60
-        while proc.poll() is None and not temp.exists():
+        while proc.poll() is None and temporary_of(disk, proc.pid) is None:
             assert time.monotonic() < deadline
         # freeze it right after the check and the creation of its file; fill the disk; go on
         proc.send_signal(signal.SIGSTOP)

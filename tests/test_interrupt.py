@@ -32,7 +32,7 @@ import pytest
 
 import repack
 from repack.atomic import TEMP_MARKER
-from tests.conftest import amx_repack_cli, stderr_lines
+from tests.conftest import amx_repack_cli, stderr_lines, temporary_of
 from tests.synthetic import big_model_tensors, fingerprint, sha256, write_model
 
 BIG_BYTES = int(os.environ.get("AMX_REPACK_BIG_MB", "320")) << 20
@@ -102,7 +102,6 @@ def run_and_signal(args: list[str], out: Path, sig: int, moment: str,
     """Start the CLI, wait for `moment`, send `sig`; returns (returncode, stderr, still_running
     when the signal was sent)."""
     with reaped(spawn_cli(args, sigint_ignored=sigint_ignored)) as proc:
-        temp = out.parent / f".{out.name}{TEMP_MARKER}{proc.pid}"
         deadline = time.monotonic() + POLL_TIMEOUT
         while moment != "spawn" and proc.poll() is None:
             if moment == "after":
@@ -110,7 +109,7 @@ def run_and_signal(args: list[str], out: Path, sig: int, moment: str,
                     break
             else:
                 try:
-                    st = os.stat(temp)
+                    st = os.stat(temporary_of(out.parent, proc.pid) or "")
                 except FileNotFoundError:
                     pass
                 else:
@@ -434,10 +433,10 @@ def _wait_for_growth(proc, folder: Path, prefix: str, suffix: str, min_bytes: in
 def test_signal_while_streaming_zstd(big, big_zst, tmp_path, stage, sig):
     if stage == "decompressing-input":   # the plain copy of the input grows beside the output
         args = ["convert", "-q", str(big_zst), str(tmp_path / "out.gguf")]
-        prefix, suffix, source = f".{big_zst.name}{TEMP_MARKER}", "-input", big_zst
+        prefix, suffix, source = TEMP_MARKER, "-input", big_zst
     else:                                 # OUT.zst grows once the plain output is complete
         args = ["convert", "-q", "--compress", str(big.model), str(tmp_path / "out.gguf")]
-        prefix, suffix, source = f".out.gguf.zst{TEMP_MARKER}", "", big.model
+        prefix, suffix, source = TEMP_MARKER, "-zst", big.model
     before = fingerprint(source)
     with reaped(spawn_cli(args)) as proc:
         reached = _wait_for_growth(proc, tmp_path, prefix, suffix, 16 << 20)

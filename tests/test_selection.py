@@ -181,12 +181,16 @@ def test_dry_run_is_the_plan_convert_follows(model, tmp_path):
     assert fingerprint(model) == before
 
 
-def test_dry_run_over_an_existing_output_warns(model, tmp_path):
+def test_dry_run_over_an_existing_output_refuses_as_the_conversion_would(model, tmp_path):
+    """The dry run predicts the real run (issue 20, item 9): an existing output is refused
+    without force, with the same exception; with force it is planned over."""
     out = tmp_path / "o.gguf"
     out.write_bytes(b"keep me")
-    report = repack.convert(model, out, dry_run=True)
-    assert any("already exists" in w for w in report.warnings)
-    assert not any("--force" in w for w in report.warnings)
+    with pytest.raises(repack.OutputExists) as e:
+        repack.convert(model, out, dry_run=True)
+    assert "already exists" in str(e.value) and "--force" not in str(e.value)
+    report = repack.convert(model, out, dry_run=True, force=True)
+    assert report.dry_run and not report.warnings
     assert out.read_bytes() == b"keep me"
 
 

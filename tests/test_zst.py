@@ -76,9 +76,10 @@ def test_corrupt_stream_is_a_clean_error(gemma_zst, tmp_path):
 # ------------------------------------------------------------------------------------------
 # Bounded decompression (issue 11, item 5): bombs, free space, truncation, many frames
 
-from tests.ggufbuild import valid_small                                   # noqa: E402
+from tests.ggufbuild import RawGGUF, RawTensor, kv_str, kv_u32, valid_small  # noqa: E402
 from tests.rss import run_measured                                        # noqa: E402
 from tests.test_disk_full import assert_one_line_error, leftovers, mount_tmpfs  # noqa: E402,F401
+from tests.synthetic import write_model                                   # noqa: E402
 from tests.zstframes import frame, skippable                              # noqa: E402
 
 BOMB = 100 << 30          # what the issue's 3 MB frame declared
@@ -144,14 +145,123 @@ def test_truncated_stream_is_refused_before_anything_is_written(tmp_path):
     assert_one_line_error(amx_repack_cli("convert", src, tmp_path / "out.gguf"), "zstd")
 
 
-def test_window_beyond_zstds_limit_is_refused(tmp_path):
-    """zstd's default decoder limit (128 MiB window, as the zstd CLI has it) bounds the memory a
-    frame can demand: a frame asking for a 1 GiB window is refused in one line."""
-    src = tmp_path / "wide.gguf.zst"
-    src.write_bytes(frame(valid_small().tobytes(), 1 << 20, None, window_log=30))
-    proc = amx_repack_cli("convert", src, tmp_path / "out.gguf")
-    assert_one_line_error(proc, "zstd")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.gguf.zst"]
+def test_long_window_streams_are_accepted_up_to_the_stated_limit(tmp_path):
+    """`zstd --long=30` streams (a 1 GiB window, beyond zstd's default 128 MiB decoder limit)
+    decompress like any other; a larger window (--long=31) is refused in one line that names the
+    limit, before anything is written."""
+    plain = valid_small().tobytes()
+    plain += bytes((1 << 20) - len(plain))
+    (tmp_path / "plain.gguf").write_bytes(plain)
+    wide = tmp_path / "wide.gguf.zst"
+    wide.write_bytes(frame(plain[:4096], len(plain), None, window_log=30))
+    assert zstandard.get_frame_parameters(wide.read_bytes()[:18]).window_size == 1 << 30
+    assert_converts_like_the_plain_file(wide, tmp_path / "plain.gguf", tmp_path)
+    assert amx_repack_cli("inspect", wide).returncode == 0
+    wider = tmp_path / "wider.gguf.zst"
+    wider.write_bytes(frame(plain[:4096], len(plain), None, window_log=31))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args in (["convert", wider, tmp_path / "out.gguf"], ["inspect", wider],
+                 ["convert", "--dry-run", wider, tmp_path / "out.gguf"], ["verify", wider],
+                 ["unpack", wider, tmp_path / "back.gguf"]):
+        assert_one_line_error(amx_repack_cli(*args), "2,048 MiB window",
+                              "at most 1,024 MiB (window log 30)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_stream_starting_with_a_skippable_frame(tmp_path):
+    """pzstd writes a skippable frame before every frame: such a stream is a .gguf.zst like any
+    other (zstd -t accepts it), for every command."""
+    model = tmp_path / "m.gguf"
+    write_model(model, [("blk.0.ffn_up.weight", "q4_0", (64, 32)),
+                        ("output_norm.weight", "f32", (64,))], seed=5)
+    data = model.read_bytes()
+    cctx = zstandard.ZstdCompressor(level=1, write_content_size=True)
+    src = tmp_path / "pz.gguf.zst"
+    src.write_bytes(skippable(b"\x00" * 4) + cctx.compress(data[:1000])
+                    + skippable(b"pzstd") + cctx.compress(data[1000:]))
+    assert zstandard.ZstdDecompressor().stream_reader(
+        open(src, "rb"), read_across_frames=True).read() == data
+    assert amx_repack_cli("inspect", src).returncode == 0
+    assert_converts_like_the_plain_file(src, model, tmp_path)
+    packed = tmp_path / "from-zst.gguf"
+    assert amx_repack_cli("verify", src, packed).returncode == 0
+    back = tmp_path / "back.gguf"
+    amx_repack_cli("unpack", packed, back, check=True)
+    assert back.read_bytes() == data
+    dry = amx_repack_cli("convert", "--dry-run", src, tmp_path / "dry.gguf")
+    assert dry.returncode == 0, dry.stderr
+
+
+def test_output_named_zst_is_compressed(tmp_path):
+    """An output named .zst is compressed output, with --compress or without it (the plain
+    intermediate and the compressed file never share a temporary name)."""
+    model = tmp_path / "m.gguf"
+    write_model(model, [("blk.0.ffn_up.weight", "q8_0", (64, 32))], seed=6)
+    ref = tmp_path / "ref.gguf"
+    repack.convert(model, ref)
+    for flags, name in ((["--compress"], "a.gguf.zst"), ([], "b.gguf.zst"), ([], "c.zst")):
+        proc = amx_repack_cli("convert", "-q", *flags, model, tmp_path / name)
+        assert proc.returncode == 0, proc.stderr
+        data = (tmp_path / name).read_bytes()
+        assert data[:4] == b"\x28\xb5\x2f\xfd"
+        assert zstandard.ZstdDecompressor().decompress(data) == ref.read_bytes()
+    report = repack.convert(model, tmp_path / "d.gguf.zst")
+    assert report.output.endswith("d.gguf.zst") and (tmp_path / "d.gguf.zst").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.gguf.zst", "b.gguf.zst", "c.zst", "d.gguf.zst", "m.gguf", "ref.gguf"]
+
+
+def test_compressed_split_model_every_command(tmp_path):
+    """convert --compress of a split model writes .gguf.zst shards that verify, unpack, inspect
+    and convert (and its dry run) all take, given the first shard."""
+    shards = _split_model(tmp_path)
+    out = tmp_path / "packed.gguf"
+    proc = amx_repack_cli("convert", "-q", "--compress", shards[0], out)
+    assert proc.returncode == 0, proc.stderr
+    packed = [tmp_path / f"packed-0000{i}-of-00002.gguf.zst" for i in (1, 2)]
+    assert all(p.exists() for p in packed)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    repack.convert(shards[0], plain / "packed.gguf")
+    for p, q in zip(packed, sorted(plain.iterdir())):
+        assert zstandard.ZstdDecompressor().decompress(p.read_bytes()) == q.read_bytes()
+    assert amx_repack_cli("verify", packed[0]).returncode == 0
+    assert amx_repack_cli("verify", shards[0], packed[0]).returncode == 0
+    info = amx_repack_cli("inspect", packed[0])
+    assert info.returncode == 0 and "2 shards" in info.stdout, info.stderr
+    back = tmp_path / "back.gguf"
+    amx_repack_cli("unpack", "-q", packed[0], back, check=True)
+    for i, shard in enumerate(shards, start=1):
+        assert (tmp_path / f"back-0000{i}-of-00002.gguf").read_bytes() == shard.read_bytes()
+    # compressed input shards, converted again (--layout none: the same model, plain)
+    zshards = []
+    for shard in shards:
+        z = tmp_path / "zin" / (shard.name + ".zst")
+        z.parent.mkdir(exist_ok=True)
+        z.write_bytes(zstandard.ZstdCompressor().compress(shard.read_bytes()))
+        zshards.append(z)
+    dry = amx_repack_cli("convert", "--dry-run", zshards[0], tmp_path / "again.gguf")
+    assert dry.returncode == 0 and "again-00002-of-00002.gguf" in dry.stdout, dry.stderr
+    amx_repack_cli("convert", "-q", zshards[0], tmp_path / "again.gguf", check=True)
+    for p, q in zip(sorted(plain.iterdir()), ("again-00001-of-00002.gguf",
+                                             "again-00002-of-00002.gguf")):
+        assert p.read_bytes() == (tmp_path / q).read_bytes()
+    assert not [p for p in tmp_path.rglob("*") if "amx-repack-tmp" in p.name]
+
+
+def _split_model(folder: Path) -> list[Path]:
+    """A two-shard model as gguf-split writes it (split.* keys, the pattern's names)."""
+    q8 = bytes(range(256)) * 2 + bytes(32)
+    paths = []
+    for no in range(2):
+        kvs = ([kv_str("general.architecture", "llama")] if no == 0 else []) + [
+            kv_u32("split.no", no), kv_u32("split.count", 2), kv_u32("split.tensors.count", 2)]
+        g = RawGGUF(kvs=kvs, tensors=[RawTensor(f"blk.{no}.ffn_up.weight", (32, 32), 8, 0)],
+                    data=q8 * 2)
+        p = folder / f"m-0000{no + 1}-of-00002.gguf"
+        p.write_bytes(g.tobytes())
+        paths.append(p)
+    return paths
 
 
 def test_many_frames_and_skippable_frames(gemma_path, tmp_path):

@@ -63,6 +63,11 @@ def zst(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=19).compress(data)
 
 
+def skippable_first() -> bytes:
+    """A valid model as pzstd writes it: a skippable frame before the zstd frame."""
+    return struct.pack("<II", 0x184D2A50, 4) + b"pz\0\0" + zst(valid_small().tobytes())
+
+
 def zst_bomb() -> bytes:
     """A few KB of zstd that claims a 1 GiB string in the header and then streams 1 GiB of zeros:
     inspect must not decompress (and keep) the lot to find the end of the header."""
@@ -263,7 +268,11 @@ CASES: dict[str, tuple[bytes, ...]] = {   # name: (bytes, inspect's piece[, COMM
         with_kvs(kv_raw("split.count", ARR, struct.pack("<IQII", U32, 2, 2, 2))), "split.count"),
     # compressed
     "truncated-stream.gguf.zst": (zst(valid_small().tobytes())[:-9], "error: "),
-    "bomb.gguf.zst": (zst_bomb(), "header"),
+    # issue 20, item 3: one header bound for every command, naming the key, before decompressing
+    "bomb.gguf.zst": (zst_bomb(), "header", "convert-amx=metadata 'name' takes 1,073,741,824",
+                      "verify=metadata 'name'", "unpack=metadata 'name'"),
+    # item 5: pzstd's streams start with a skippable frame
+    "skippable-first.gguf.zst": (skippable_first(), "ok"),
     # issue 11, item 5: a frame that declares 1 PiB; refused before anything is written
     "declares-1pib.gguf.zst": (zst_declaring(valid_small().tobytes(), 1 << 50), "ok",
                                "convert-amx=not enough free space"),
