@@ -21,7 +21,7 @@ from formats.gguf_container import printable
 from formats.layouts import LAYOUTS, SOFT_CODES
 
 from . import __version__, atomic, report_json
-from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller
+from .errors import ForeignPacked, NoRecords, OutputExists, RepackError, TooMuchFiller
 from .runner import install_signal_handlers, output_committed
 from .wording import plural
 
@@ -434,7 +434,7 @@ def demo(keep, threads):
 def _flag_hint(e: RepackError) -> str:
     if isinstance(e, OutputExists):
         return " (use --force to replace it)"
-    if isinstance(e, NoRecords):
+    if isinstance(e, (NoRecords, ForeignPacked)):
         return " (use unpack --foreign)"
     if isinstance(e, TooMuchFiller):
         return " (--layout none copies it as it is)"

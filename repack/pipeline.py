@@ -16,8 +16,8 @@ from formats.layouts import (CODES, LAYOUTS, OVERRIDE_CONSEQUENCES, RUNTIMES, De
 from . import __version__, metadata, original, shards, zst
 from .checksum import XXH64
 from .atomic import AtomicOutputFile, commit_all
-from .errors import InputError, UsageError, VerificationFailed
-from .families import FAMILIES, LAYOUT_VERSION
+from .errors import ForeignPacked, InputError, UsageError, VerificationFailed
+from .families import FAMILIES, LAYOUT_VERSION, family_of_packed
 from .wording import plural
 from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
                      start_phase)
@@ -351,9 +351,17 @@ def write_outputs(input: str, output: str, force: bool, produce, final_name=None
 
 def refuse_repacked_input(src: GGUFFile, path: str) -> None:
     """A file that already carries amx_repack.* records cannot take ours as well (duplicate keys,
-    and its original would be lost): convert its original instead."""
+    and its original would be lost): convert its original instead. One that another tool packed
+    (no records) would only be copied, its packed tensors kept as they are: unpack it first."""
     ours = [k for k in src.kv if k.startswith(metadata.PREFIX)]
     if not ours:
+        packed = [t for t in src.tensors if family_of_packed(t.type_id) is not None]
+        if packed:
+            raise ForeignPacked(
+                f"{path} holds {plural(len(packed), 'tensor')} already in a packed layout "
+                f"(such as '{packed[0].name}', {packed[0].type.name}) and no amx-repack records: "
+                f"another tool repacked it (ik_llama.cpp's llama-quantize --repack, say); turn "
+                f"them back into plain types with a foreign unpack, then convert that")
         return
     if metadata.KEY_LAYOUT in src.kv:
         try:

@@ -74,7 +74,7 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     threads = threads or default_threads()
     reports = write_outputs(input, output, force,
                             lambda src, a, b: _unpack_open(src, a, b, threads, progress, foreign),
-                            progress=progress, phase="unpack",
+                            check=lambda model: _refuse_plain_model(model, input), progress=progress, phase="unpack",
                             work=_unpack_work)
     report = reports[0]
     for r in reports[1:]:
@@ -90,6 +90,16 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     report.inputs = [r.input for r in reports]
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _refuse_plain_model(model, input: str) -> None:
+    """A model with neither our records nor a packed tensor is plain already: neither unpack
+    (byte-identical) nor a foreign unpack (which would only copy it) has anything to do."""
+    if any(metadata.KEY_LAYOUT in f.kv for f in model.files):
+        return
+    if not any(family_of_packed(t.type_id) for f in model.files for t in f.tensors):
+        raise InputError(f"{input} holds no packed tensor and no amx-repack records: it "
+                         f"is a plain model already, with nothing to unpack")
 
 
 def _unpack_work(src) -> int:

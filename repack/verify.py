@@ -245,6 +245,11 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
     with shards.open_model(os.fspath(repacked), progress=progress) as rep:
         with (shards.open_model(os.fspath(original), progress=progress) if original is not None
               else contextlib.nullcontext()) as orig:
+            if orig is not None and _swapped(orig, rep):
+                raise InputError(f"the two files are the other way round: {os.fspath(original)} is "
+                                 f"a file amx-repack repacked and {os.fspath(repacked)} a plain "
+                                 f"model; verify takes the original first: verify "
+                                 f"{os.fspath(repacked)} {os.fspath(original)}")
             if orig is not None and orig.count != rep.count:
                 raise InputError(f"the original has {plural(orig.count, 'file')}, the repacked "
                                  f"model {rep.count}")
@@ -258,6 +263,14 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
         report.metadata_problems += [f"{r.repacked}: {p}" for p in r.metadata_problems]
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _swapped(orig, rep) -> bool:
+    """True when the "original" carries our records and the "repacked" file is plain (no records,
+    no packed tensor): the arguments were given the other way round."""
+    first, second = orig.files[0], rep.files[0]
+    return (metadata.KEY_LAYOUT in first.kv and metadata.KEY_LAYOUT not in second.kv
+            and not any(family_of_packed(t.type_id) for f in rep.files for t in f.tensors))
 
 
 def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -> VerifyReport:
@@ -327,9 +340,12 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
             res.detail = f"recorded original type {type_name(rec_type)}, layout implies {type_name(src_type)}"
             continue
         if o is not None and (o.type_id != src_type or o.shape != t.shape):
-            res.status = "shape"
-            res.detail = (f"original is {o.type.name} {list(o.shape)}, repacked decodes to "
-                          f"{type_name(src_type)} {list(t.shape)}")
+            # a different type is a mismatch of its own (another quantization), not a shape
+            res.status = "mismatch" if o.type_id != src_type else "shape"
+            what = ("type differs" if o.shape == t.shape else "shape differs"
+                    if o.type_id == src_type else "type and shape differ")
+            res.detail = (f"{what}: original is {o.type.name} {list(o.shape)}, repacked "
+                          f"decodes to {type_name(src_type)} {list(t.shape)}")
             continue
         problem = family.shape_problem(src_type, t) if family else None
         if problem:
