@@ -105,10 +105,18 @@ class _Progress:
                 and now - self.last_line < self.LINE_EVERY_SECONDS:
             return
         self.last_line = now
+        # a line at each 10% step, also when one update passed several (a small model, a big
+        # tensor): each step passed says what was done by then, the last one what is done now
+        while self.total and self.next_percent + self.LINE_EVERY_PERCENT <= percent:
+            self._write_line(self.next_percent, self.total * self.next_percent // 100, now)
+            self.next_percent += self.LINE_EVERY_PERCENT
         while self.total and self.next_percent <= percent:
             self.next_percent += self.LINE_EVERY_PERCENT
-        size = (f"{_human(min(self.done, self.total))} of {_human(self.total)}" if self.total
-                else _human(self.done))
+        self._write_line(percent, self.done, now)
+
+    def _write_line(self, percent: int, done: int, now: float) -> None:
+        size = (f"{_human(min(done, self.total))} of {_human(self.total)}" if self.total
+                else _human(done))
         sys.stderr.write(f"{PROG}: {self.name} {f'{percent}%' if self.total else '...'} "
                          f"({size}, {now - self.started:.0f} s)\n")
         sys.stderr.flush()

@@ -19,8 +19,8 @@ from .atomic import AtomicOutputFile, commit_all
 from .errors import ForeignPacked, InputError, UsageError, VerificationFailed
 from .families import FAMILIES, LAYOUT_VERSION, family_of_packed
 from .wording import plural
-from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
-                     start_phase)
+from .runner import (ProgressCallback, advance, interruptible, resolve_threads, run_tasks,
+                     scratch, start_phase)
 
 CHUNK_BYTES = 16 << 20   # work per task: big enough to amortise a call, small enough to balance
 # convert --verify packs and checks a chunk in pieces of about this size: each piece's input, packed
@@ -242,9 +242,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     Raises a :class:`repack.errors.RepackError`.
     """
     input, output = os.fspath(input), os.fspath(output)
-    threads = threads or default_threads()
-    if threads < 1:
-        raise UsageError("threads must be at least 1")
+    threads = resolve_threads(threads)
     selection = Selection.make(layout, include, exclude, overrides, allow_amx_n16)
     if untie_output and layout != "amx":
         raise UsageError("untying the output matrix applies to the amx layout only")
@@ -537,6 +535,7 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, s0
                 else:
                     family.pack(t.type_id, t.ne0, rows, data, packed)
                 out.pwrite(d0 + c, packed)
+            advance(b - a)
         digests[i] = h.hexdigest()
     return run
 

@@ -28,7 +28,7 @@ from .checksum import XXH64
 from .errors import InputError, NoRecords, VerificationFailed
 from .families import family_of_packed
 from .pipeline import write_outputs
-from .runner import ProgressCallback, default_threads, run_tasks, scratch
+from .runner import ProgressCallback, advance, resolve_threads, run_tasks, scratch
 from .wording import plural
 
 CHUNK_BYTES = 16 << 20
@@ -71,7 +71,7 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     report says so (``foreign``, ``notes``)."""
     input, output = os.fspath(input), os.fspath(output)
     started = time.perf_counter()
-    threads = threads or default_threads()
+    threads = resolve_threads(threads)
     reports = write_outputs(input, output, force,
                             lambda src, a, b: _unpack_open(src, a, b, threads, progress, foreign),
                             check=lambda model: _refuse_plain_model(model, input), progress=progress, phase="unpack",
@@ -227,6 +227,7 @@ def _foreign_task(src, input: str, out, t, family, source: int, s0: int, d0: int
                 n = min(CHUNK_BYTES, t.nbytes - a)
                 out.pwrite(d0 + a, original.read_at(src.fileno(), s0 + a, n, scratch("input", n),
                                                     path=input))
+                advance(n)
             return
         for (a, b), (c, d), rows in family.chunks(source, t, CHUNK_BYTES):
             packed = original.read_at(src.fileno(), s0 + c, d - c, scratch("input", d - c),
@@ -242,6 +243,7 @@ def _foreign_task(src, input: str, out, t, family, source: int, s0: int, d0: int
                     f"unpacked and packed again, they differ from the file's bytes (not a valid "
                     f"{t.type.name} layout); nothing was written")
             out.pwrite(d0 + a, rebuilt)
+            advance(d - c)
     return run
 
 
@@ -273,6 +275,7 @@ def _tensor_task(src, input: str, out, t, family, source: int, s0: int, d0: int,
                 piece = original.read_at(src.fileno(), s0 + a, n, scratch("input", n), path=input)
                 h.update(piece)
                 out.pwrite(d0 + a, piece)
+                advance(n)
         else:
             for (a, b), (c, d), rows in family.chunks(source, t, CHUNK_BYTES):
                 packed = original.read_at(src.fileno(), s0 + c, d - c, scratch("input", d - c),
@@ -281,6 +284,7 @@ def _tensor_task(src, input: str, out, t, family, source: int, s0: int, d0: int,
                 family.unpack(source, t.ne0, rows, packed, rebuilt)
                 h.update(rebuilt)
                 out.pwrite(d0 + a, rebuilt)
+                advance(d - c)
         if h.hexdigest() != digest:
             raise VerificationFailed(mismatch_message(
                 input, [f"tensor '{t.name}' does not match the digest convert recorded (run "

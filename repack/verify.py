@@ -40,8 +40,8 @@ from .errors import InputError
 from .block_decoders import first_difference
 from .checksum import XXH64
 from .families import Family, family_of_packed
-from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
-                     start_phase)
+from .runner import (ProgressCallback, advance, interruptible, resolve_threads, run_tasks,
+                     scratch, start_phase)
 from .wording import plural
 
 # Small chunks keep the float32 decodes (7-8x the packed size) in cache between decode and compare.
@@ -151,6 +151,7 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
             return checks, describe_mismatch(mismatch, t_packed, src_type, s0)
         if hasher is not None:
             hasher.update(rebuilt)
+        advance(p1 - p0)
     # every byte of both tensors went through the checks above (whole units, shape_problem)
     if covered != (TYPES[src_type].tensor_bytes(t_packed.shape), t_packed.nbytes):
         return checks, (f"internal: the checks covered {covered[1]} of the tensor's "
@@ -198,6 +199,7 @@ def _check_plain(t: TensorInfo, read_data, read_original, digest: str | None
             if i is not None:
                 return checks, (f"bytes differ at {_byte_location(t, t.type_id, a + i)}: "
                                 f"original 0x{want[i]:02x}, repacked 0x{got[i]:02x}")
+        advance(b - a)
     if hasher is not None and hasher.hexdigest() != digest:
         if read_original is not None:
             return checks, ("bytes equal the original's, but not the digest recorded at "
@@ -241,7 +243,7 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
     that it matches the types and digests it records). Returns a report; raises RepackError for
     unreadable input."""
     started = time.perf_counter()
-    threads = threads or default_threads()
+    threads = resolve_threads(threads)
     with shards.open_model(os.fspath(repacked), progress=progress) as rep:
         with (shards.open_model(os.fspath(original), progress=progress) if original is not None
               else contextlib.nullcontext()) as orig:

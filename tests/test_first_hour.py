@@ -3,6 +3,8 @@ documented exit status, nothing written, and the hint that gets them going."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import amx_repack_cli, stderr_lines
@@ -93,3 +95,83 @@ def test_convert_refuses_a_file_ik_repacked_and_points_to_unpack_foreign(tmp_pat
     amx_repack_cli("convert", "-q", "--layout", "none", ik_file, tmp_path / "copy.gguf",
                    check=True)
     assert fingerprint(tmp_path / "copy.gguf")[0] == before[0]
+
+
+# --- item 8: one rule for threads, one for the code of a packed tensor ---
+
+@pytest.mark.parametrize("threads", [0, -1, "x", 1.5, True])
+def test_threads_is_at_least_1_or_none_in_every_function(tmp_path, plain, repacked, threads):
+    import repack
+    calls = {"convert": lambda: repack.convert(plain, tmp_path / "o.gguf", threads=threads),
+             "verify": lambda: repack.verify(plain, repacked, threads=threads),
+             "unpack": lambda: repack.unpack(repacked, tmp_path / "u.gguf", threads=threads)}
+    for name, call in calls.items():
+        with pytest.raises(repack.UsageError) as e:
+            call()
+        assert str(e.value) == (f"threads must be a whole number of at least 1, or None for "
+                                f"every CPU (got {threads!r})"), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["amx.gguf", "plain.gguf"]
+    # the command line's rule is the same: --threads 0 is refused, exit 2, nothing written
+    proc = amx_repack_cli("convert", "--threads", "0", plain, tmp_path / "o.gguf")
+    assert proc.returncode == 2 and "0 is not in the range x>=1" in proc.stderr
+    assert not (tmp_path / "o.gguf").exists()
+    report = repack.convert(plain, tmp_path / "o.gguf", threads=None)
+    assert report.threads >= 1
+
+
+def test_inspect_and_convert_json_agree_on_codes(tmp_path):
+    import json
+    # one tensor packed by default, one kept (embedding), one kept by its type
+    model = write_model(tmp_path / "m.gguf", [("token_embd.weight", "q8_0", (64, 64)),
+                                              ("blk.0.attn_q.weight", "q4_0", (64, 64)),
+                                              ("blk.0.attn_norm.weight", "f32", (64,))])
+    inspected = json.loads(amx_repack_cli("inspect", "--json", model, check=True).stdout)
+    converted = json.loads(amx_repack_cli("convert", "--json", "--dry-run", model,
+                                          tmp_path / "o.gguf", check=True).stdout)
+    by_inspect = {t["name"]: t["layouts"]["amx"] for t in inspected["tensors"]}
+    by_convert = {t["name"]: t for t in converted["tensors"]}
+    assert by_inspect["blk.0.attn_q.weight"]["packs"]
+    for name, t in by_convert.items():
+        assert by_inspect[name]["code"] == t["code"], name
+        assert by_inspect[name]["reason"] == t["reason"], name
+    assert by_convert["blk.0.attn_q.weight"]["code"] is None
+    assert by_convert["token_embd.weight"]["code"] == "embedding"
+    assert by_convert["blk.0.attn_norm.weight"]["code"] == "type"
+
+
+# --- item 9: a plain progress line at each 10% step ---
+
+PROGRESS = re.compile(r"^amx-repack: (\w+) (\d+)% \(([\d.]+) (\w+) of ([\d.]+) (\w+), \d+ s\)$")
+
+
+def steps_of(stderr: str, phase: str) -> list[int]:
+    percents = [int(m[2]) for m in map(PROGRESS.match, stderr.splitlines()) if m and m[1] == phase]
+    assert percents == sorted(percents) and percents[-1] == 100, percents
+    return percents
+
+
+def assert_every_step(percents: list[int]) -> None:
+    """A line in each 10% band: 10-19, 20-29, ... 90-99, then 100."""
+    assert {p // 10 for p in percents} >= set(range(1, 11)), percents
+
+
+@pytest.mark.parametrize("options", [[], ["--verify"], ["--untie-output"],
+                                     ["--layout", "interleaved"]])
+def test_gemma_progress_has_a_line_at_each_10_percent_step(gemma_path, tmp_path, options):
+    out = tmp_path / "o.gguf"
+    proc = amx_repack_cli("convert", *options, gemma_path, out, check=True)
+    assert_every_step(steps_of(proc.stderr, "convert"))
+    if options == ["--untie-output"]:
+        assert_every_step(steps_of(amx_repack_cli("verify", gemma_path, out, check=True).stderr,
+                                   "verify"))
+        assert_every_step(steps_of(amx_repack_cli("unpack", out, tmp_path / "u.gguf",
+                                                  check=True).stderr, "unpack"))
+
+
+def test_one_tensor_model_still_has_a_line_at_each_step(tmp_path):
+    # one task that ends in one update: the steps it passed are each said, with what was done
+    # by then, and the last line is the real total
+    model = write_model(tmp_path / "one.gguf", [("blk.0.attn_q.weight", "q4_0", (32, 32))])
+    proc = amx_repack_cli("convert", model, tmp_path / "o.gguf", check=True)
+    percents = steps_of(proc.stderr, "convert")
+    assert percents == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
