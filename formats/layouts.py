@@ -51,8 +51,11 @@ LAYOUTS = ("amx", "interleaved", "none")
 
 # The runtime that reads each layout's output (printed by inspect and convert).
 RUNTIMES = {
-    "amx": "llama.cpp built with runtime/llama.cpp (amx-repack's patch)",
-    "interleaved": "ik_llama.cpp",
+    # where to get each: a pip install has neither runtime/ nor ik_llama.cpp's tools
+    "amx": ("llama.cpp with amx-repack's patch, on a CPU with AMX (build it from amx-repack's "
+            "source, repository or sdist: python runtime/llama.cpp/build.py)"),
+    "interleaved": ("ik_llama.cpp (with pip: pip install 'amx-repack[ik]', then "
+                    "python -m repack.ik_generate FILE)"),
     "none": "any GGUF runtime (plain copy)",
 }
 

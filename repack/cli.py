@@ -140,11 +140,9 @@ class _Progress:
 def print_convert_report(r: ConvertReport) -> None:
     """The end-of-run summary: the table on stdout; what runs the output, and notes, on stderr."""
     click.echo(f"{printable(r.input)} -> {printable(r.output)}  (layout {r.layout}, {plural(r.threads, 'thread')})")
-    rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
-    click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
-                      {2, 3, 4}))
-    click.echo(f"repacked {_repacked_count(r)}; {_human(r.bytes_in)} in, "
-               f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
+    click.echo(_by_type_table(r))
+    click.echo(f"repacked {_repacked_count(r)}; files {_human(r.file_size_in)} in, "
+               f"{_human(r.file_size_out)} out; {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
     if r.verified:
         click.echo(f"verified: every repacked chunk unpacks to the input's bytes and decodes to "
                    f"the same float values ({plural(len(r.repacked) + len(r.added), 'tensor')})",
@@ -188,6 +186,15 @@ def _json_out(document: dict) -> None:
     click.echo(json.dumps(document, indent=2))
 
 
+def _by_type_table(r: ConvertReport) -> str:
+    """Tensor bytes per type pair: the input's tensors, then each pair of added tensors on a row
+    of its own (no bytes in: the input has no such tensor)."""
+    rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
+    rows += [[f"{a} (added)", b, n, "-", _human(bo)] for a, b, n, _, bo in r.by_type(added=True)]
+    return _table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
+                  {2, 3, 4})
+
+
 def _repacked_count(r: ConvertReport) -> str:
     """'45 of 236 tensors (and 1 added)': the input's tensors, then those convert adds."""
     added = f" (and {len(r.added)} added)" if r.added else ""
@@ -205,12 +212,10 @@ def print_plan(r: ConvertReport) -> None:
     click.echo(_table(["tensor", "type", "target", "code", "reason", "bytes in", "bytes out"],
                       rows, {5, 6}))
     click.echo("")
-    rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
-    click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
-                      {2, 3, 4}))
+    click.echo(_by_type_table(r))
     click.echo(f"dry run, nothing written: {printable(r.input)} -> "
                f"{', '.join(printable(o) for o in r.outputs)} (layout {r.layout}) would repack "
-               f"{_repacked_count(r)}; {_human(r.bytes_in)} in, "
+               f"{_repacked_count(r)}; tensor data {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out")
     for n in r.notes:
         click.echo(f"note: {printable(n)}", err=True)

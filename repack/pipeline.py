@@ -60,6 +60,8 @@ class ConvertReport:
     inputs: list[str] = field(default_factory=list)    # every file read (shards)
     selection: "Selection | None" = None
     verified: bool = False     # convert --verify proved every repacked chunk
+    file_size_in: int = 0      # the input file(s) on disk, every shard (a .zst input: its size)
+    file_size_out: int | None = None   # the file(s) written (--compress: compressed); dry run: None
 
     def __post_init__(self):
         self.outputs = self.outputs or [self.output]
@@ -104,10 +106,14 @@ class ConvertReport:
         merged.notes = sorted({n for r in reports for n in r.notes})
         return merged
 
-    def by_type(self) -> list[tuple[str, str, int, int, int]]:
-        """(input type, output type, tensor count, bytes in, bytes out), sorted."""
+    def by_type(self, added: bool = False) -> list[tuple[str, str, int, int, int]]:
+        """(input type, output type, tensor count, bytes in, bytes out), sorted, of the input's
+        tensors; with ``added``, of the tensors convert adds (--untie-output: the input type is
+        their source's, and their bytes in 0, as the input has no such tensor)."""
         acc: dict[tuple[str, str], list[int]] = {}
         for t in self.tensors:
+            if bool(t.added_from) != added:
+                continue
             row = acc.setdefault((type_name(t.type_id), type_name(t.out_type_id)), [0, 0, 0])
             row[0] += 1
             row[1] += 0 if t.added_from else t.nbytes
@@ -274,6 +280,8 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
                             finish=compress_all if compress else None)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.verified = verify and layout != "none"
+    report.file_size_in = sum(os.path.getsize(p) for p in report.inputs)
+    report.file_size_out = sum(os.path.getsize(p) for p in report.outputs)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -303,6 +311,7 @@ def _plan_only(input: str, output: str, selection: Selection, threads: int, forc
             reports.append(r)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.dry_run = True
+    report.file_size_in = sum(os.path.getsize(p) for p in report.inputs)
     for p in report.outputs:
         if os.path.lexists(p) and not force:
             report.warnings.append(f"output {p} already exists: the conversion would refuse to "

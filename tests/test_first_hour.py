@@ -175,3 +175,50 @@ def test_one_tensor_model_still_has_a_line_at_each_step(tmp_path):
     proc = amx_repack_cli("convert", model, tmp_path / "o.gguf", check=True)
     percents = steps_of(proc.stderr, "convert")
     assert percents == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+
+
+# --- item 10: the summary says file sizes, added tensors on their own row, where runtimes are ---
+
+def test_summary_gives_file_sizes_and_added_tensors_on_their_own_row(tmp_path):
+    import json
+    import os
+    from repack.cli import _human
+    model = write_model(tmp_path / "m.gguf", [("token_embd.weight", "q8_0", (64, 64)),
+                                              ("blk.0.attn_q.weight", "q8_0", (64, 64))])
+    out = tmp_path / "o.gguf"
+    proc = amx_repack_cli("convert", "--untie-output", model, out, check=True)
+    lines = proc.stdout.splitlines()
+    assert f"files {_human(os.path.getsize(model))} in, {_human(os.path.getsize(out))} out;" \
+        in lines[-1]
+    import repack
+    size_in = {t.name: t.bytes for t in repack.inspect(model).tensors}
+    size_out = {t.name: t.bytes for t in repack.inspect(out).tensors}
+    rows = [line.split() for line in lines if line.startswith("q8_0")]
+    assert rows == [
+        f"q8_0 amx_q8_0 1 {_human(size_in['blk.0.attn_q.weight'])} "
+        f"{_human(size_out['blk.0.attn_q.weight'])}".split(),
+        f"q8_0 q8_0 1 {_human(size_in['token_embd.weight'])} "          # kept for get_rows
+        f"{_human(size_out['token_embd.weight'])}".split(),
+        f"q8_0 (added) amx_q8_0 1 - {_human(size_out['output.weight'])}".split()]
+    doc = json.loads(amx_repack_cli("convert", "--json", "--force", "--untie-output", model, out,
+                                    check=True).stdout)
+    assert doc["file_size_in"] == os.path.getsize(model)
+    assert doc["file_size_out"] == os.path.getsize(out)
+    added = [row for row in doc["by_type"] if row["added"]]
+    assert added == [{"input_type": "q8_0", "output_type": "amx_q8_0", "tensors": 1,
+                      "bytes_in": 0, "bytes_out": doc["tensors"][-1]["bytes_out"], "added": True}]
+    assert sum(row["bytes_out"] for row in doc["by_type"]) == doc["bytes_out"]
+    dry = json.loads(amx_repack_cli("convert", "--json", "--dry-run", model, tmp_path / "d.gguf",
+                                    check=True).stdout)
+    assert dry["file_size_in"] == os.path.getsize(model) and dry["file_size_out"] is None
+
+
+def test_convert_and_inspect_say_where_the_runtimes_come_from(plain, tmp_path):
+    proc = amx_repack_cli("convert", plain, tmp_path / "o.gguf", check=True)
+    assert "python runtime/llama.cpp/build.py" in proc.stderr
+    assert "amx-repack's source, repository or sdist" in proc.stderr
+    proc = amx_repack_cli("convert", "--layout", "interleaved", plain, tmp_path / "r.gguf",
+                          check=True)
+    assert "pip install 'amx-repack[ik]', then python -m repack.ik_generate FILE" in proc.stderr
+    text = amx_repack_cli("inspect", plain, check=True).stdout
+    assert "python runtime/llama.cpp/build.py" in text and "python -m repack.ik_generate" in text
