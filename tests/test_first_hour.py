@@ -222,3 +222,28 @@ def test_convert_and_inspect_say_where_the_runtimes_come_from(plain, tmp_path):
     assert "pip install 'amx-repack[ik]', then python -m repack.ik_generate FILE" in proc.stderr
     text = amx_repack_cli("inspect", plain, check=True).stdout
     assert "python runtime/llama.cpp/build.py" in text and "python -m repack.ik_generate" in text
+
+
+# --- item 2: the runtime build says at once that a CPU without AMX cannot use it ---
+
+def test_runtime_build_on_a_cpu_without_amx_says_so_at_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    from tests.conftest import ROOT
+    cpuinfo = tmp_path / "cpuinfo"     # a CPU like this one: AVX-512 VNNI, no AMX
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n")
+    env = {**os.environ, "AMX_REPACK_CPUINFO": str(cpuinfo),
+           "AMX_REPACK_CACHE": str(tmp_path / "cache")}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(ROOT / "runtime" / "llama.cpp" / "build.py")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert time.monotonic() - started < 30            # not after minutes of building
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and proc.stdout == "", proc
+    assert lines[0].startswith("runtime build: error: this CPU has no AMX (no amx_tile or "
+                               f"amx_int8 flag in {cpuinfo})")
+    assert "--layout interleaved" in lines[0] and "python -m repack.ik_generate" in lines[0]
+    assert "--emulate-amx is a slow build for the tests" in lines[0]
+    assert not (tmp_path / "cache").exists()          # nothing fetched, nothing built
