@@ -367,7 +367,7 @@ def refuse_repacked_input(src: GGUFFile, path: str) -> None:
             raise ForeignPacked(
                 f"{path} holds {plural(len(packed), 'tensor')} already in a packed layout "
                 f"(such as '{packed[0].name}', {packed[0].type.name}) and no amx-repack records: "
-                f"another tool repacked it (ik_llama.cpp's llama-quantize --repack, say); turn "
+                f"another tool repacked it (ik_llama.cpp's llama-quantize, say); turn "
                 f"them back into plain types with a foreign unpack, then convert that")
         return
     if metadata.KEY_LAYOUT in src.kv:
