@@ -247,3 +247,35 @@ def test_runtime_build_on_a_cpu_without_amx_says_so_at_once(tmp_path):
     assert "--layout interleaved" in lines[0] and "python -m repack.ik_generate" in lines[0]
     assert "--emulate-amx is a slow build for the tests" in lines[0]
     assert not (tmp_path / "cache").exists()          # nothing fetched, nothing built
+
+
+def runtime_readme_refusals() -> list[list[str]]:
+    """The fenced blocks of runtime/llama.cpp/README.md's "Without AMX" paragraph: what the
+    runtime prints when it refuses an amx file."""
+    from tests.conftest import ROOT
+    text = (ROOT / "runtime" / "llama.cpp" / "README.md").read_text()
+    section = text.split("**Without AMX**", 1)[1].split("\n### ", 1)[0]
+    return [block.strip("\n").splitlines() for block in re.findall(r"```\n(.*?)```", section, re.S)]
+
+
+def test_runtime_readme_quotes_the_refusal_the_patch_prints():
+    """The quoted lines are the patch's own format string, rendered for the tensor they name, in
+    both of its variants (CPU without AMX; build without AMX support), under the name of the
+    function it is in (ggml prints __func__ first)."""
+    from tests.conftest import ROOT
+    patch = (ROOT / "runtime" / "llama.cpp" / "patches" /
+             "0001-ggml-run-AMX-prepacked-weights-in-place.patch").read_text()
+    hunk = patch[:patch.index("is packed for Intel AMX")]
+    function = re.findall(r"^@@ .* @@ .*?(\w+)\(", hunk, re.M)[-1]
+    call = patch[patch.rindex("GGML_LOG_ERROR(", 0, patch.index("is packed for Intel AMX")):]
+    call = call[:call.index("#endif")]
+    literals = [bytes(s, "ascii").decode("unicode_escape") for s in re.findall(r'"((?:[^"\\]|\\.)*)"', call)]
+    fmt, variants = literals[0] + literals[1], literals[2:]
+    assert len(variants) == 2 and fmt.endswith("\n"), literals
+    quoted = runtime_readme_refusals()
+    first_lines = [block[0] for block in quoted]
+    assert len(first_lines) == 2
+    for line, variant in zip(first_lines, variants):
+        name, type_name = re.search(r"tensor '([^']+)' is packed for Intel AMX \((\w+)\)", line).groups()
+        assert line + "\n" == fmt % (function, name, type_name, variant)
+    assert function == "ggml_backend_cpu_device_supports_op"
