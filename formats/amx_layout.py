@@ -447,7 +447,9 @@ class AmxLayout(LayoutFamily):
     name = "amx"
     title = "AMX"
     summary = "llama.cpp AMX VNNI tiles"
-    runtime = "llama.cpp built with runtime/llama.cpp (amx-repack's patch)"
+    # where to get it: a pip install has no runtime/ folder (the sdist and the repository do)
+    runtime = ("llama.cpp with amx-repack's patch, on a CPU with AMX (build it from amx-repack's "
+               "source, repository or sdist: python runtime/llama.cpp/build.py)")
     unit = "tile"
     kernels = "repack.amx_kernels"
     soft_codes = {

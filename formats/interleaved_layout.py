@@ -318,7 +318,9 @@ class InterleavedLayout(LayoutFamily):
     name = "interleaved"
     title = "interleaved"
     summary = "ik_llama.cpp _R4/_R8 types"
-    runtime = "ik_llama.cpp"
+    # from pip: the ik extra's bindings (ik-llama-cpp-python ships no llama-cli)
+    runtime = ("ik_llama.cpp (with pip: pip install 'amx-repack[ik]', then "
+               "python -m repack.ik_generate FILE)")
     unit = "row group"
     kernels = "repack.interleaved_kernels"
     soft_codes = {

@@ -20,8 +20,8 @@ from formats.gguf_container import printable
 from formats.layouts import DEFAULT_LAYOUT, FAMILY_TABLES, LAYOUTS, SOFT_CODES
 
 from . import __version__, atomic, report_json
-from .errors import (NoRecords, OutOfMemory, OutputExists, RepackError, TooMuchFiller,
-                     VerificationFailed, is_out_of_memory)
+from .errors import (ForeignPacked, NoRecords, OutOfMemory, OutputExists, RepackError,
+                     TooMuchFiller, VerificationFailed, is_out_of_memory)
 from .runner import install_signal_handlers, output_committed
 from .wording import plural
 
@@ -107,10 +107,18 @@ class _Progress:
                 and now - self.last_line < self.LINE_EVERY_SECONDS:
             return
         self.last_line = now
+        # a line at each 10% step, also when one update passed several (a small model, a big
+        # tensor): each step passed says what was done by then, the last one what is done now
+        while self.total and self.next_percent + self.LINE_EVERY_PERCENT <= percent:
+            self._write_line(self.next_percent, self.total * self.next_percent // 100, now)
+            self.next_percent += self.LINE_EVERY_PERCENT
         while self.total and self.next_percent <= percent:
             self.next_percent += self.LINE_EVERY_PERCENT
-        size = (f"{_human(min(self.done, self.total))} of {_human(self.total)}" if self.total
-                else _human(self.done))
+        self._write_line(percent, self.done, now)
+
+    def _write_line(self, percent: int, done: int, now: float) -> None:
+        size = (f"{_human(min(done, self.total))} of {_human(self.total)}" if self.total
+                else _human(done))
         sys.stderr.write(f"{PROG}: {self.name} {f'{percent}%' if self.total else '...'} "
                          f"({size}, {now - self.started:.0f} s)\n")
         sys.stderr.flush()
@@ -136,11 +144,9 @@ def print_convert_report(r: ConvertReport) -> None:
     target = f", target {r.target}" if r.target else ""
     click.echo(f"{printable(r.input)} -> {printable(r.output)}  (layout {r.layout}{target}, "
                f"{plural(r.threads, 'thread')})")
-    rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
-    click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
-                      {2, 3, 4}))
-    click.echo(f"repacked {_repacked_count(r)}; {_human(r.bytes_in)} in, "
-               f"{_human(r.bytes_out)} out, {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
+    click.echo(_by_type_table(r))
+    click.echo(f"repacked {_repacked_count(r)}; files {_human(r.file_size_in)} in, "
+               f"{_human(r.file_size_out)} out; {r.seconds:.2f} s, {r.gb_per_s:.2f} GB/s")
     if r.verified:
         click.echo(f"verified: every repacked chunk unpacks to the input's bytes and decodes to "
                    f"the same float values ({plural(len(r.repacked) + len(r.added), 'tensor')})",
@@ -184,6 +190,15 @@ def _json_out(document: dict) -> None:
     click.echo(report_json.dumps(document))
 
 
+def _by_type_table(r: ConvertReport) -> str:
+    """Tensor bytes per type pair: the input's tensors, then each pair of added tensors on a row
+    of its own (no bytes in: the input has no such tensor)."""
+    rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
+    rows += [[f"{a} (added)", b, n, "-", _human(bo)] for a, b, n, _, bo in r.by_type(added=True)]
+    return _table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
+                  {2, 3, 4})
+
+
 def _repacked_count(r: ConvertReport) -> str:
     """'45 of 236 tensors (and 1 added)': the input's tensors, then those convert adds."""
     added = f" (and {len(r.added)} added)" if r.added else ""
@@ -201,13 +216,11 @@ def print_plan(r: ConvertReport) -> None:
     click.echo(_table(["tensor", "type", "target", "code", "reason", "bytes in", "bytes out"],
                       rows, {5, 6}))
     click.echo("")
-    rows = [[a, b, n, _human(bi), _human(bo)] for a, b, n, bi, bo in r.by_type()]
-    click.echo(_table(["input type", "output type", "tensors", "bytes in", "bytes out"], rows,
-                      {2, 3, 4}))
+    click.echo(_by_type_table(r))
     target = f", target {r.target}" if r.target else ""
     click.echo(f"dry run, nothing written: {printable(r.input)} -> "
                f"{', '.join(printable(o) for o in r.outputs)} (layout {r.layout}{target}) would repack "
-               f"{_repacked_count(r)}; {_human(r.bytes_in)} in, "
+               f"{_repacked_count(r)}; tensor data {_human(r.bytes_in)} in, "
                f"{_human(r.bytes_out)} out")
     for n in r.notes:
         click.echo(f"note: {printable(n)}", err=True)
@@ -577,7 +590,7 @@ def batch(plan, layouts, out_dir, jobs, threads, ray_address, report, as_json, f
 def _flag_hint(e: RepackError) -> str:
     if isinstance(e, OutputExists):
         return " (use --force to replace it)"
-    if isinstance(e, NoRecords):
+    if isinstance(e, (NoRecords, ForeignPacked)):
         return " (use unpack --foreign)"
     if isinstance(e, TooMuchFiller):
         return " (--layout none copies it as it is)"

@@ -21,6 +21,12 @@ class NoRecords(InputError):
     turns its packed tensors back into plain types."""
 
 
+class ForeignPacked(InputError):
+    """The file holds tensors another tool already packed (ik_llama.cpp's ``llama-quantize
+    --repack``: _R4/_R8 types) and none of amx-repack's records: converting it again would only
+    copy them. ``unpack(..., foreign=True)`` turns them back into plain types, which convert takes."""
+
+
 class TooMuchFiller(InputError):
     """More non-zero bytes outside the header and tensor data than the records keep, so unpack
     could not give the file back: refused by the repacking layouts (layout "none" copies it)."""
@@ -74,7 +80,7 @@ class VerificationFailed(RepackError):
     report = None
 
 
-__all__ = ["RepackError", "InputError", "NoRecords", "TooMuchFiller", "OutputError", "OutputExists", "OutOfMemory", "UsageError", "Interrupted",
+__all__ = ["RepackError", "InputError", "NoRecords", "ForeignPacked", "TooMuchFiller", "OutputError", "OutputExists", "OutOfMemory", "UsageError", "Interrupted",
            "VerificationFailed", "GGUFFormatError"]
 
 

@@ -28,8 +28,8 @@ class TensorRow:
     shape: list[int]
     bytes: int
     offset: int
-    layouts: dict[str, dict]      # family -> {"target": str|None, "packs": bool, "reason": str,
-    #                                            "code": str (formats.layouts.CODES)}
+    layouts: dict[str, dict]      # family -> {"target": str|None, "packs": bool, "reason": str|None,
+    #                                            "code": str (formats.layouts.CODES)|None}
     original_type: str | None = None   # for a repacked file: the type before conversion
     shard: int = 0                     # index of the file holding it (split models)
     added_from: str | None = None      # not in the original: convert --untie-output copied it from
@@ -102,7 +102,8 @@ def inspect(path: str | os.PathLike) -> InspectReport:
                 for family, table in FAMILY_TABLES.items():
                     d = decisions[family] = table.decide(t)
                     layouts[family] = {"target": d.target.name if d.target else None,
-                                       "packs": d.packs, "reason": d.reason, "code": d.code}
+                                       "packs": d.packs, "reason": d.reason or None,
+                                       "code": d.code or None}   # null when it packs, as convert's
                 orig = originals.get(t.name)
                 row = TensorRow(t.name, t.type.name, list(t.shape), t.nbytes, t.offset, layouts,
                                 type_name(orig) if orig is not None and orig != t.type_id else None,

@@ -17,11 +17,11 @@ from formats.layouts import (CODES, DEFAULT_LAYOUT, FAMILY_TABLES, LAYOUTS, OVER
 from . import __version__, metadata, original, shards, zst
 from .checksum import digest_of_version, new_digest
 from .atomic import AtomicOutputFile, check_free_space, check_output_folder, commit_all
-from .errors import InputError, UsageError, VerificationFailed
-from .families import FAMILIES, LAYOUT_VERSION
+from .errors import ForeignPacked, InputError, UsageError, VerificationFailed
+from .families import FAMILIES, LAYOUT_VERSION, family_of_packed
 from .wording import plural
-from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
-                     start_phase)
+from .runner import (ProgressCallback, advance, interruptible, resolve_threads, run_tasks,
+                     scratch, start_phase)
 
 CHUNK_BYTES = 16 << 20   # work per task: big enough to amortise a call, small enough to balance
 # convert --verify packs and checks a chunk in pieces of about this size: each piece's input, packed
@@ -62,6 +62,8 @@ class ConvertReport:
     selection: "Selection | None" = None
     verified: bool = False     # convert --verify proved every repacked chunk
     target: str | None = None  # the CPU target of a family that has them (convert --target)
+    file_size_in: int = 0      # the input file(s) on disk, every shard (a .zst input: its size)
+    file_size_out: int | None = None   # the file(s) written (--compress: compressed); dry run: None
 
     def __post_init__(self):
         self.outputs = self.outputs or [self.output]
@@ -107,10 +109,14 @@ class ConvertReport:
         merged.notes = sorted({n for r in reports for n in r.notes})
         return merged
 
-    def by_type(self) -> list[tuple[str, str, int, int, int]]:
-        """(input type, output type, tensor count, bytes in, bytes out), sorted."""
+    def by_type(self, added: bool = False) -> list[tuple[str, str, int, int, int]]:
+        """(input type, output type, tensor count, bytes in, bytes out), sorted, of the input's
+        tensors; with ``added``, of the tensors convert adds (--untie-output: the input type is
+        their source's, and their bytes in 0, as the input has no such tensor)."""
         acc: dict[tuple[str, str], list[int]] = {}
         for t in self.tensors:
+            if bool(t.added_from) != added:
+                continue
             row = acc.setdefault((type_name(t.type_id), type_name(t.out_type_id)), [0, 0, 0])
             row[0] += 1
             row[1] += 0 if t.added_from else t.nbytes
@@ -268,9 +274,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = D
     if output.endswith(zst.SUFFIX):
         # an output named .zst is compressed output, with or without the flag
         compress, output = True, output[:-len(zst.SUFFIX)]
-    threads = threads or default_threads()
-    if threads < 1:
-        raise UsageError("threads must be at least 1")
+    threads = resolve_threads(threads)
     selection = Selection.make(layout, include, exclude, overrides, allow_amx_n16, target)
     if untie_output and not (layout in FAMILY_TABLES and FAMILY_TABLES[layout].unties_output):
         raise UsageError(f"untying the output matrix applies to the "
@@ -304,6 +308,8 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = D
                             finish=compress_all if compress else None)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.verified = verify and layout != "none"
+    report.file_size_in = sum(os.path.getsize(p) for p in report.inputs)
+    report.file_size_out = sum(os.path.getsize(p) for p in report.outputs)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -346,6 +352,7 @@ def _plan_only(input: str, output: str, selection: Selection, threads: int, forc
             reports.append(r)
     report = reports[0] if len(reports) == 1 else ConvertReport.merge(reports, output)
     report.dry_run = True
+    report.file_size_in = sum(os.path.getsize(p) for p in report.inputs)
     return report
 
 
@@ -395,9 +402,17 @@ def write_outputs(input: str, output: str, force: bool, produce, final_name=None
 
 def refuse_repacked_input(src: GGUFFile, path: str) -> None:
     """A file that already carries amx_repack.* records cannot take ours as well (duplicate keys,
-    and its original would be lost): convert its original instead."""
+    and its original would be lost): convert its original instead. One that another tool packed
+    (no records) would only be copied, its packed tensors kept as they are: unpack it first."""
     ours = [k for k in src.kv if k.startswith(metadata.PREFIX)]
     if not ours:
+        packed = [t for t in src.tensors if family_of_packed(t.type_id) is not None]
+        if packed:
+            raise ForeignPacked(
+                f"{path} holds {plural(len(packed), 'tensor')} already in a packed layout "
+                f"(such as '{packed[0].name}', {packed[0].type.name}) and no amx-repack records: "
+                f"another tool repacked it (ik_llama.cpp's llama-quantize, say); turn "
+                f"them back into plain types with a foreign unpack, then convert that")
         return
     if metadata.KEY_LAYOUT in src.kv:
         try:
@@ -592,6 +607,7 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, pa
                 else:
                     family.pack(packed_type, t.ne0, rows, data, packed)
                 out.pwrite(d0 + c, packed)
+            advance(b - a)
         digests[i] = h.hexdigest()
     return run
 

@@ -25,10 +25,11 @@ PATH_KEYS = ("inputs", "outputs", "original", "repacked", "path", "shards", "fil
 KEYS = {
     "convert": {
         "top": ENVELOPE_KEYS + ("layout", "target", "runtime", "dry_run", "verified", "threads",
-                                "selection", "bytes_in", "bytes_out", "repacked", "error"),
+                                "selection", "bytes_in", "bytes_out", "repacked", "file_size_in",
+                                "file_size_out", "error"),
         "tensors": ("name", "shape", "type", "output_type", "bytes_in", "bytes_out", "repacked",
                     "code", "reason", "overridden", "added_from"),
-        "by_type": ("input_type", "output_type", "tensors", "bytes_in", "bytes_out"),
+        "by_type": ("input_type", "output_type", "tensors", "bytes_in", "bytes_out", "added"),
     },
     "unpack": {
         "top": ENVELOPE_KEYS + ("foreign", "byte_identical", "changed_keys", "bytes_in",
@@ -118,8 +119,9 @@ def convert_document(r) -> dict:
                 "code": p.decision.code or None, "reason": p.decision.reason or None,
                 "overridden": list(p.decision.overridden), "added_from": p.added_from}
                for p in r.tensors]
+    by_type = [(*row, added) for added in (False, True) for row in r.by_type(added)]
     d = _envelope("convert", r.inputs, r.outputs, r.seconds, r.warnings,
-                  r.notes, _by_type(r.by_type(), KEYS["convert"]["by_type"]), tensors)
+                  r.notes, _by_type(by_type, KEYS["convert"]["by_type"]), tensors)
     s = r.selection
     d.update({"layout": r.layout, "target": r.target, "runtime": r.runtime, "dry_run": r.dry_run,
               "verified": r.verified, "threads": r.threads,
@@ -127,6 +129,7 @@ def convert_document(r) -> dict:
                             "exclude": list(s.exclude) if s else [],
                             "overrides": sorted(s.overrides) if s else []},
               "bytes_in": r.bytes_in, "bytes_out": r.bytes_out, "repacked": len(r.repacked),
+              "file_size_in": r.file_size_in, "file_size_out": r.file_size_out,
               "error": None})
     return d
 

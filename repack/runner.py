@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Callable, Iterable
 
-from .errors import Interrupted
+from .errors import Interrupted, UsageError
 
 # No numpy (nor anything heavy) at import time: the command line imports this module first, to
 # install its SIGINT/SIGTERM handlers before the rest of the program is loaded (__main__.py).
@@ -34,6 +34,17 @@ def start_phase(progress: ProgressCallback | None, name: str, total: int) -> Non
     phase = getattr(progress, "phase", None)
     if phase is not None:
         phase(name, total)
+
+
+def resolve_threads(threads) -> int:
+    """The API's one rule for ``threads`` (the CLI's ``--threads N`` is the same, N >= 1): None
+    for every CPU this process may run on, else a whole number of at least 1."""
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UsageError(f"threads must be a whole number of at least 1, or None for every CPU "
+                         f"(got {threads!r})")
+    return threads
 
 
 def default_threads() -> int:
@@ -160,16 +171,54 @@ def stop_signals_held():
             _raise_deferred()
 
 
+# The task a worker thread runs now: where advance() counts its progress.
+_running = threading.local()
+
+# How often the main thread passes on the progress of the tasks still running: often enough that
+# a plain progress line is printed at each 10% step of a model of a few big tensors (one task each).
+PROGRESS_POLL_SECONDS = 0.05
+
+
+def advance(nbytes: int) -> None:
+    """Called by a task of run_tasks as it completes part of its work (a chunk of ``nbytes`` of
+    its weight): the progress callback hears of it while the task runs, not only when it ends."""
+    report = getattr(_running, "report", None)
+    if report is not None:
+        report(nbytes)
+
+
 def run_tasks(tasks: Iterable[tuple[Callable[[], object], int]], threads: int,
               progress: ProgressCallback | None = None) -> list:
-    """Run ``(function, weight_in_bytes)`` tasks; returns results in submission order."""
+    """Run ``(function, weight_in_bytes)`` tasks; returns results in submission order. The
+    progress callback is called in this (the main) thread only, with byte counts that add up to
+    the weights: the parts a task reports with advance() as it goes, the rest when it ends."""
     tasks = list(tasks)
     results: list = [None] * len(tasks)
+    partial = [0] * len(tasks)       # bytes each task has reported with advance() so far
+    reported = [0] * len(tasks)      # of which passed on to the progress callback
+
+    def pass_on(i: int, upto: int) -> None:
+        n = min(upto, tasks[i][1]) - reported[i]
+        if n > 0 and progress:
+            progress(n)
+            reported[i] += n
+
+    def bound(i: int, fn, report):
+        def run():
+            _running.report = report
+            try:
+                return fn()
+            finally:
+                _running.report = None
+        return run
+
     if threads <= 1:
         for i, (fn, weight) in enumerate(tasks):
-            results[i] = fn()
-            if progress:
-                progress(weight)
+            def report(n, i=i):
+                partial[i] += n
+                pass_on(i, partial[i])
+            results[i] = bound(i, fn, report)()
+            pass_on(i, weight)
         return results
     # SIGINT/SIGTERM are held back while the pool is used and let through only at one safe point
     # of the loop below: a KeyboardInterrupt raised inside ThreadPoolExecutor.submit (which holds
@@ -178,18 +227,25 @@ def run_tasks(tasks: Iterable[tuple[Callable[[], object], int]], threads: int,
     with stop_signals_held() as previous:
         pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="amx-repack")
         futures: dict[Future, int] = {}
+        active: set[int] = set()     # tasks that have reported some progress and not ended
         try:
             for i, (fn, _) in enumerate(tasks):
-                futures[pool.submit(fn)] = i
+                def report(n, i=i):
+                    partial[i] += n      # only this task's thread writes it; read below
+                    active.add(i)
+                futures[pool.submit(bound(i, fn, report))] = i
             pending = set(futures)
             while pending:
                 _let_stop_signals_through(previous)
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                done, pending = wait(pending, timeout=PROGRESS_POLL_SECONDS,
+                                     return_when=FIRST_COMPLETED)
                 for f in done:
                     i = futures[f]
                     results[i] = f.result()
-                    if progress:
-                        progress(tasks[i][1])
+                    active.discard(i)
+                    pass_on(i, tasks[i][1])
+                for i in list(active):
+                    pass_on(i, partial[i])
         finally:
             _hold_stop_signals()
             pool.shutdown(wait=True, cancel_futures=True)

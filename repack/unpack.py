@@ -29,7 +29,7 @@ from .errors import InputError, NoRecords, UsageError, VerificationFailed
 from .families import family_of_packed
 from .layout_agreement import check_declared_layout
 from .pipeline import write_outputs
-from .runner import ProgressCallback, default_threads, run_tasks, scratch
+from .runner import ProgressCallback, advance, resolve_threads, run_tasks, scratch
 from .wording import plural
 
 CHUNK_BYTES = 16 << 20
@@ -79,13 +79,14 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     written. This holds against a forger who rewrote the records too (repack/anchor.py)."""
     input, output = os.fspath(input), os.fspath(output)
     started = time.perf_counter()
-    threads = threads or default_threads()
+    threads = resolve_threads(threads)
     if expect_sha256 is not None and foreign:
         raise UsageError("an expected sha256 applies to an original rebuilt from amx-repack's "
                          "records; a foreign unpack does not rebuild one")
     expected: list[str] = []
 
     def check(model):
+        _refuse_plain_model(model, input)
         check_declared_layout(model.files)
         if expect_sha256 is not None:
             expected.extend(anchor.expected_digests(expect_sha256, model.count))
@@ -112,6 +113,16 @@ def unpack(input: str | os.PathLike, output: str | os.PathLike, threads: int | N
     report.seconds = time.perf_counter() - started
     report.sha256_checked = expect_sha256 is not None
     return report
+
+
+def _refuse_plain_model(model, input: str) -> None:
+    """A model with neither our records nor a packed tensor is plain already: neither unpack
+    (byte-identical) nor a foreign unpack (which would only copy it) has anything to do."""
+    if any(metadata.KEY_LAYOUT in f.kv for f in model.files):
+        return
+    if not any(family_of_packed(t.type_id) for f in model.files for t in f.tensors):
+        raise InputError(f"{input} holds no packed tensor and no amx-repack records: it "
+                         f"is a plain model already, with nothing to unpack")
 
 
 def _unpack_work(src) -> int:
@@ -251,6 +262,7 @@ def _foreign_task(src, input: str, out, t, family, source: int, s0: int, d0: int
                 n = min(CHUNK_BYTES, t.nbytes - a)
                 out.pwrite(d0 + a, original.read_at(src.fileno(), s0 + a, n, scratch("input", n),
                                                     path=input))
+                advance(n)
             return
         for (a, b), (c, d), rows in family.chunks(t.type_id, t, CHUNK_BYTES):
             packed = original.read_at(src.fileno(), s0 + c, d - c, scratch("input", d - c),
@@ -266,6 +278,7 @@ def _foreign_task(src, input: str, out, t, family, source: int, s0: int, d0: int
                     f"unpacked and packed again, they differ from the file's bytes (not a valid "
                     f"{t.type.name} layout); nothing was written")
             out.pwrite(d0 + a, rebuilt)
+            advance(d - c)
     return run
 
 
@@ -298,6 +311,7 @@ def _tensor_task(src, input: str, out, t, family, source: int, s0: int, d0: int,
                 piece = original.read_at(src.fileno(), s0 + a, n, scratch("input", n), path=input)
                 h.update(piece)
                 out.pwrite(d0 + a, piece)
+                advance(n)
         else:
             for (a, b), (c, d), rows in family.chunks(t.type_id, t, CHUNK_BYTES):
                 packed = original.read_at(src.fileno(), s0 + c, d - c, scratch("input", d - c),
@@ -306,6 +320,7 @@ def _tensor_task(src, input: str, out, t, family, source: int, s0: int, d0: int,
                 family.unpack(t.type_id, t.ne0, rows, packed, rebuilt)
                 h.update(rebuilt)
                 out.pwrite(d0 + a, rebuilt)
+                advance(d - c)
         if h.hexdigest() != digest:
             raise VerificationFailed(mismatch_message(
                 input, [f"tensor '{t.name}' does not match the digest convert recorded (run "

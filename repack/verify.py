@@ -42,8 +42,8 @@ from . import anchor
 from .checksum import forgery_resistant, new_digest
 from .families import Family, family_of_packed
 from .layout_agreement import check_declared_layout
-from .runner import (ProgressCallback, default_threads, interruptible, run_tasks, scratch,
-                     start_phase)
+from .runner import (ProgressCallback, advance, interruptible, resolve_threads, run_tasks,
+                     scratch, start_phase)
 from .wording import plural
 
 # Small chunks keep the float32 decodes (7-8x the packed size) in cache between decode and compare.
@@ -175,6 +175,7 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
             return checks, describe_mismatch(mismatch, t_packed, src_type, s0)
         if hasher is not None:
             hasher.update(rebuilt)
+        advance(p1 - p0)
     # every byte of both tensors went through the checks above (whole units, shape_problem)
     if covered != (TYPES[src_type].tensor_bytes(t_packed.shape), t_packed.nbytes):
         return checks, (f"internal: the checks covered {covered[1]} of the tensor's "
@@ -222,6 +223,7 @@ def _check_plain(t: TensorInfo, read_data, read_original, digest: str | None, di
             if i is not None:
                 return checks, (f"bytes differ at {_byte_location(t, t.type_id, a + i)}: "
                                 f"original 0x{want[i]:02x}, repacked 0x{got[i]:02x}")
+        advance(b - a)
     if hasher is not None and hasher.hexdigest() != digest:
         if read_original is not None:
             return checks, ("bytes equal the original's, but not the digest recorded at "
@@ -271,10 +273,15 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
     hashes to it (rebuilt and hashed in file order, nothing written; repack/anchor.py). This
     holds against a forger who rewrote the records together with the data."""
     started = time.perf_counter()
-    threads = threads or default_threads()
+    threads = resolve_threads(threads)
     with shards.open_model(os.fspath(repacked), progress=progress) as rep:
         with (shards.open_model(os.fspath(original), progress=progress) if original is not None
               else contextlib.nullcontext()) as orig:
+            if orig is not None and _swapped(orig, rep):
+                raise InputError(f"the two files are the other way round: {os.fspath(original)} is "
+                                 f"a file amx-repack repacked and {os.fspath(repacked)} a plain "
+                                 f"model; verify takes the original first: verify "
+                                 f"{os.fspath(repacked)} {os.fspath(original)}")
             if orig is not None and orig.count != rep.count:
                 raise InputError(f"the original has {plural(orig.count, 'file')}, the repacked "
                                  f"model {rep.count}")
@@ -294,6 +301,14 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
         report.notes += r.notes
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _swapped(orig, rep) -> bool:
+    """True when the "original" carries our records and the "repacked" file is plain (no records,
+    no packed tensor): the arguments were given the other way round."""
+    first, second = orig.files[0], rep.files[0]
+    return (metadata.KEY_LAYOUT in first.kv and metadata.KEY_LAYOUT not in second.kv
+            and not any(family_of_packed(t.type_id) for f in rep.files for t in f.tensors))
 
 
 def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress,
@@ -373,9 +388,12 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress,
             res.detail = f"recorded original type {type_name(rec_type)}, layout implies {type_name(src_type)}"
             continue
         if o is not None and (o.type_id != src_type or o.shape != t.shape):
-            res.status = "shape"
-            res.detail = (f"original is {o.type.name} {list(o.shape)}, repacked decodes to "
-                          f"{type_name(src_type)} {list(t.shape)}")
+            # a different type is a mismatch of its own (another quantization), not a shape
+            res.status = "mismatch" if o.type_id != src_type else "shape"
+            what = ("type differs" if o.shape == t.shape else "shape differs"
+                    if o.type_id == src_type else "type and shape differ")
+            res.detail = (f"{what}: original is {o.type.name} {list(o.shape)}, repacked "
+                          f"decodes to {type_name(src_type)} {list(t.shape)}")
             continue
         problem = family.shape_problem(t) if family else None
         if problem:

@@ -17,7 +17,10 @@ from formats.layouts import CODES, FAMILY_TABLES, RUNTIMES, decide
 from tests.conftest import amx_repack_cli
 from tests.synthetic import sha256, write_model
 
-AMX_RUNTIME = "llama.cpp built with runtime/llama.cpp (amx-repack's patch)"
+AMX_RUNTIME = ("llama.cpp with amx-repack's patch, on a CPU with AMX (build it from amx-repack's "
+               "source, repository or sdist: python runtime/llama.cpp/build.py)")
+IK_RUNTIME = ("ik_llama.cpp (with pip: pip install 'amx-repack[ik]', then "
+              "python -m repack.ik_generate FILE)")
 
 TENSORS = [
     ("token_embd.weight", "q8_0", (64, 48)),            # embedding and ne1 % 32 != 0
@@ -204,8 +207,8 @@ def test_k_rule():
 
 def test_inspect_names_the_runtime_and_the_reason(model, tmp_path):
     report = json.loads(amx_repack_cli("inspect", "--json", model, check=True).stdout)
-    assert report["runtimes"] == {"amx": AMX_RUNTIME, "cpu-repack": RUNTIMES["cpu-repack"],
-                                  "interleaved": "ik_llama.cpp"}
+    assert report["runtimes"] == {k: RUNTIMES[k] for k in ("amx", "cpu-repack", "interleaved")}
+    assert report["runtimes"]["amx"] == AMX_RUNTIME and report["runtimes"]["interleaved"] == IK_RUNTIME
     rows = {t["name"]: t["layouts"]["amx"] for t in report["tensors"]}
     assert all(d["code"] in CODES for t in report["tensors"] for d in t["layouts"].values()
                if not d["packs"])
@@ -229,7 +232,7 @@ def test_inspect_names_the_runtime_and_the_reason(model, tmp_path):
     text = amx_repack_cli("inspect", model, check=True).stdout
     assert f"amx layout runs in: {AMX_RUNTIME}" in text
     assert "interleaved layout runs in: ik_llama.cpp" in text
-    for layout, runtime in (("amx", AMX_RUNTIME), ("interleaved", "ik_llama.cpp")):
+    for layout, runtime in (("amx", AMX_RUNTIME), ("interleaved", IK_RUNTIME)):
         out = tmp_path / f"{layout}.gguf"
         repack.convert(model, out, layout=layout, force=True)
         report = json.loads(amx_repack_cli("inspect", "--json", out, check=True).stdout)

@@ -296,3 +296,16 @@ def test_patched_runtime_refuses_a_packed_norm_at_load(runtime, gemma_path, tmp_
             in result["stderr"]), result["stderr"][-2000:]
     assert "failed to find a compatible buffer type for tensor output_norm.weight" in result["stderr"]
     assert "unsupported types" not in result["stderr"] and result["tokens"] is None
+
+
+def test_refusal_is_what_the_runtime_readme_quotes(runtime, amx_converted):
+    """runtime/llama.cpp/README.md quotes the lines the patched runtime prints when it refuses an
+    amx file on a CPU without AMX (Gemma-3-270M Q4_K_M); they are lines of its log, verbatim."""
+    from tests.test_first_hour import runtime_readme_refusals
+    _, ours = amx_converted("Q4_K_M")
+    result = generate(runtime["patched"], ours, env={"AMX_TILE_EMULATION_DENY": "1"})
+    assert result["returncode"] == 1
+    quoted = runtime_readme_refusals()[0]
+    assert len(quoted) == 2
+    for line in quoted:
+        assert line in result["stderr"].splitlines(), (line, result["stderr"][-3000:])

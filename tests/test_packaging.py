@@ -64,6 +64,9 @@ def test_sdist_holds_what_a_build_needs(sdist):
     needed |= {f"{pkg}/{p.name}" for pkg in ("repack", "formats")
                for p in (ROOT / pkg).glob("*.py")}
     needed |= {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}   # the README links them
+    # the llama.cpp patch and its build, which inspect and convert name for the amx layout
+    needed |= {str(p.relative_to(ROOT)) for p in (ROOT / "runtime" / "llama.cpp").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
     assert needed <= members, sorted(needed - members)
     built = [m for m in members if m.endswith((".o", ".so")) or m.startswith("repack/_")
              and not m.endswith(".py")]

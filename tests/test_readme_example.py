@@ -2,7 +2,6 @@
 interleaved layout, generated from with ik_llama.cpp's bindings (`python -m repack.ik_generate`),
 verified and unpacked. And that runner's refusals: one line, exit 2."""
 
-import hashlib
 import os
 import re
 import subprocess
@@ -10,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.synthetic import sha256, write_model
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The capital of France is"
@@ -32,14 +33,6 @@ def user_env() -> dict:
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def test_install_line_names_the_extra_pyproject_defines():
@@ -88,7 +81,6 @@ def one_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_ik_generate_refuses_an_amx_file(tmp_path):
-    from tests.synthetic import write_model
     model = write_model(tmp_path / "m.gguf", [("blk.0.attn_q.weight", "q4_0", (64, 64))])
     out = tmp_path / "m-amx.gguf"
     subprocess.run([sys.executable, "-m", "repack", "convert", "-q", model, out], check=True,
@@ -102,7 +94,6 @@ def test_ik_generate_without_the_bindings_says_what_to_install(tmp_path):
     fake = tmp_path / "site" / "ik_llama_cpp"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('not installed (simulated)')\n")
-    from tests.synthetic import write_model
     model = write_model(tmp_path / "m.gguf", [("blk.0.attn_q.weight", "q4_0", (64, 64))])
     env = user_env()
     env["PYTHONPATH"] = str(fake.parent) + os.pathsep + env["PYTHONPATH"]

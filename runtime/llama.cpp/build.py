@@ -78,6 +78,29 @@ FLAVOURS = {**{name: {**spec, "patched": True} for name, spec in HARDWARE.items(
             **{name + "-stock": {**spec, "patched": False} for name, spec in HARDWARE.items()}}
 
 
+def cpu_lacks_amx() -> str | None:
+    """Why this CPU cannot run the real AMX build, or None (it has AMX, or we cannot tell: not
+    Linux). Read from /proc/cpuinfo's flags; AMX_REPACK_CPUINFO names another file to read (the
+    tests use it to present a CPU with or without AMX)."""
+    path = os.environ.get("AMX_REPACK_CPUINFO", "/proc/cpuinfo")
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return None
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    missing = [f for f in ("amx_tile", "amx_int8") if f not in flags]
+    return f"no {' or '.join(missing)} flag in {path}" if missing else None
+
+
+NO_AMX_ADVICE = ("llama.cpp built for it cannot run amx files: convert with --layout interleaved "
+                 "and run that with ik_llama.cpp (python -m repack.ik_generate, see "
+                 "docs/runtimes.md), or run the original model with any llama.cpp; "
+                 "--emulate-amx is a slow build for the tests, --any-cpu builds this one anyway")
+
+
 class BuildError(RuntimeError):
     """A step of the build failed; the message says which and why."""
 
@@ -221,8 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stock", action="store_true", help="unpatched upstream, same flags (baseline)")
     parser.add_argument("--source", type=Path, help="a llama.cpp source tree to patch instead of the pinned one")
     parser.add_argument("-j", "--jobs", type=int, help="parallel compile jobs (default: all cores)")
+    parser.add_argument("--any-cpu", action="store_true",
+                        help="build for real AMX even where this CPU has none (it then refuses "
+                             "amx files here)")
     args = parser.parse_args(argv)
     flavour = ("emulate-amx" if args.emulate_amx else "avx2" if args.avx2 else "amx") + ("-stock" if args.stock else "")
+    # said before minutes of building: a real AMX build is of no use on a CPU without AMX
+    # (only the real AMX flavour: the emulated and AVX2 builds are for CPUs without it)
+    lacking = None if not flavour.startswith("amx") or args.any_cpu else cpu_lacks_amx()
+    if lacking:
+        print(f"runtime build: error: this CPU has no AMX ({lacking}), so {NO_AMX_ADVICE}",
+              file=sys.stderr)
+        return 2
     try:
         bin_dir = build(flavour, args.source, args.jobs)
     except (BuildError, OSError) as e:
