@@ -265,17 +265,23 @@ def test_runtime_readme_quotes_the_refusal_the_patch_prints():
     from tests.conftest import ROOT
     patch = (ROOT / "runtime" / "llama.cpp" / "patches" /
              "0001-ggml-run-AMX-prepacked-weights-in-place.patch").read_text()
-    hunk = patch[:patch.index("is packed for Intel AMX")]
-    function = re.findall(r"^@@ .* @@ .*?(\w+)\(", hunk, re.M)[-1]
-    call = patch[patch.rindex("GGML_LOG_ERROR(", 0, patch.index("is packed for Intel AMX")):]
-    call = call[:call.index("#endif")]
+    at = patch.index("is packed for Intel AMX")
+    function = re.findall(r"^@@ .* @@ .*?(\w+)\(", patch[:at], re.M)[-1]
+    # the refusal: one GGML_LOG_ERROR whose format string takes the reason (`why`) and the operand
+    call = patch[patch.rindex("GGML_LOG_ERROR(", 0, at):]
+    call = call[:call.index(");")]
     literals = [bytes(s, "ascii").decode("unicode_escape") for s in re.findall(r'"((?:[^"\\]|\\.)*)"', call)]
-    fmt, variants = literals[0] + literals[1], literals[2:]
-    assert len(variants) == 2 and fmt.endswith("\n"), literals
+    fmt = "".join(literals)
+    assert fmt.endswith("\n"), literals
+    # the two reasons a matrix multiplication's packed weight is refused: no AMX on this CPU, no
+    # AMX in this build
+    block = patch[patch.rindex("#if defined(__AMX_INT8__)", 0, at):at]
+    variants = [v for v in re.findall(r'why = "([^"]*)"', block)]
+    assert len(variants) == 2, block
     quoted = runtime_readme_refusals()
     first_lines = [block[0] for block in quoted]
     assert len(first_lines) == 2
     for line, variant in zip(first_lines, variants):
         name, type_name = re.search(r"tensor '([^']+)' is packed for Intel AMX \((\w+)\)", line).groups()
-        assert line + "\n" == fmt % (function, name, type_name, variant)
+        assert line + "\n" == fmt % (function, name, type_name, variant, 0, "MUL_MAT")
     assert function == "ggml_backend_cpu_device_supports_op"
