@@ -14,6 +14,7 @@ from formats import amx_layout
 from formats.ggml_types import TYPES, type_by_name
 from formats.gguf_container import TensorInfo, read_gguf
 from formats.layouts import CODES, FAMILY_TABLES, RUNTIMES, decide
+from repack.families import LAYOUT_VERSION
 from tests.conftest import amx_repack_cli
 from tests.synthetic import sha256, write_model
 
@@ -231,11 +232,11 @@ def test_inspect_names_the_runtime_and_the_reason(model, tmp_path):
 
     text = amx_repack_cli("inspect", model, check=True).stdout
     assert f"amx layout runs in: {AMX_RUNTIME}" in text
-    assert "interleaved layout runs in: ik_llama.cpp" in text
+    assert f"interleaved layout runs in: {IK_RUNTIME}" in text
     for layout, runtime in (("amx", AMX_RUNTIME), ("interleaved", IK_RUNTIME)):
         out = tmp_path / f"{layout}.gguf"
         repack.convert(model, out, layout=layout, force=True)
         report = json.loads(amx_repack_cli("inspect", "--json", out, check=True).stdout)
         assert report["repacked_by"]["layout"] == layout
         assert report["repacked_by"]["runtime"] == runtime
-        assert f"layout {layout} v2, read by {runtime}" in amx_repack_cli("inspect", out).stdout
+        assert f"layout {layout} v{LAYOUT_VERSION}, read by {runtime}" in amx_repack_cli("inspect", out).stdout
