@@ -199,11 +199,17 @@ class CpuRepackLayout(LayoutFamily):
     }
     targets = (*TARGET_FEATURES, AUTO)
 
+    def machine_target(self) -> str | None:
+        return machine_target()
+
+    def variant_name(self, packed_type_id: int) -> str:
+        return VARIANTS[packed_type_id].name
+
     def resolve_target(self, target: str | None) -> str | None:
         if target is None or target == AUTO:
             found = machine_target()
             if found is None:
-                raise ValueError(f"--target auto: this machine ({platform.machine()}) has none of "
+                raise ValueError(f"target auto: this machine ({platform.machine()}) has none of "
                                  f"the CPU features upstream's CPU_REPACK layouts need; name a "
                                  f"target ({', '.join(TARGET_FEATURES)})")
             return found

@@ -81,6 +81,15 @@ class LayoutFamily:
         a name of ``targets``; None: this machine's)."""
         raise NotImplementedError
 
+    def machine_target(self) -> str | None:
+        """For a family with targets, which the stock runtime picks itself at load (upstream's
+        CPU_REPACK): the target this machine is (what ``auto`` means here; None: none fits)."""
+        return None
+
+    def variant_name(self, packed_type_id: int) -> str:
+        """A packed type as its runtime names it (upstream: q4_0_8x8)."""
+        return TYPES[packed_type_id].name
+
     def resolve_target(self, target: str | None) -> str | None:
         """The target a conversion packs for, given what the caller asked (None: the default);
         ValueError for a name the family does not know. None for a family without targets."""

@@ -179,21 +179,29 @@ static void unpack_segment(const struct segment *s, int n, const uint8_t *p, uin
 /* ---------------------------------------------------------------------------------------------- */
 /* Float decoders: row r (of n) of one packed block group -> y[0 .. blck-1]                        */
 
-/* Byte k of row r's quant array, interleaved over n rows in runs of `run` bytes. */
-static inline size_t il_at(int n, int run, int r, int k)
+/* The `len` bytes of row r's array, interleaved over n rows in runs of `run` bytes (run i holds
+   bytes (i / n) * run .. of row i % n), gathered into out in row order. */
+#define GATHER_RUNS(RUN)                                                                        \
+    for (int k = 0, i = r; k < len; k += RUN, i += n) memcpy(out + k, a + (size_t)i * RUN, RUN)
+static inline void gather(const uint8_t *a, int n, int run, int r, int len, uint8_t *out)
 {
-    return ((size_t)(k / run) * (size_t)n + (size_t)r) * (size_t)run + (size_t)(k % run);
+    /* constant run lengths, so that each memcpy is a plain load and store */
+    switch (run) {
+    case 1: GATHER_RUNS(1); break;
+    case 2: GATHER_RUNS(2); break;
+    case 4: GATHER_RUNS(4); break;
+    default: GATHER_RUNS(8); break;
+    }
 }
 
 /* Q4_0: d[n] @0, qs @2n holding code ^ 8 (the signed nibble) in the legacy nibble order. */
 static void dq_q4_0(const uint8_t *g, int n, int run, int r, float *y)
 {
-    const uint8_t *q = g + 2 * n;
-    uint8_t v[32];
+    uint8_t q[16], v[32];
+    gather(g + 2 * n, n, run, r, 16, q);
     for (int k = 0; k < 16; k++) {
-        const uint8_t b = q[il_at(n, run, r, k)];
-        v[k] = (b & 15) ^ 8;
-        v[k + 16] = (b >> 4) ^ 8;
+        v[k] = (q[k] & 15) ^ 8;
+        v[k + 16] = (q[k] >> 4) ^ 8;
     }
     emit_offset(y, v, 32, ldh(g + 2 * r), 8);
 }
@@ -201,31 +209,24 @@ static void dq_q4_0(const uint8_t *g, int n, int run, int r, float *y)
 /* Q8_0: d[n] @0, qs @2n. */
 static void dq_q8_0(const uint8_t *g, int n, int run, int r, float *y)
 {
-    const uint8_t *q = g + 2 * n;
     int8_t c[32];
-    for (int k = 0; k < 32; k++) c[k] = (int8_t)q[il_at(n, run, r, k)];
+    gather(g + 2 * n, n, run, r, 32, (uint8_t *)c);
     emit_i8(y, c, 32, ldh(g + 2 * r));
 }
 
 /* IQ4_NL: d[n] @0, qs @2n (codes unchanged). MXFP4: e[n] @0, qs @n. */
-static void nibble_codes(uint8_t *v, const uint8_t *q, int n, int run, int r)
-{
-    for (int k = 0; k < 16; k++) {
-        const uint8_t b = q[il_at(n, run, r, k)];
-        v[k] = b & 15;
-        v[k + 16] = b >> 4;
-    }
-}
 static void dq_iq4_nl(const uint8_t *g, int n, int run, int r, float *y)
 {
-    uint8_t v[32];
-    nibble_codes(v, g + 2 * n, n, run, r);
+    uint8_t q[16], v[32];
+    gather(g + 2 * n, n, run, r, 16, q);
+    codes_legacy(v, q);
     emit_table(y, v, 32, ldh(g + 2 * r), KV_IQ4NL);
 }
 static void dq_mxfp4(const uint8_t *g, int n, int run, int r, float *y)
 {
-    uint8_t v[32];
-    nibble_codes(v, g + n, n, run, r);
+    uint8_t q[16], v[32];
+    gather(g + n, n, run, r, 16, q);
+    codes_legacy(v, q);
     emit_table(y, v, 32, e8m0_half(g[r]), KV_MXFP4);
 }
 
@@ -254,10 +255,10 @@ static void k4_packed_scale_min(const uint8_t *s, int n, int sb, int r, int *sc,
 static void dq_q4_K(const uint8_t *g, int n, int run, int r, float *y)
 {
     const float d = ldh(g + 2 * r), dmin = ldh(g + 2 * n + 2 * r);
-    const uint8_t *q = g + 16 * n;
-    uint8_t v[32];
+    uint8_t q[128], v[32];
+    gather(g + 16 * n, n, run, r, 128, q);
     for (int ib = 0; ib < 8; ib++) {
-        for (int j = 0; j < 32; j++) v[j] = (q[il_at(n, run, r, 32 * (ib / 2) + j)] >> (4 * (ib % 2))) & 15;
+        for (int j = 0; j < 32; j++) v[j] = (q[32 * (ib / 2) + j] >> (4 * (ib % 2))) & 15;
         int sc, m;
         k4_packed_scale_min(g + 4 * n, n, ib, r, &sc, &m);
         k4_emit32(y + 32 * ib, v, d, dmin, sc, m);
@@ -268,12 +269,12 @@ static void dq_q4_K(const uint8_t *g, int n, int run, int r, float *y)
 static void dq_q5_K(const uint8_t *g, int n, int run, int r, float *y)
 {
     const float d = ldh(g + 2 * r), dmin = ldh(g + 2 * n + 2 * r);
-    const uint8_t *qh = g + 16 * n, *q = g + 48 * n;
-    uint8_t v[32];
+    uint8_t qh[32], q[128], v[32];
+    gather(g + 16 * n, n, run, r, 32, qh);
+    gather(g + 48 * n, n, run, r, 128, q);
     for (int ib = 0; ib < 8; ib++) {
         for (int j = 0; j < 32; j++)
-            v[j] = (uint8_t)(((q[il_at(n, run, r, 32 * (ib / 2) + j)] >> (4 * (ib % 2))) & 15) |
-                             ((qh[il_at(n, run, r, j)] >> ib) & 1) << 4);
+            v[j] = (uint8_t)(((q[32 * (ib / 2) + j] >> (4 * (ib % 2))) & 15) | ((qh[j] >> ib) & 1) << 4);
         int sc, m;
         k4_packed_scale_min(g + 4 * n, n, ib, r, &sc, &m);
         k4_emit32(y + 32 * ib, v, d, dmin, sc, m);
@@ -286,13 +287,13 @@ static void dq_q6_K(const uint8_t *g, int n, int run, int r, float *y)
 {
     const float d = ldh(g + 2 * r);
     const int8_t *sc = (const int8_t *)(g + 2 * n);
-    const uint8_t *ql = g + 18 * n, *qh = g + 146 * n;
-    uint8_t v[32];
+    uint8_t ql[128], qh[64], v[32];
+    gather(g + 18 * n, n, run, r, 128, ql);
+    gather(g + 146 * n, n, run, r, 64, qh);
     for (int ib = 0; ib < 8; ib++) {
         const int h = ib / 4, p = ib % 4, sl = 4 * (p >> 1), shh = 2 * p;
-        for (int j = 0; j < 32; j++)
-            v[j] = (uint8_t)(((ql[il_at(n, run, r, 64 * h + 32 * (p & 1) + j)] >> sl) & 15) |
-                             ((qh[il_at(n, run, r, 32 * h + j)] >> shh) & 3) << 4);
+        const uint8_t *l = ql + 64 * h + 32 * (p & 1), *hb = qh + 32 * h;
+        for (int j = 0; j < 32; j++) v[j] = (uint8_t)(((l[j] >> sl) & 15) | ((hb[j] >> shh) & 3) << 4);
         q6k_emit16(y + 32 * ib, v, d, sc[(2 * ib) * n + r]);
         q6k_emit16(y + 32 * ib + 16, v + 16, d, sc[(2 * ib + 1) * n + r]);
     }
@@ -303,11 +304,13 @@ static void dq_q6_K(const uint8_t *g, int n, int run, int r, float *y)
 static void dq_q2_K(const uint8_t *g, int n, int run, int r, float *y)
 {
     const float d = ldh(g + 2 * r), dmin = ldh(g + 2 * n + 2 * r);
-    const uint8_t *s = g + 4 * n, *q = g + 20 * n;
-    uint8_t v[32], sc[16];
-    for (int j = 0; j < 16; j++) sc[j] = n == 8 ? s[il_at(8, 2, r, j)] : s[16 * Q2K_POS[j] + r];
+    const uint8_t *s = g + 4 * n;
+    uint8_t q[64], v[32], sc[16];
+    if (n == 8) gather(s, 8, 2, r, 16, sc);
+    else for (int j = 0; j < 16; j++) sc[j] = s[16 * Q2K_POS[j] + r];
+    gather(g + 20 * n, n, run, r, 64, q);
     for (int ib = 0; ib < 8; ib++) {
-        for (int j = 0; j < 32; j++) v[j] = (q[il_at(n, run, r, 32 * (ib / 4) + j)] >> (2 * (ib % 4))) & 3;
+        for (int j = 0; j < 32; j++) v[j] = (q[32 * (ib / 4) + j] >> (2 * (ib % 4))) & 3;
         q2k_emit16(y + 32 * ib, v, d, dmin, sc[2 * ib]);
         q2k_emit16(y + 32 * ib + 16, v + 16, d, dmin, sc[2 * ib + 1]);
     }
@@ -394,50 +397,54 @@ static int lookup(int32_t src_type, int32_t nb_cols, int32_t inter, int64_t ne0,
     return 0;
 }
 
+/* Pack (inverse 0: in = source rows, out = packed) or unpack (inverse 1: in = packed, out =
+   source rows) every block group of a chunk: block x of the rows of group g <-> block group
+   (g, x) at the same offset range (section 3 of the spec). */
+static void convert_groups(const struct variant *v, const uint8_t *in, uint8_t *out, int64_t ne0,
+                           int64_t n_rows, int inverse)
+{
+    const int n = v->nb_cols, nseg = segment_count(v);
+    const int64_t nb = ne0 / v->blck, row_bytes = nb * v->bytes;
+    const uint8_t *src_rows[MAX_COLS];
+    uint8_t *dst_rows[MAX_COLS];
+    for (int64_t g = 0; g < n_rows / n; g++)
+        for (int64_t x = 0; x < nb; x++) {
+            for (int r = 0; r < n; r++) {
+                const int64_t block = (g * n + r) * row_bytes + x * v->bytes;
+                src_rows[r] = in + block;
+                dst_rows[r] = out + block;
+            }
+            const int64_t group = g * n * row_bytes + x * n * v->bytes;
+            const uint8_t *p_in = in + group;
+            uint8_t *p_out = out + group;
+            for (int s = 0; s < nseg; s++) {
+                if (inverse) unpack_segment(&v->seg[s], n, p_in, dst_rows);
+                else pack_segment(&v->seg[s], n, src_rows, p_out);
+                p_in += v->seg[s].len * n;
+                p_out += v->seg[s].len * n;
+            }
+        }
+}
+
+static int convert(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *in, uint8_t *out,
+                   int64_t ne0, int64_t n_rows, int inverse)
+{
+    const struct variant *v;
+    const int rc = lookup(src_type, nb_cols, inter, ne0, n_rows, in, out, &v);
+    if (!rc) convert_groups(v, in, out, ne0, n_rows, inverse);
+    return rc;
+}
+
 int cr_pack(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *src, uint8_t *dst,
             int64_t ne0, int64_t n_rows)
 {
-    const struct variant *v;
-    const int rc = lookup(src_type, nb_cols, inter, ne0, n_rows, src, dst, &v);
-    if (rc) return rc;
-    const int n = v->nb_cols, nseg = segment_count(v);
-    const int64_t nb = ne0 / v->blck, row_bytes = nb * v->bytes;
-    const uint8_t *in[MAX_COLS];
-    for (int64_t g = 0; g < n_rows / n; g++) {
-        const uint8_t *rows = src + g * n * row_bytes;
-        uint8_t *out = dst + g * n * row_bytes;
-        for (int64_t x = 0; x < nb; x++) {
-            for (int r = 0; r < n; r++) in[r] = rows + r * row_bytes + x * v->bytes;
-            for (int s = 0; s < nseg; s++) {
-                pack_segment(&v->seg[s], n, in, out);
-                out += v->seg[s].len * n;
-            }
-        }
-    }
-    return 0;
+    return convert(src_type, nb_cols, inter, src, dst, ne0, n_rows, 0);
 }
 
 int cr_unpack(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *packed,
               uint8_t *dst, int64_t ne0, int64_t n_rows)
 {
-    const struct variant *v;
-    const int rc = lookup(src_type, nb_cols, inter, ne0, n_rows, packed, dst, &v);
-    if (rc) return rc;
-    const int n = v->nb_cols, nseg = segment_count(v);
-    const int64_t nb = ne0 / v->blck, row_bytes = nb * v->bytes;
-    uint8_t *out[MAX_COLS];
-    for (int64_t g = 0; g < n_rows / n; g++) {
-        const uint8_t *p = packed + g * n * row_bytes;
-        uint8_t *rows = dst + g * n * row_bytes;
-        for (int64_t x = 0; x < nb; x++) {
-            for (int r = 0; r < n; r++) out[r] = rows + r * row_bytes + x * v->bytes;
-            for (int s = 0; s < nseg; s++) {
-                unpack_segment(&v->seg[s], n, p, out);
-                p += v->seg[s].len * n;
-            }
-        }
-    }
-    return 0;
+    return convert(src_type, nb_cols, inter, packed, dst, ne0, n_rows, 1);
 }
 
 int cr_dequantize(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *packed,

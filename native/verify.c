@@ -119,6 +119,48 @@ int vf_check_amx(int32_t src_type, int64_t qk, int64_t block_bytes, const uint8_
     return rc;
 }
 
+/* Values check of the row-group families: per group of `rows` rows, the source decoder on the
+   source bytes against the packed-layout decoder `decode` on the packed group; the first
+   difference goes to m. */
+struct packed_groups {
+    int32_t type, nb_cols, inter;   /* interleaved: the _R type; cpu-repack: the variant */
+    const uint8_t *packed;
+    int64_t group_bytes;
+};
+typedef int group_decoder(const struct packed_groups *p, int64_t g, float *got, int64_t ne0);
+
+static int decode_interleaved(const struct packed_groups *p, int64_t g, float *got, int64_t ne0)
+{
+    return blk_dequantize_interleaved(p->type, p->packed + g * p->group_bytes, got, ne0, 0, 1);
+}
+
+static int decode_cpu_repack(const struct packed_groups *p, int64_t g, float *got, int64_t ne0)
+{
+    return cr_dequantize(p->type, p->nb_cols, p->inter, p->packed + g * p->group_bytes, got, ne0,
+                         p->nb_cols);
+}
+
+static int compare_groups(int32_t src_type, const uint8_t *source, int64_t rows, int64_t groups,
+                          int64_t row_bytes, int64_t ne0, group_decoder *decode,
+                          const struct packed_groups *p, vf_mismatch *m)
+{
+    float *want = malloc((size_t)(rows * ne0) * sizeof(float) * 2);
+    if (!want) return -4;
+    float *got = want + rows * ne0;
+    int rc = 0;
+    for (int64_t g = 0; g < groups && !rc; g++) {
+        rc = blk_dequantize_rows(src_type, source + g * rows * row_bytes, want, ne0, 0, rows);
+        if (!rc) rc = decode(p, g, got, ne0);
+        int64_t r, c;
+        if (!rc && first_value_difference(want, got, rows, ne0, &r, &c)) {
+            found(m, 3, (g * rows + r) * ne0 + c, bits(want + r * ne0 + c), bits(got + r * ne0 + c));
+            break;
+        }
+    }
+    free(want);
+    return rc;
+}
+
 int vf_check_interleaved(int32_t src_type, int32_t packed_type, const uint8_t *packed,
                          const uint8_t *original, uint8_t *rebuilt, int64_t n_rows, int64_t ne0,
                          int32_t values, vf_mismatch *m)
@@ -135,21 +177,9 @@ int vf_check_interleaved(int32_t src_type, int32_t packed_type, const uint8_t *p
     if (rc) return rc;
     if (compare_bytes(original, rebuilt, n_rows * row_bytes, m) || !values) return 0;
 
-    const uint8_t *source = original ? original : rebuilt;
-    float *want = malloc((size_t)(rows * ne0) * sizeof(float) * 2);
-    if (!want) return -4;
-    float *got = want + rows * ne0;
-    for (int64_t g = 0; g < groups && !rc; g++) {
-        rc = blk_dequantize_rows(src_type, source + g * rows * row_bytes, want, ne0, 0, rows);
-        if (!rc) rc = blk_dequantize_interleaved(packed_type, packed + g * group_bytes, got, ne0, 0, 1);
-        int64_t r, c;
-        if (!rc && first_value_difference(want, got, rows, ne0, &r, &c)) {
-            found(m, 3, (g * rows + r) * ne0 + c, bits(want + r * ne0 + c), bits(got + r * ne0 + c));
-            break;
-        }
-    }
-    free(want);
-    return rc;
+    const struct packed_groups p = {packed_type, 0, 0, packed, group_bytes};
+    return compare_groups(src_type, original ? original : rebuilt, rows, groups, row_bytes, ne0,
+                          decode_interleaved, &p, m);
 }
 
 int vf_check_cpu_repack(int32_t src_type, int32_t nb_cols, int32_t inter, const uint8_t *packed,
@@ -167,20 +197,7 @@ int vf_check_cpu_repack(int32_t src_type, int32_t nb_cols, int32_t inter, const 
 
     /* values: a row group at a time (packed data has the source's size, so a group of packed
        data is nb_cols source rows' bytes) */
-    const uint8_t *source = original ? original : rebuilt;
-    const int64_t rows = nb_cols, groups = n_rows / nb_cols, group_bytes = rows * row_bytes;
-    float *want = malloc((size_t)(rows * ne0) * sizeof(float) * 2);
-    if (!want) return -4;
-    float *got = want + rows * ne0;
-    for (int64_t g = 0; g < groups && !rc; g++) {
-        rc = blk_dequantize_rows(src_type, source + g * group_bytes, want, ne0, 0, rows);
-        if (!rc) rc = cr_dequantize(src_type, nb_cols, inter, packed + g * group_bytes, got, ne0, rows);
-        int64_t r, c;
-        if (!rc && first_value_difference(want, got, rows, ne0, &r, &c)) {
-            found(m, 3, (g * rows + r) * ne0 + c, bits(want + r * ne0 + c), bits(got + r * ne0 + c));
-            break;
-        }
-    }
-    free(want);
-    return rc;
+    const struct packed_groups p = {src_type, nb_cols, inter, packed, nb_cols * row_bytes};
+    return compare_groups(src_type, original ? original : rebuilt, nb_cols, n_rows / nb_cols,
+                          row_bytes, ne0, decode_cpu_repack, &p, m);
 }

@@ -318,6 +318,16 @@ def inspect(file, as_json):
     click.echo("")
     for family, runtime in r.runtimes.items():
         click.echo(f"{family} layout runs in: {runtime}")
+    for family, load in r.upstream_at_load.items():
+        if load["target"] is None:
+            click.echo(f"{family}: this machine is none of its targets: stock llama.cpp repacks "
+                       f"nothing at load here (the {family} column: as if for no target)")
+        else:
+            click.echo(f"{family}: this machine is {load['target']}: stock llama.cpp repacks "
+                       f"{plural(load['tensors'], 'tensor')} ({_human(load['bytes'])}) of this "
+                       f"file at load, into a second, private copy (the {family} column: into "
+                       f"what, or why not); convert --layout {family} writes them packed, read "
+                       f"in place")
     click.echo("")
     summary = [[k, v["tensors"], v["bytes"], f"{100 * v['bytes'] / max(1, r.file_size):.1f}%"]
                for k, v in r.bytes_by_type().items()]

@@ -85,25 +85,24 @@ def _status(rc: int, what: str) -> None:
         raise ValueError(f"{what}: the native kernel rejected the arguments (code {rc})")
 
 
+def _convert(fn, what: str, src_type_id, nb_cols, inter, in_buf, out_buf, ne0, n_rows) -> None:
+    t, n, i, ne0, n_rows, nbytes = _checked(src_type_id, nb_cols, inter, ne0, n_rows)
+    shape = f"ne0={ne0}, n_rows={n_rows}"
+    expect_nbytes(in_buf, nbytes, f"{variant_name(t, n, i)}: {what}", context=shape)
+    expect_nbytes(out_buf, nbytes, f"{variant_name(t, n, i)}: dst", writable=True, context=shape)
+    if n_rows:
+        _status(fn(t, n, i, *_pointers(in_buf, out_buf), ne0, n_rows), fn.__name__)
+
+
 def pack(src_type_id: int, nb_cols: int, inter: int, src, dst, ne0: int, n_rows: int) -> None:
     """Pack ``n_rows`` source rows (``src``, ggml's standard layout) into ``dst`` exactly as
     upstream's CPU_REPACK ``repack`` writes them."""
-    t, n, i, ne0, n_rows, nbytes = _checked(src_type_id, nb_cols, inter, ne0, n_rows)
-    shape = f"ne0={ne0}, n_rows={n_rows}"
-    expect_nbytes(src, nbytes, f"{variant_name(t, n, i)}: src", context=shape)
-    expect_nbytes(dst, nbytes, f"{variant_name(t, n, i)}: dst", writable=True, context=shape)
-    if n_rows:
-        _status(lib.cr_pack(t, n, i, *_pointers(src, dst), ne0, n_rows), "pack")
+    _convert(lib.cr_pack, "src", src_type_id, nb_cols, inter, src, dst, ne0, n_rows)
 
 
 def unpack(src_type_id: int, nb_cols: int, inter: int, packed, dst, ne0: int, n_rows: int) -> None:
     """Exact inverse of :func:`pack`: the source rows, byte for byte, into ``dst``."""
-    t, n, i, ne0, n_rows, nbytes = _checked(src_type_id, nb_cols, inter, ne0, n_rows)
-    shape = f"ne0={ne0}, n_rows={n_rows}"
-    expect_nbytes(packed, nbytes, f"{variant_name(t, n, i)}: packed", context=shape)
-    expect_nbytes(dst, nbytes, f"{variant_name(t, n, i)}: dst", writable=True, context=shape)
-    if n_rows:
-        _status(lib.cr_unpack(t, n, i, *_pointers(packed, dst), ne0, n_rows), "unpack")
+    _convert(lib.cr_unpack, "packed", src_type_id, nb_cols, inter, packed, dst, ne0, n_rows)
 
 
 def dequantize(src_type_id: int, nb_cols: int, inter: int, packed, ne0: int, n_rows: int,

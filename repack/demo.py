@@ -117,9 +117,11 @@ def run_demo(folder: str | None = None, threads: int | None = None) -> tuple[Pat
     build_demo_model(model)
     original_sha = hashlib.sha256(model.read_bytes()).hexdigest()
     rows = []
-    for layout in FAMILY_TABLES:
+    for layout, family in FAMILY_TABLES.items():
         out = folder / f"demo-{layout}.gguf"
-        report = convert(model, out, layout=layout, threads=threads, force=True)
+        # a family with CPU targets: this machine's, or (a CPU that is none) its first one
+        target = (family.machine_target() or family.targets[0]) if family.targets else None
+        report = convert(model, out, layout=layout, threads=threads, force=True, target=target)
         v = verify(model, out, threads=threads)
         alone = verify(None, out, threads=threads)
         back = folder / f"demo-{layout}-unpacked.gguf"

@@ -1,5 +1,10 @@
 """inspect: what a file holds and what each layout family would do with every tensor.
 
+For a family with CPU targets (cpu-repack: upstream's CPU_REPACK), the decision for this machine's
+target is also what stock upstream llama.cpp does with the tensor when it loads the file here: it
+repacks that variant into a second, private copy at load (``upstream_at_load``), or leaves the
+tensor plain, for the reason the decision gives.
+
 Reads only the header (the tensor data is never touched), so it is instant on any model size.
 """
 
@@ -28,6 +33,9 @@ class TensorRow:
     shard: int = 0                     # index of the file holding it (split models)
     added_from: str | None = None      # not in the original: convert --untie-output copied it from
     #                                    this tensor (recorded in the file; unpack removes it)
+    # per family with CPU targets: the variant stock upstream repacks it into when it loads the
+    # file on this machine (None: it stays plain; layouts[family] says why)
+    upstream_at_load: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +52,9 @@ class InspectReport:
     # the runtime that reads each layout family's output (formats.layouts.RUNTIMES)
     runtimes: dict[str, str] = field(default_factory=lambda: {f: RUNTIMES[f] for f in FAMILY_TABLES})
     seconds: float = 0.0
+    # per family with CPU targets: this machine's target and what upstream repacks at load here
+    # ({"target": str | None, "tensors": int, "bytes": int})
+    upstream_at_load: dict[str, dict] = field(default_factory=dict)
 
     def bytes_by_type(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -77,20 +88,30 @@ def inspect(path: str | os.PathLike) -> InspectReport:
         report = InspectReport(path, first.version, sum(f.file_size for f in model.files),
                                first.alignment, first.data_start, len(first.kv), repacked_by,
                                shards=model.paths)
+        at_load = {name: f for name, f in FAMILY_TABLES.items() if f.targets}
+        report.upstream_at_load = {name: {"target": f.machine_target(), "tensors": 0, "bytes": 0}
+                                   for name, f in at_load.items()}
         for shard, src in enumerate(model.files):
             shard_info = metadata.read_info(src.kv)
             originals = dict(zip(shard_info.tensor_names, shard_info.original_types)) if shard_info else {}
             added = dict(zip(shard_info.added_tensors, shard_info.added_sources)) if shard_info else {}
             for t in src.tensors:
-                layouts = {}
+                layouts, decisions = {}, {}
                 for family, table in FAMILY_TABLES.items():
-                    d = table.decide(t)
+                    d = decisions[family] = table.decide(t)
                     layouts[family] = {"target": d.target.name if d.target else None,
                                        "packs": d.packs, "reason": d.reason, "code": d.code}
                 orig = originals.get(t.name)
-                report.tensors.append(TensorRow(
-                    t.name, t.type.name, list(t.shape), t.nbytes, t.offset, layouts,
-                    type_name(orig) if orig is not None and orig != t.type_id else None, shard,
-                    added.get(t.name)))
+                row = TensorRow(t.name, t.type.name, list(t.shape), t.nbytes, t.offset, layouts,
+                                type_name(orig) if orig is not None and orig != t.type_id else None,
+                                shard, added.get(t.name))
+                for name, family in at_load.items():
+                    d = decisions[name]
+                    row.upstream_at_load[name] = (family.variant_name(d.target.id) if d.packs
+                                                  else None)
+                    if d.packs:
+                        report.upstream_at_load[name]["tensors"] += 1
+                        report.upstream_at_load[name]["bytes"] += t.nbytes
+                report.tensors.append(row)
     report.seconds = time.perf_counter() - started
     return report

@@ -42,9 +42,9 @@ KEYS = {
     "inspect": {
         "top": ENVELOPE_KEYS + ("path", "version", "file_size", "alignment", "data_start",
                                 "metadata_count", "repacked_by", "shards", "runtimes",
-                                "bytes_by_type"),
+                                "upstream_at_load", "bytes_by_type"),
         "tensors": ("name", "type", "shape", "bytes", "offset", "layouts", "original_type",
-                    "shard", "added_from"),
+                    "shard", "added_from", "upstream_at_load"),
         "by_type": ("type", "tensors", "bytes"),
     },
 }

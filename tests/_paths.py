@@ -37,3 +37,20 @@ def golden_cases(name: str, cases) -> list:
         # conftest.pytest_runtest_setup fails or skips it before any fixture runs
         return [pytest.param(None, id=GOLDEN_MISSING_ID, marks=pytest.mark.golden_missing(path))]
     return cases(path)
+
+
+def pinned_llama_cpp_sdist() -> Path:
+    """The pinned llama-cpp-python sdist (its vendor/llama.cpp is the upstream source the runtime
+    patch and the oracles are pinned to), fetched once by runtime/llama.cpp/build.py; fails (CI
+    set) or skips the calling test when it cannot be fetched."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "runtime_build", Path(__file__).resolve().parents[1] / "runtime" / "llama.cpp" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    try:
+        return build.fetch_sdist()
+    except build.BuildError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot fetch the pinned llama.cpp source: {e}", pytrace=False)
+        pytest.skip(f"cannot fetch the pinned llama.cpp source: {str(e).splitlines()[0]}")

@@ -204,8 +204,8 @@ def test_k_rule():
 
 def test_inspect_names_the_runtime_and_the_reason(model, tmp_path):
     report = json.loads(amx_repack_cli("inspect", "--json", model, check=True).stdout)
-    assert report["runtimes"] == {"amx": AMX_RUNTIME, "interleaved": "ik_llama.cpp"}
-    assert report["runtimes"] == {k: RUNTIMES[k] for k in ("amx", "interleaved")}
+    assert report["runtimes"] == {"amx": AMX_RUNTIME, "cpu-repack": RUNTIMES["cpu-repack"],
+                                  "interleaved": "ik_llama.cpp"}
     rows = {t["name"]: t["layouts"]["amx"] for t in report["tensors"]}
     assert all(d["code"] in CODES for t in report["tensors"] for d in t["layouts"].values()
                if not d["packs"])

@@ -26,6 +26,7 @@ from formats import tied_output
 from formats.gguf_container import read_gguf
 from repack import metadata
 from tests.conftest import amx_repack_cli
+from tests._paths import pinned_llama_cpp_sdist
 from tests.synthetic import sha256, write_model
 from tests.test_llama_runtime import ROOT, generate, runtime  # noqa: F401  (the runtime fixture)
 
@@ -184,16 +185,7 @@ def test_architecture_table_is_llama_cpp_loaders():
         "untie_output_archs", ROOT / "runtime" / "llama.cpp" / "tools" / "untie_output_archs.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    build_spec = importlib.util.spec_from_file_location("runtime_build",
-                                                        ROOT / "runtime" / "llama.cpp" / "build.py")
-    build = importlib.util.module_from_spec(build_spec)
-    build_spec.loader.exec_module(build)
-    try:
-        sdist = build.fetch_sdist()
-    except build.BuildError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot fetch the pinned llama.cpp source: {e}")
-        pytest.skip(f"cannot fetch the pinned llama.cpp source: {str(e).splitlines()[0]}")
+    sdist = pinned_llama_cpp_sdist()
     derived = tool.derive(tool.read_source(sdist))
     assert set(derived) == tied_output.UNTIE_OUTPUT_ARCHITECTURES
     # spot checks of the rule: gemma3 falls back to the embedding, gemma2 always uses it
