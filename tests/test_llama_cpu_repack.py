@@ -191,9 +191,12 @@ def test_file_for_another_cpu_is_refused(cpu_runtime, cpu_repack_converted, qtyp
 
 def _retyped(path: Path, name: str, type_id: int, out: Path) -> Path:
     """A copy of a GGUF with one tensor's type id changed in its header (same byte size)."""
+    with read_gguf(path) as f:
+        header_end = f.data_start
     data = bytearray(path.read_bytes())
     encoded = struct.pack("<Q", len(name)) + name.encode()
-    pos = data.index(encoded) + len(encoded)
+    # the last occurrence in the header: the tensor infos follow the metadata (which lists names too)
+    pos = data.rindex(encoded, 0, header_end) + len(encoded)
     n_dims = struct.unpack_from("<I", data, pos)[0]
     struct.pack_into("<i", data, pos + 4 + 8 * n_dims, type_id)
     out.write_bytes(bytes(data))
