@@ -22,10 +22,15 @@ ROOT = HERE.parent
 FAMILIES = ("amx", "interleaved", "blocks", "checksum", "verify")
 # modules built from more than their own file: the kernels they call, linked in (their symbols
 # stay private to each extension module)
-LINKED = {"verify": ("amx", "interleaved", "blocks")}
+LINKED = {"verify": ("amx", "interleaved", "blocks", "decode_simd"),
+          "amx": ("decode_simd",), "blocks": ("decode_simd",)}
+# headers declared to cffi beside the module's own: simd.h for every module with decode_simd.c
+EXTRA_DECLARATIONS = {"decode_simd": "simd.h"}
 
-CFLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
-          "-Wno-unused-function"]
+# -ffp-contract=off: the float decoders must round after every operation, as gguf-py does (their
+# files also say so by pragma; tests/test_decode_simd.py checks the built modules hold no FMA)
+CFLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall", "-Wextra",
+          "-Wno-unused-parameter", "-Wno-unused-function"]
 
 
 def _declarations(header: Path) -> str:
@@ -35,7 +40,9 @@ def _declarations(header: Path) -> str:
 
 def make_ffi(family: str) -> FFI:
     ffi = FFI()
-    ffi.cdef(_declarations(HERE / f"{family}.h"))
+    headers = [f"{family}.h", *(EXTRA_DECLARATIONS[name] for name in LINKED.get(family, ())
+                                if name in EXTRA_DECLARATIONS)]
+    ffi.cdef("\n".join(_declarations(HERE / header) for header in headers))
     source_paths = []
     for name in (family, *LINKED.get(family, ())):
         source = HERE / f"{name}.c"
@@ -45,7 +52,7 @@ def make_ffi(family: str) -> FFI:
             source_paths.append(str(source))
     ffi.set_source(
         f"repack._{family}",
-        f'#include "{family}.h"',
+        "\n".join(f'#include "{header}"' for header in headers),
         sources=source_paths,
         include_dirs=[str(HERE)],
         extra_compile_args=CFLAGS + shlex.split(os.environ.get("AMX_REPACK_CFLAGS", "")),
