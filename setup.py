@@ -4,4 +4,4 @@ from setuptools import setup
 
 setup(cffi_modules=["native/build_native.py:amx_ffi", "native/build_native.py:interleaved_ffi",
                      "native/build_native.py:blocks_ffi", "native/build_native.py:checksum_ffi",
-                     "native/build_native.py:verify_ffi"])
+                     "native/build_native.py:verify_ffi", "native/build_native.py:gguf_scan_ffi"])

@@ -19,7 +19,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FAMILIES = ("amx", "interleaved", "blocks", "checksum", "verify")
+FAMILIES = ("amx", "interleaved", "blocks", "checksum", "verify", "gguf_scan")
 # modules built from more than their own file: the kernels they call, linked in (their symbols
 # stay private to each extension module)
 LINKED = {"verify": ("amx", "interleaved", "blocks", "decode_simd"),
@@ -66,6 +66,7 @@ interleaved_ffi = make_ffi("interleaved")
 blocks_ffi = make_ffi("blocks")
 checksum_ffi = make_ffi("checksum")
 verify_ffi = make_ffi("verify")
+gguf_scan_ffi = make_ffi("gguf_scan")
 
 def build_in_place(family: str) -> Path:
     """Compile repack._<family> in a scratch folder and move it into repack/. Not in the project
