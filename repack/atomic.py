@@ -22,12 +22,10 @@ The destination:
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
 import re
-import shutil
 import stat
 import warnings
 from typing import Callable
@@ -98,6 +96,7 @@ _RENAME_NOREPLACE = 1
 
 
 def _load_renameat2():
+    import ctypes
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.renameat2           # glibc >= 2.28
@@ -108,15 +107,22 @@ def _load_renameat2():
     return fn
 
 
-_renameat2 = _load_renameat2()
+_NOT_LOADED = object()
+# renameat2 from the C library, looked up at the first commit (ctypes is not paid by commands
+# that write nothing); None where the C library has none
+_renameat2 = _NOT_LOADED
 
 
 def _rename_noreplace(src: str, dst: str) -> None:
     """Rename ``src`` to ``dst`` unless ``dst`` exists (FileExistsError then), atomically."""
+    global _renameat2
+    if _renameat2 is _NOT_LOADED:
+        _renameat2 = _load_renameat2()
     if _renameat2 is not None:
         if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
                       _RENAME_NOREPLACE) == 0:
             return
+        import ctypes
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise OSError(err, os.strerror(err), dst)
@@ -258,6 +264,7 @@ class AtomicOutputFile:
             raise OutputError(f"output folder does not exist: {folder}")
         # (what lies at dest is checked by check_destination before any work, and by commit)
         remove_stale_temporaries(folder)
+        import shutil      # here: its import (bz2, lzma, ...) is not paid by inspect
         free = shutil.disk_usage(folder).free
         if size > free:
             raise OutputError(f"not enough free space in {folder}: need {size:,} bytes, "

@@ -13,7 +13,8 @@ import atexit
 import os
 import signal
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+# concurrent.futures (with logging and traceback behind it) is imported by run_tasks: commands
+# that run no tasks (inspect, --help) start faster without it
 from contextlib import contextmanager
 from typing import Callable, Iterable
 
@@ -151,6 +152,7 @@ def stop_signals_held():
 def run_tasks(tasks: Iterable[tuple[Callable[[], object], int]], threads: int,
               progress: ProgressCallback | None = None) -> list:
     """Run ``(function, weight_in_bytes)`` tasks; returns results in submission order."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
     tasks = list(tasks)
     results: list = [None] * len(tasks)
     if threads <= 1:
