@@ -113,29 +113,15 @@ int simd_force(const char *name) {
     return 0;
 }
 
-simd_rows_fn simd_source_rows(int32_t type_id) {
+/* The selected path's decoder of a type (NULL: portable, or no SIMD decoder for it). */
 #ifdef HAVE_X86_SIMD
-    if (selected == PATH_AVX512) return source_rows_avx512(type_id);
-    if (selected == PATH_AVX2) return source_rows_avx2(type_id);
+#define SELECTED(lookup, id)                                           \
+    (selected == PATH_AVX512 ? lookup##_avx512(id) :                   \
+     selected == PATH_AVX2 ? lookup##_avx2(id) : NULL)
+#else
+#define SELECTED(lookup, id) ((void)(id), NULL)
 #endif
-    (void)type_id;
-    return NULL;
-}
 
-simd_group_fn simd_interleaved_group(int32_t type_id) {
-#ifdef HAVE_X86_SIMD
-    if (selected == PATH_AVX512) return interleaved_group_avx512(type_id);
-    if (selected == PATH_AVX2) return interleaved_group_avx2(type_id);
-#endif
-    (void)type_id;
-    return NULL;
-}
-
-simd_tile_fn simd_amx_tile(int32_t src_type) {
-#ifdef HAVE_X86_SIMD
-    if (selected == PATH_AVX512) return amx_tile_avx512(src_type);
-    if (selected == PATH_AVX2) return amx_tile_avx2(src_type);
-#endif
-    (void)src_type;
-    return NULL;
-}
+simd_rows_fn simd_source_rows(int32_t type_id) { return SELECTED(source_rows, type_id); }
+simd_group_fn simd_interleaved_group(int32_t type_id) { return SELECTED(interleaved_group, type_id); }
+simd_tile_fn simd_amx_tile(int32_t src_type) { return SELECTED(amx_tile, src_type); }

@@ -167,14 +167,24 @@ static void ISA(rows_q8_0)(const uint8_t *restrict x, float *restrict y, int64_t
         ISA(emit_i8_16)(y + 16, ISA(load128)(x + 18), d);
     }
 }
-static void ISA(rows_q4_k)(const uint8_t *restrict x, float *restrict y, int64_t nb) {
-    for (int64_t b = 0; b < nb; ++b, x += 144, y += 256) {
+/* Q4_K (144 B: d, dmin, scales[12] @4, qs @16) and Q5_K (176 B: ... qh[32] @16, qs @48):
+   y = (d * sc) * q - (dmin * m) per 32-element sub-block; Q5_K's bit 4 of element j of sub-block
+   ib is bit ib of qh[j]. */
+static inline void ISA(rows_k4)(const uint8_t *restrict x, float *restrict y, int64_t nb, int q5) {
+    const int bytes = q5 ? 176 : 144, qs = q5 ? 48 : 16;
+    for (int64_t b = 0; b < nb; ++b, x += bytes, y += 256) {
         const float d = ISA(h2f)(x), dmin = ISA(h2f)(x + 2);
+        const __m128i h0 = ISA(load128)(x + 16), h1 = ISA(load128)(x + 32);
         for (int ib = 0; ib < 8; ++ib) {
-            const uint8_t *q = x + 16 + 32 * (ib / 2);
+            const uint8_t *q = x + qs + 32 * (ib / 2);
             __m128i q0 = ISA(load128)(q), q1 = ISA(load128)(q + 16);
             q0 = ib % 2 ? ISA(hi4)(q0) : ISA(lo4)(q0);
             q1 = ib % 2 ? ISA(hi4)(q1) : ISA(lo4)(q1);
+            if (q5) {
+                const __m128i bit = _mm_set1_epi8((char)(1 << ib));
+                q0 = _mm_or_si128(q0, ISA(bit_to_16)(h0, bit));
+                q1 = _mm_or_si128(q1, ISA(bit_to_16)(h1, bit));
+            }
             int sc, m;
             ISA(k4_scale_min)(x + 4, ib, &sc, &m);
             const float dl = d * (float)sc, ml = dmin * (float)m;
@@ -183,25 +193,11 @@ static void ISA(rows_q4_k)(const uint8_t *restrict x, float *restrict y, int64_t
         }
     }
 }
+static void ISA(rows_q4_k)(const uint8_t *restrict x, float *restrict y, int64_t nb) {
+    ISA(rows_k4)(x, y, nb, 0);
+}
 static void ISA(rows_q5_k)(const uint8_t *restrict x, float *restrict y, int64_t nb) {
-    for (int64_t b = 0; b < nb; ++b, x += 176, y += 256) {
-        const float d = ISA(h2f)(x), dmin = ISA(h2f)(x + 2);
-        const __m128i h0 = ISA(load128)(x + 16), h1 = ISA(load128)(x + 32);
-        for (int ib = 0; ib < 8; ++ib) {
-            const uint8_t *q = x + 48 + 32 * (ib / 2);
-            __m128i q0 = ISA(load128)(q), q1 = ISA(load128)(q + 16);
-            q0 = ib % 2 ? ISA(hi4)(q0) : ISA(lo4)(q0);
-            q1 = ib % 2 ? ISA(hi4)(q1) : ISA(lo4)(q1);
-            const __m128i bit = _mm_set1_epi8((char)(1 << ib));
-            q0 = _mm_or_si128(q0, ISA(bit_to_16)(h0, bit));
-            q1 = _mm_or_si128(q1, ISA(bit_to_16)(h1, bit));
-            int sc, m;
-            ISA(k4_scale_min)(x + 4, ib, &sc, &m);
-            const float dl = d * (float)sc, ml = dmin * (float)m;
-            ISA(emit_sub16)(y + 32 * ib, q0, dl, ml);
-            ISA(emit_sub16)(y + 32 * ib + 16, q1, dl, ml);
-        }
-    }
+    ISA(rows_k4)(x, y, nb, 1);
 }
 static void ISA(rows_q6_k)(const uint8_t *restrict x, float *restrict y, int64_t nb) {
     const __m128i m2 = _mm_set1_epi8(3);
