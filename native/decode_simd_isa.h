@@ -336,7 +336,9 @@ static void ISA(group_q6_k_r4)(const uint8_t *restrict x, float *restrict y, int
 static inline void ISA(nib_lines)(const uint8_t *tile, int s, int h, __m128i row[8]) {
     ISA(transpose4x8)(tile + 256 * s + 32 * h, 64, row);
 }
-static void ISA(tile_q4_0)(const uint8_t *restrict tile, float *restrict y, int64_t ldy) {
+/* Q4_0 (d @256: d * (q - 8)) and Q4_1 (d @256, m @288: d * q + m): one NIB line group. */
+static inline void ISA(tile_legacy4)(const uint8_t *restrict tile, float *restrict y, int64_t ldy,
+                                     int with_min) {
     for (int h = 0; h < 2; ++h) {
         __m128i row[8];
         ISA(nib_lines)(tile, 0, h, row);
@@ -345,24 +347,22 @@ static void ISA(tile_q4_0)(const uint8_t *restrict tile, float *restrict y, int6
             __m128i c0, c1;
             ISA(nib_words)(row[k], &c0, &c1);
             const float d = ISA(h2f)(tile + 256 + 2 * r);
-            ISA(emit_offset16)(y + r * ldy, c0, d, 8);
-            ISA(emit_offset16)(y + r * ldy + 16, c1, d, 8);
+            if (with_min) {
+                const float m = ISA(h2f)(tile + 288 + 2 * r);
+                ISA(emit_add16)(y + r * ldy, c0, d, m);
+                ISA(emit_add16)(y + r * ldy + 16, c1, d, m);
+            } else {
+                ISA(emit_offset16)(y + r * ldy, c0, d, 8);
+                ISA(emit_offset16)(y + r * ldy + 16, c1, d, 8);
+            }
         }
     }
 }
+static void ISA(tile_q4_0)(const uint8_t *restrict tile, float *restrict y, int64_t ldy) {
+    ISA(tile_legacy4)(tile, y, ldy, 0);
+}
 static void ISA(tile_q4_1)(const uint8_t *restrict tile, float *restrict y, int64_t ldy) {
-    for (int h = 0; h < 2; ++h) {
-        __m128i row[8];
-        ISA(nib_lines)(tile, 0, h, row);
-        for (int k = 0; k < 8; ++k) {
-            const int r = 8 * h + k;
-            __m128i c0, c1;
-            ISA(nib_words)(row[k], &c0, &c1);
-            const float d = ISA(h2f)(tile + 256 + 2 * r), m = ISA(h2f)(tile + 288 + 2 * r);
-            ISA(emit_add16)(y + r * ldy, c0, d, m);
-            ISA(emit_add16)(y + r * ldy + 16, c1, d, m);
-        }
-    }
+    ISA(tile_legacy4)(tile, y, ldy, 1);
 }
 /* Q8_0: VNNI line q holds row r's qs[4q..4q+3] at 64q + 4r; d @512. */
 static void ISA(tile_q8_0)(const uint8_t *restrict tile, float *restrict y, int64_t ldy) {
