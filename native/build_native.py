@@ -1,7 +1,8 @@
-"""cffi build script: one extension module per layout family.
+"""cffi build script: one extension module per layout family (and the shared kernels).
 
 ``native/<family>.c`` with its header ``native/<family>.h`` becomes ``repack._<family>``; ``verify``
-(the fused checks of verify and convert --verify) also links the kernels it runs. The header
+(the fused checks of verify and convert --verify) also links the kernels it runs (the modules whose
+headers it includes). The header
 doubles as the cffi declaration: its preprocessor lines are dropped and the rest (plain
 prototypes) is given to ``cdef``. setuptools builds every family at install time (see setup.py);
 ``python native/build_native.py [family ...]`` builds them in place for development.
@@ -11,6 +12,7 @@ build of the test suite uses them).
 """
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -19,13 +21,30 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FAMILIES = ("amx", "interleaved", "blocks", "checksum", "verify", "gguf_scan")
-# modules built from more than their own file: the kernels they call, linked in (their symbols
-# stay private to each extension module)
-LINKED = {"verify": ("amx", "interleaved", "blocks", "decode_simd"),
-          "amx": ("decode_simd",), "blocks": ("decode_simd",)}
-# headers declared to cffi beside the module's own: simd.h for every module with decode_simd.c
+# kernels with no module of their own: linked into every module that includes their header
+LINK_ONLY = ("decode_simd",)
+# Every native/<name>.c with its header native/<name>.h is a module (a new layout family's kernels
+# are one more such pair: nothing here changes).
+FAMILIES = tuple(sorted(p.stem for p in HERE.glob("*.c")
+                        if p.with_suffix(".h").exists() and p.stem not in LINK_ONLY))
+# headers declared to cffi beside the module's own, for the linked kernels that have one:
+# simd.h (the decoders' code path) in every module with decode_simd.c
 EXTRA_DECLARATIONS = {"decode_simd": "simd.h"}
+
+
+def _linked(module: str) -> tuple[str, ...]:
+    """The other modules whose kernels ``module`` calls, linked in (their symbols stay private to
+    each extension module): those whose header its C file includes."""
+    found: list[str] = []
+    todo = [module]
+    while todo:   # the kernels of a linked module are linked too (verify -> blocks -> decode_simd)
+        included = re.findall(r'^#include "(\w+)\.h"', (HERE / f"{todo.pop()}.c").read_text(), re.M)
+        for name in included:
+            if name != module and name not in found and (name in FAMILIES or name in LINK_ONLY):
+                found.append(name)
+                todo.append(name)
+    return tuple(found)
+
 
 # -ffp-contract=off: the float decoders must round after every operation, as gguf-py does (their
 # files also say so by pragma; tests/test_decode_simd.py checks the built modules hold no FMA)
@@ -40,11 +59,12 @@ def _declarations(header: Path) -> str:
 
 def make_ffi(family: str) -> FFI:
     ffi = FFI()
-    headers = [f"{family}.h", *(EXTRA_DECLARATIONS[name] for name in LINKED.get(family, ())
+    linked = _linked(family)
+    headers = [f"{family}.h", *(EXTRA_DECLARATIONS[name] for name in linked
                                 if name in EXTRA_DECLARATIONS)]
     ffi.cdef("\n".join(_declarations(HERE / header) for header in headers))
     source_paths = []
-    for name in (family, *LINKED.get(family, ())):
+    for name in (family, *linked):
         source = HERE / f"{name}.c"
         try:  # setuptools wants paths relative to the project root
             source_paths.append(str(source.relative_to(Path.cwd())))
@@ -61,12 +81,9 @@ def make_ffi(family: str) -> FFI:
     return ffi
 
 
-amx_ffi = make_ffi("amx")
-interleaved_ffi = make_ffi("interleaved")
-blocks_ffi = make_ffi("blocks")
-checksum_ffi = make_ffi("checksum")
-verify_ffi = make_ffi("verify")
-gguf_scan_ffi = make_ffi("gguf_scan")
+# <name>_ffi: what setup.py's cffi_modules name
+for _name in FAMILIES:
+    globals()[f"{_name}_ffi"] = make_ffi(_name)
 
 def build_in_place(family: str) -> Path:
     """Compile repack._<family> in a scratch folder and move it into repack/. Not in the project
