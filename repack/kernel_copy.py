@@ -19,6 +19,7 @@ from .original import read_at
 from .runner import scratch
 
 PIECE_BYTES = 16 << 20              # the read/write fallback's buffer
+CALL_BYTES = 64 << 20               # the most one copy_file_range call is asked for
 # the output is what ran out: said as pwrite says it (AtomicOutputFile.pwrite)
 _OUTPUT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _kernel_copies = [hasattr(os, "copy_file_range")]   # cleared once the kernel refuses
@@ -31,8 +32,9 @@ def copy_range(src_fd: int, src_offset: int, out, offset: int, nbytes: int,
     done = 0
     while done < nbytes and _kernel_copies[0]:
         try:
-            n = os.copy_file_range(src_fd, out.fd, nbytes - done, src_offset + done,
-                                   offset + done)
+            # at most CALL_BYTES a call: an interruption is seen between calls, within moments
+            n = os.copy_file_range(src_fd, out.fd, min(CALL_BYTES, nbytes - done),
+                                   src_offset + done, offset + done)
         except OSError as e:
             if e.errno in _OUTPUT_ERRORS:
                 raise OutputError(f"cannot write {out.dest}: {e.strerror}") from None
