@@ -277,9 +277,19 @@ class _Cursor:
         raise GGUFFormatError(f"unknown value type {vtype} in {what}")
 
     def _skip_strings(self, count: int, what: str) -> None:
-        # The hot loop of header parsing (a vocabulary has ~10^5 strings): locals only.
-        buf, pos, unpack = self.buf, self.pos, _U64.unpack_from
+        # The hot loop of header parsing (a vocabulary has ~10^5 strings): in C when the native
+        # helper is built (native/gguf_scan.c), else the same loop here with locals only. The
+        # bound is the file's end or the header cap, whichever comes first; past it, the Python
+        # loop below says which of the two was passed.
         end = self.end if self.cap is None else min(self.end, self.cap)
+        scan = _native_scan()
+        if scan is not None:
+            ffi, lib = scan
+            pos = lib.gguf_skip_strings(ffi.from_buffer(self.buf), self.pos, end, count)
+            if pos >= 0:
+                self.pos = pos
+                return
+        buf, pos, unpack = self.buf, self.pos, _U64.unpack_from
         short = 0
         for _ in range(count):
             if pos + 8 > end:
@@ -293,6 +303,21 @@ class _Cursor:
         self.within_cap(short, f"the array {what}")
         raise GGUFFormatError(f"truncated file: a string of array {what} runs past the end of "
                               f"the file")
+
+
+_NATIVE_SCAN: list = []
+
+
+def _native_scan():
+    """(ffi, lib) of the native header scanner, or None where it is not built (this module
+    stays usable as plain Python)."""
+    if not _NATIVE_SCAN:
+        try:
+            from repack._gguf_scan import ffi, lib
+            _NATIVE_SCAN.append((ffi, lib))
+        except ImportError:
+            _NATIVE_SCAN.append(None)
+    return _NATIVE_SCAN[0]
 
 
 def _decode_value(raw: bytes, pos: int, vtype: int):

@@ -13,6 +13,7 @@
  * 32-bit loads and a few masks; HB1/HB2 words are small bit transposes of 32-bit words of qh.
  */
 #include "amx.h"
+#include "decode_simd.h"
 
 #include <float.h>
 #include <stddef.h>
@@ -754,6 +755,14 @@ int amx_dequantize(int32_t src_type, const uint8_t *packed, float *dst, int64_t 
     const amx_type *t = find_type(src_type);
     if (!t) return -1;
     if (check_shape(t, n_rows, k, strip_begin, strip_end)) return -2;
+    const simd_tile_fn simd_tile = simd_amx_tile(src_type);  /* AVX2 / AVX-512: same bits */
+    if (simd_tile) {
+        const int64_t kb_count = k / t->qk, ts = TILE_N * (t->bs + t->extra);
+        for (int64_t nb = strip_begin; nb < strip_end; nb++)
+            for (int64_t kb = 0; kb < kb_count; kb++)
+                simd_tile(packed + (nb * kb_count + kb) * ts, dst + nb * TILE_N * k + kb * t->qk, k);
+        return 0;
+    }
 #define DEQUANTIZE_CASE(name, qk, bs, ts) \
     dequantize_strips(packed, dst, k / (qk), qk, ts, strip_begin, strip_end, dequantize_row_##name)
     DISPATCH(src_type, DEQUANTIZE_CASE)

@@ -42,6 +42,7 @@
 
 #include "blocks_arith.h"
 #include "blocks_grids.h"
+#include "decode_simd.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "blocks.c assumes a little-endian host (the GGUF block formats are little-endian)"
@@ -1119,7 +1120,9 @@ int blk_dequantize_rows(int32_t type_id, const uint8_t *src, float *dst, int64_t
     if (row_begin == row_end) return 0;
     if (!src || !dst) return -2;
     const int64_t nb = ne0 / t->blck, row_bytes = t->meta + nb * t->bytes;
-    for (int64_t r = row_begin; r < row_end; ++r) t->fn(src + r * row_bytes, dst + r * ne0, nb);
+    src_rows_fn fn = simd_source_rows(type_id);  /* AVX2 / AVX-512 when selected, same bits */
+    if (!fn) fn = t->fn;
+    for (int64_t r = row_begin; r < row_end; ++r) fn(src + r * row_bytes, dst + r * ne0, nb);
     return 0;
 }
 
@@ -1131,8 +1134,10 @@ int blk_dequantize_interleaved(int32_t type_id, const uint8_t *src, float *dst, 
     if (group_begin == group_end) return 0;
     if (!src || !dst) return -2;
     const int64_t nb = ne0 / t->blck, group_bytes = (t->meta + nb * t->bytes) * t->rows;
+    il_group_fn fn = simd_interleaved_group(type_id);  /* AVX2 / AVX-512 when selected */
+    if (!fn) fn = t->fn;
     for (int64_t g = group_begin; g < group_end; ++g)
-        t->fn(src + g * group_bytes, dst + g * t->rows * ne0, ne0, nb);
+        fn(src + g * group_bytes, dst + g * t->rows * ne0, ne0, nb);
     return 0;
 }
 

@@ -21,20 +21,35 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+# kernels with no module of their own: linked into every module that includes their header
+LINK_ONLY = ("decode_simd",)
 # Every native/<name>.c with its header native/<name>.h is a module (a new layout family's kernels
 # are one more such pair: nothing here changes).
-FAMILIES = tuple(sorted(p.stem for p in HERE.glob("*.c") if p.with_suffix(".h").exists()))
+FAMILIES = tuple(sorted(p.stem for p in HERE.glob("*.c")
+                        if p.with_suffix(".h").exists() and p.stem not in LINK_ONLY))
+# headers declared to cffi beside the module's own, for the linked kernels that have one:
+# simd.h (the decoders' code path) in every module with decode_simd.c
+EXTRA_DECLARATIONS = {"decode_simd": "simd.h"}
 
 
 def _linked(module: str) -> tuple[str, ...]:
     """The other modules whose kernels ``module`` calls, linked in (their symbols stay private to
     each extension module): those whose header its C file includes."""
-    included = re.findall(r'^#include "(\w+)\.h"', (HERE / f"{module}.c").read_text(), re.M)
-    return tuple(name for name in included if name != module and name in FAMILIES)
+    found: list[str] = []
+    todo = [module]
+    while todo:   # the kernels of a linked module are linked too (verify -> blocks -> decode_simd)
+        included = re.findall(r'^#include "(\w+)\.h"', (HERE / f"{todo.pop()}.c").read_text(), re.M)
+        for name in included:
+            if name != module and name not in found and (name in FAMILIES or name in LINK_ONLY):
+                found.append(name)
+                todo.append(name)
+    return tuple(found)
 
 
-CFLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
-          "-Wno-unused-function"]
+# -ffp-contract=off: the float decoders must round after every operation, as gguf-py does (their
+# files also say so by pragma; tests/test_decode_simd.py checks the built modules hold no FMA)
+CFLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall", "-Wextra",
+          "-Wno-unused-parameter", "-Wno-unused-function"]
 
 
 def _declarations(header: Path) -> str:
@@ -44,9 +59,12 @@ def _declarations(header: Path) -> str:
 
 def make_ffi(family: str) -> FFI:
     ffi = FFI()
-    ffi.cdef(_declarations(HERE / f"{family}.h"))
+    linked = _linked(family)
+    headers = [f"{family}.h", *(EXTRA_DECLARATIONS[name] for name in linked
+                                if name in EXTRA_DECLARATIONS)]
+    ffi.cdef("\n".join(_declarations(HERE / header) for header in headers))
     source_paths = []
-    for name in (family, *_linked(family)):
+    for name in (family, *linked):
         source = HERE / f"{name}.c"
         try:  # setuptools wants paths relative to the project root
             source_paths.append(str(source.relative_to(Path.cwd())))
@@ -54,7 +72,7 @@ def make_ffi(family: str) -> FFI:
             source_paths.append(str(source))
     ffi.set_source(
         f"repack._{family}",
-        f'#include "{family}.h"',
+        "\n".join(f'#include "{header}"' for header in headers),
         sources=source_paths,
         include_dirs=[str(HERE)],
         extra_compile_args=CFLAGS + shlex.split(os.environ.get("AMX_REPACK_CFLAGS", "")),

@@ -14,8 +14,9 @@ import sys
 
 def main(argv=None) -> None:
     # amx-repack calls no BLAS routine, but numpy's OpenBLAS reserves memory for a thread per core
-    # when it is loaded, and ends the process itself (exit 1) when it cannot: one thread keeps
-    # that small (see cli.need_memory_for_numpy)
+    # when it is loaded, and ends the process itself (exit 1) when it cannot; its threads also spin
+    # after start-up (perf: ~1.5% of a convert). One thread, unless the caller has chosen (see
+    # cli.need_memory_for_numpy)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         from .runner import install_signal_handlers

@@ -28,13 +28,11 @@ The destination:
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
 import re
 import secrets
-import shutil
 import stat
 import tempfile
 import warnings
@@ -156,6 +154,7 @@ def check_output_folder(dest: str) -> str:
 
 def check_free_space(folder: str, size: int) -> None:
     """Room for a file of ``size`` bytes in ``folder``, checked before it is written."""
+    import shutil      # here: its import (bz2, lzma, ...) is not paid by inspect
     try:
         free = shutil.disk_usage(folder).free
     except OSError as e:
@@ -173,6 +172,7 @@ _RENAME_NOREPLACE = 1
 
 
 def _load_renameat2():
+    import ctypes
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.renameat2           # glibc >= 2.28
@@ -183,15 +183,22 @@ def _load_renameat2():
     return fn
 
 
-_renameat2 = _load_renameat2()
+_NOT_LOADED = object()
+# renameat2 from the C library, looked up at the first commit (ctypes is not paid by commands
+# that write nothing); None where the C library has none
+_renameat2 = _NOT_LOADED
 
 
 def _rename_noreplace(src: str, dst: str) -> None:
     """Rename ``src`` to ``dst`` unless ``dst`` exists (FileExistsError then), atomically."""
+    global _renameat2
+    if _renameat2 is _NOT_LOADED:
+        _renameat2 = _load_renameat2()
     if _renameat2 is not None:
         if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
                       _RENAME_NOREPLACE) == 0:
             return
+        import ctypes
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise OSError(err, os.strerror(err), dst)

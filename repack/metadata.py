@@ -52,15 +52,18 @@ record before the output is committed.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass, field
+
+from formats.lazy import lazy_module
 
 from formats.gguf_container import GGUFFormatError, KVRecord, ValueType, encode_kv, rename_kv
 from formats.layouts import FAMILY_TABLES
 
 from .checksum import HEX_LENGTH, XXH64, digest_of_version
 from .errors import InputError
+
+hashlib = lazy_module("hashlib")   # sha256 of the filler: not needed by inspect
 
 PREFIX = "amx_repack."
 ORIGINAL_PREFIX = PREFIX + "original."

@@ -19,6 +19,7 @@ from .checksum import digest_of_version, new_digest
 from .atomic import AtomicOutputFile, check_free_space, check_output_folder, commit_all
 from .errors import ForeignPacked, InputError, UsageError, VerificationFailed
 from .families import FAMILIES, LAYOUT_VERSION, family_of_packed
+from .kernel_copy import copy_range, read_ahead
 from .wording import plural
 from .runner import (ProgressCallback, advance, interruptible, resolve_threads, run_tasks,
                      scratch, start_phase)
@@ -502,8 +503,7 @@ def _copy(src: GGUFFile, input: str, output: str, threads: int, progress) -> Ato
 
     def task(a: int, b: int):
         def run():
-            out.pwrite(a, original.read_at(src.fileno(), a, b - a, scratch("input", b - a),
-                                           path=input))
+            copy_range(src.fileno(), a, out, a, b - a, input)   # in the kernel where it can
         return run
     try:
         run_tasks([(task(a, min(a + CHUNK_BYTES, size)), min(CHUNK_BYTES, size - a))
@@ -573,6 +573,7 @@ def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, tensors,
     buffers: read (pread), digest, repack, (with ``verify``: check), write (pwrite). No tensor data goes through a mapping,
     so resident memory is a few chunks per thread whatever the model size."""
     tasks = []
+    read_ahead(src.fileno(), sequential=True)
     for i, (t, p) in enumerate(zip(tensors, plans)):
         s0 = src.data_start + t.offset
         d0 = out_layout.data_start + out_layout.offsets[i]
@@ -594,19 +595,26 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, pa
         else:
             pieces = family.chunks(packed_type, t, CHUNK_BYTES)
         for (a, b), dst_range, rows in pieces:
+            if b < t.nbytes:     # the next chunk is read from disk while this one is worked on
+                read_ahead(src.fileno(), s0 + b, min(CHUNK_BYTES, t.nbytes - b))
+            if family is None:
+                # unchanged bytes: copied in the kernel (a clone on XFS / btrfs), then hashed as
+                # the output holds them, so the digest is the output's whatever the input does
+                copy_range(src.fileno(), s0 + a, out, d0 + a, b - a, input)
+                h.update(original.read_at(out.fd, d0 + a, b - a, scratch("input", b - a),
+                                          path=out.temp))
+                advance(b - a)
+                continue
             data = original.read_at(src.fileno(), s0 + a, b - a, scratch("input", b - a),
                                     path=input)
             h.update(data)
-            if family is None:
-                out.pwrite(d0 + a, data)
+            c, d = dst_range
+            packed = scratch("packed", d - c)
+            if verify:
+                _pack_and_check(family, packed_type, t, input, rows, a, data, packed, values)
             else:
-                c, d = dst_range
-                packed = scratch("packed", d - c)
-                if verify:
-                    _pack_and_check(family, packed_type, t, input, rows, a, data, packed, values)
-                else:
-                    family.pack(packed_type, t.ne0, rows, data, packed)
-                out.pwrite(d0 + c, packed)
+                family.pack(packed_type, t.ne0, rows, data, packed)
+            out.pwrite(d0 + c, packed)
             advance(b - a)
         digests[i] = h.hexdigest()
     return run

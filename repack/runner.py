@@ -13,7 +13,8 @@ import atexit
 import os
 import signal
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+# concurrent.futures (with logging and traceback behind it) is imported by run_tasks: commands
+# that run no tasks (inspect, --help) start faster without it
 from contextlib import contextmanager
 from typing import Callable, Iterable
 
@@ -192,6 +193,7 @@ def run_tasks(tasks: Iterable[tuple[Callable[[], object], int]], threads: int,
     """Run ``(function, weight_in_bytes)`` tasks; returns results in submission order. The
     progress callback is called in this (the main) thread only, with byte counts that add up to
     the weights: the parts a task reports with advance() as it goes, the rest when it ends."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
     tasks = list(tasks)
     results: list = [None] * len(tasks)
     partial = [0] * len(tasks)       # bytes each task has reported with advance() so far

@@ -28,6 +28,7 @@ from .checksum import forgery_resistant, new_digest
 from .errors import InputError, NoRecords, UsageError, VerificationFailed
 from .families import family_of_packed
 from .layout_agreement import check_declared_layout
+from .kernel_copy import copy_range, read_ahead
 from .pipeline import write_outputs
 from .runner import ProgressCallback, advance, resolve_threads, run_tasks, scratch
 from .wording import plural
@@ -257,11 +258,10 @@ def _unpack_foreign(src, input: str, output: str, threads: int,
 
 def _foreign_task(src, input: str, out, t, family, source: int, s0: int, d0: int):
     def run():
-        if family is None:
+        if family is None:     # unchanged bytes: copied in the kernel where it can
             for a in range(0, t.nbytes, CHUNK_BYTES):
                 n = min(CHUNK_BYTES, t.nbytes - a)
-                out.pwrite(d0 + a, original.read_at(src.fileno(), s0 + a, n, scratch("input", n),
-                                                    path=input))
+                copy_range(src.fileno(), s0 + a, out, d0 + a, n, input)
                 advance(n)
             return
         for (a, b), (c, d), rows in family.chunks(t.type_id, t, CHUNK_BYTES):
@@ -290,6 +290,7 @@ def mismatch_message(path: str, problems: list[str]) -> str:
 
 def _fill(src, input: str, out, layout, plans, info, threads, progress) -> None:
     tasks = []
+    read_ahead(src.fileno(), sequential=True)
     # the original's tensors only: a tensor the conversion added (--untie-output) is left out
     for k, i in enumerate(layout.rep_index):
         t, family, source = plans[i]
@@ -308,12 +309,14 @@ def _tensor_task(src, input: str, out, t, family, source: int, s0: int, d0: int,
         if family is None:
             for a in range(0, t.nbytes, CHUNK_BYTES):
                 n = min(CHUNK_BYTES, t.nbytes - a)
-                piece = original.read_at(src.fileno(), s0 + a, n, scratch("input", n), path=input)
-                h.update(piece)
-                out.pwrite(d0 + a, piece)
+                # copied in the kernel (a clone on XFS / btrfs), then hashed as the output holds it
+                copy_range(src.fileno(), s0 + a, out, d0 + a, n, input)
+                h.update(original.read_at(out.fd, d0 + a, n, scratch("input", n), path=out.temp))
                 advance(n)
         else:
             for (a, b), (c, d), rows in family.chunks(t.type_id, t, CHUNK_BYTES):
+                if d < t.nbytes:   # the next chunk is read from disk while this one is unpacked
+                    read_ahead(src.fileno(), s0 + d, min(CHUNK_BYTES, t.nbytes - d))
                 packed = original.read_at(src.fileno(), s0 + c, d - c, scratch("input", d - c),
                                           path=input)
                 rebuilt = scratch("rebuilt", b - a)

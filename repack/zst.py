@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 
-import zstandard
+from formats.lazy import lazy_module
+
 
 from formats.gguf_container import (MAX_HEADER_BYTES, GGUFFile, GGUFFormatError,
                                     check_data_section, open_regular, parse_header)
@@ -32,6 +31,11 @@ from formats.gguf_container import (MAX_HEADER_BYTES, GGUFFile, GGUFFormatError,
 from .atomic import AtomicOutputFile, create_temporary
 from .runner import start_phase, untrack_temporary
 from .errors import InputError, OutOfMemory, OutputError, is_out_of_memory
+
+# imported at first use: inspect of a plain .gguf (which asks is_zst) does not pay for them
+zstandard = lazy_module("zstandard")
+shutil = lazy_module("shutil")
+tempfile = lazy_module("tempfile")
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STREAM_CHUNK = 4 << 20

@@ -28,6 +28,7 @@ DEFAULT_TESTS=(tests/test_amx_layout.py tests/test_interleaved_layout.py tests/t
 [ -f "$ROOT/tests/test_checksum.py" ] && DEFAULT_TESTS+=(tests/test_checksum.py)
 [ -f "$ROOT/tests/test_fused_checks.py" ] && DEFAULT_TESTS+=(tests/test_fused_checks.py)
 [ -f "$ROOT/tests/test_cpu_repack_kernels.py" ] && DEFAULT_TESTS+=(tests/test_cpu_repack_kernels.py)
+[ -f "$ROOT/tests/test_decode_simd.py" ] && DEFAULT_TESTS+=(tests/test_decode_simd.py)
 if [ $# -gt 0 ]; then TESTS=("$@"); else TESTS=("${DEFAULT_TESTS[@]}"); fi
 
 ASAN_LIB="$("$CC" -print-file-name=libasan.so)"

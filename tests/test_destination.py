@@ -198,7 +198,7 @@ def commit_mechanism(request, monkeypatch):
     """Each way of committing without replacing: renameat2(RENAME_NOREPLACE), link + unlink
     (no renameat2), and a last check before a plain rename (no hard links either)."""
     if request.param == "renameat2":
-        if atomic._renameat2 is None:
+        if atomic._load_renameat2() is None:
             pytest.skip("no renameat2 in this C library")
     else:
         monkeypatch.setattr(atomic, "_renameat2", None)
