@@ -87,8 +87,9 @@ def pytest_runtest_setup(item):
         missing_golden(mark.args[0])
 
 
-# A progress line, printed where stderr is not a terminal (README, "Progress and warnings"). It is
-# not part of an error message: a command that fails says so in one line besides these.
+# A progress line, printed where stderr is not a terminal (docs/commands.md, "Progress and
+# warnings"). It is not part of an error message: a command that fails says so in one line
+# besides these.
 PROGRESS_LINE = re.compile(r"^amx-repack: [a-z]+ (\d+%|\.\.\.) \(.*\)$")
 
 

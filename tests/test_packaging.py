@@ -63,6 +63,7 @@ def test_sdist_holds_what_a_build_needs(sdist):
                        "LICENSE", "repack/py.typed", "formats/py.typed"}
     needed |= {f"{pkg}/{p.name}" for pkg in ("repack", "formats")
                for p in (ROOT / pkg).glob("*.py")}
+    needed |= {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}   # the README links them
     assert needed <= members, sorted(needed - members)
     built = [m for m in members if m.endswith((".o", ".so")) or m.startswith("repack/_")
              and not m.endswith(".py")]

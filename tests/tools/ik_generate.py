@@ -2,42 +2,23 @@
 
     python tests/tools/ik_generate.py MODEL.gguf N_TOKENS "prompt"
 
-Prints one JSON line: {"tokens": [...], "load_s": ..., "mmap": true}. The model is loaded with
-mmap on; sampling is argmax over the logits (no Python loop over the vocabulary).
+Prints one JSON line: {"tokens": [...], "load_s": ..., "text": ...}. The model is loaded with
+mmap on; the decoding loop is the one users run (``python -m repack.ik_generate``).
 """
 
 import json
 import sys
 import time
 
-import numpy as np
+from repack.ik_generate import greedy_tokens, load
 
 
 def main() -> None:
     model_path, n_tokens, prompt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    from ik_llama_cpp import IkLlama
-    from ik_llama_cpp import _ctypes_api as C
-    from ik_llama_cpp._internals import make_batch_range, make_batch_single
-
     t0 = time.perf_counter()
-    llm = IkLlama(model_path, n_ctx=256, n_threads=2, use_mmap=True, verbose=False)
+    llm = load(model_path, n_ctx=256, n_threads=2)
     load_s = time.perf_counter() - t0
-    ctx = llm._context
-    n_vocab = llm._model.n_vocab
-    tokens = llm.tokenize(prompt)
-    batch = make_batch_range(tokens, pos_start=0, logits_last=True)
-    assert ctx.decode(batch) == 0
-    C.llama_batch_free(batch)
-    out = []
-    pos = len(tokens)
-    for _ in range(n_tokens):
-        logits = np.ctypeslib.as_array(C.llama_get_logits_ith(ctx.ctx, -1), shape=(n_vocab,))
-        tok = int(np.argmax(logits))
-        out.append(tok)
-        batch = make_batch_single(tok, pos)
-        assert ctx.decode(batch) == 0
-        C.llama_batch_free(batch)
-        pos += 1
+    out = list(greedy_tokens(llm, prompt, n_tokens, stop_at_eog=False))   # always N tokens
     print(json.dumps({"tokens": out, "load_s": load_s, "text": llm.detokenize(out)}))
 
 
