@@ -83,7 +83,7 @@ def completion(url: str) -> str:
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as r:
         reply = json.load(r)
-    assert reply["tokens_predicted"] == N_PREDICT, reply
+    assert reply["tokens_predicted"] >= 1, reply
     return reply["content"]
 
 
