@@ -64,6 +64,21 @@ def _library_files(bin_dir: Path) -> dict[str, Path]:
     return files
 
 
+def _runpath_origin_only(name: str, data: bytes) -> bytes:
+    """The library with its run path cut to ``$ORIGIN``. CMake's build run path (what build.py
+    builds with: ``CMAKE_BUILD_RPATH_USE_ORIGIN``) ends in an empty entry, ``$ORIGIN:``, and the
+    dynamic loader reads an empty entry as the current directory: a ``libstdc++.so.6`` in the
+    user's working directory would be loaded. The string is shortened in place (its tail set to
+    NUL bytes), so no offset in the file moves; the sdist's own install sets exactly ``$ORIGIN``."""
+    runpaths = list(re.finditer(rb"\$ORIGIN(:[^\x00]*)?\x00", data))
+    if len(runpaths) > 1:
+        raise WheelError(f"{name}: more than one $ORIGIN string, cannot tell which is the run path")
+    if not runpaths or runpaths[0].group(1) is None:
+        return data
+    start, end = runpaths[0].start(1), runpaths[0].end(1)
+    return data[:start] + bytes(end - start) + data[end:]
+
+
 def _record_line(name: str, data: bytes) -> list[str]:
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     return [name, f"sha256={digest}", str(len(data))]
@@ -107,7 +122,7 @@ def build_wheel(sdist: Path, base_version: str, bin_dir: Path, flavour: str, lib
         raise WheelError(f"{sdist.name}: PKG-INFO has no Version line")
     entries[dist_info + "METADATA"] = metadata.encode()
     for name, path in _library_files(bin_dir).items():
-        entries[f"llama_cpp/lib/{name}"] = path.read_bytes()
+        entries[f"llama_cpp/lib/{name}"] = _runpath_origin_only(name, path.read_bytes())
     tag = wheel.name[:-len(".whl")].split("-", 2)[2]
     entries[dist_info + "WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: amx-repack "
                                     f"runtime/llama.cpp/python_wheel.py\nRoot-Is-Purelib: false\n"
