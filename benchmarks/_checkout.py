@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ("amx", "interleaved", "blocks", "checksum")   # native/build_native.py
+# the kernels' modules (native/build_native.py: every native/<name>.c with its header)
+FAMILIES = tuple(sorted(p.stem for p in (ROOT / "native").glob("*.c")
+                        if p.with_suffix(".h").exists()))
 
 
 def _missing() -> list[str]:

@@ -26,6 +26,8 @@ from typing import Callable
 from .lazy import lazy_module
 from formats.ggml_types import (AMX_EXTRA_BYTES, AMX_TYPE_ID_BASE, TYPES, TYPES_BY_NAME, GGMLType,
                                 type_by_name)
+from .family import EMBEDDING_TENSOR_NAMES, Decision, LayoutFamily, cannot, soft_defaults
+from .gguf_container import TensorInfo
 
 np = lazy_module("numpy")   # only inside functions: not loaded by --help or inspect
 
@@ -416,3 +418,95 @@ def unpack(type_name: str, packed, n_rows: int, k: int) -> np.ndarray:
     _, blocks_of = _CODECS[p.source.name]
     blocks = blocks_of(fields)                                       # [nb, kb, r, BS]
     return np.ascontiguousarray(blocks.transpose(0, 2, 1, 3)).reshape(-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# The family: which tensors the AMX layout packs (section 9), as the rest of the tool sees it
+# ------------------------------------------------------------------------------------------------
+
+AMX_TILE_ROWS = TILE_N  # the format's hard rule: ne1 % 16 (section 9.1)
+AMX_RUNTIME_ROWS = 32   # llama.cpp's AMX supports_op requires ne1 % 32 (section 9.2)
+# llama.cpp's AMX supports_op: K % 32 for Q4_0/Q4_1/Q8_0, K % 256 for the K-quants and IQ4_XS
+# (section 9.2). Each equals the type's block size, so every valid tensor meets it; it is
+# checked anyway so that the rule reads as the runtime states it.
+AMX_RUNTIME_K = {"q4_0": 32, "q4_1": 32, "q8_0": 32,
+                 "q4_K": 256, "q5_K": 256, "q6_K": 256, "iq4_xs": 256}
+
+
+class AmxLayout(LayoutFamily):
+    """llama.cpp's AMX backend tiles.
+
+    Alignment: the AMX layout changes nothing about ``general.alignment``. The AMX kernels read
+    tiles with unaligned loads and strided tile loads (no alignment requirement, section 12), and
+    tiles (288 bytes for Q4_0, 608 for Q8_0, ...) are not multiples of 64 bytes, so only each
+    tensor's start could be aligned further; keeping the input's own alignment (the GGUF default
+    32) changes no metadata key and pads every tensor as the original does (same offsets wherever
+    the packed size equals the source size: Q4_0, Q4_1, Q6_K).
+    """
+
+    name = "amx"
+    title = "AMX"
+    summary = "llama.cpp AMX VNNI tiles"
+    runtime = "llama.cpp built with runtime/llama.cpp (amx-repack's patch)"
+    unit = "tile"
+    kernels = "repack.amx_kernels"
+    soft_codes = {
+        "shape_n": ("ne1 (N) % 32 != 0: llama.cpp's AMX backend does not run it",
+                    "llama.cpp's AMX backend will not run these tensors (it needs ne1 % 32 == 0)"),
+        "experts": ("more than 3 dimensions: the AMX runtime runs 2-D weights (MUL_MAT) and 3-D "
+                    "experts (MUL_MAT_ID) only",
+                    "the AMX runtime has no kernel for weights of more than 3 dimensions, so it "
+                    "will not run these tensors"),
+    }
+    validity_check = True      # Q8_0 sums, K-quant scale ranges (section 10.2)
+    unties_output = True       # formats/tied_output.py
+
+    def decide(self, t: TensorInfo, overrides=frozenset(), target: str | None = None
+               ) -> Decision:
+        """Section 9: exactly what llama.cpp's AMX backend runs, by default.
+
+        Seven source types, at least 2-D, K as the runtime needs it, ne1 % 16 (hard: the
+        format), never the get_rows embeddings (hard: the runtime), ne1 % 32 (soft ``shape_n``:
+        llama.cpp's runtime). 3-D expert tensors follow the same N and K rules, slice by slice
+        (section 11): the runtime patch runs their MUL_MAT_ID on the AMX kernels from the packed
+        slices; a weight of more than 3 dimensions has no kernel there (soft ``experts``).
+        """
+        params = amx_params_for_type_id(t.type_id)
+        if params is not None and t.type_id == params.packed.id:
+            return cannot("packed", "already AMX-packed")
+        if params is None:
+            return cannot("type", f"{t.type.name} has no AMX layout")
+        if len(t.shape) < 2:
+            return cannot("shape_1d", "1-D tensor")
+        k_multiple = AMX_RUNTIME_K[params.source.name]
+        if t.ne0 <= 0 or t.ne0 % k_multiple:
+            return cannot("shape_k", f"ne0 = {t.ne0} is not a positive multiple of {k_multiple} "
+                          f"(K rule of the AMX format and of llama.cpp's AMX backend for "
+                          f"{t.type.name})")
+        if t.ne1 % AMX_TILE_ROWS:
+            return cannot("shape_rows", f"ne1 = {t.ne1} is not a multiple of {AMX_TILE_ROWS} "
+                          f"(AMX tile height)")
+        if t.name in EMBEDDING_TENSOR_NAMES:
+            return Decision(params.packed, False, "embedding, read by get_rows, which cannot read "
+                            "packed rows", "embedding")
+        kept = []
+        if any(d > 1 for d in t.shape[3:]):
+            kept.append(("experts", f"{len(t.shape)}-D tensor: the AMX runtime runs 2-D weights "
+                                    f"and 3-D experts only"))
+        if t.ne1 % AMX_RUNTIME_ROWS:
+            kept.append(("shape_n", f"ne1 = {t.ne1} is not a multiple of {AMX_RUNTIME_ROWS}: "
+                                    f"llama.cpp's AMX backend needs N % {AMX_RUNTIME_ROWS}"))
+        return soft_defaults(params.packed, kept, overrides)
+
+    def source_of(self, packed_type_id: int) -> GGMLType | None:
+        p = amx_params_for_type_id(packed_type_id)
+        return p.source if p is not None and packed_type_id == p.packed.id else None
+
+    def source_types(self) -> list[GGMLType]:
+        return [p.source for p in AMX_PARAMS.values()]
+
+    def unit_rows(self, packed_type_id: int) -> int:
+        return AMX_TILE_ROWS
+
+
+LAYOUT = AmxLayout()

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from .lazy import lazy_module
 
+from .family import EMBEDDING_TENSOR_NAMES, Decision, LayoutFamily, cannot, soft_defaults
 from .ggml_types import GGMLType, type_by_name, type_name
+from .gguf_container import TensorInfo
 
 np = lazy_module("numpy")   # only inside functions: not loaded by --help or inspect
 
@@ -304,3 +306,78 @@ def interleave(src: int | str | GGMLType, data, ne0: int, nrows: int) -> np.ndar
         return _ref_bf16(_blocks(x, 16, nrows, ne0 // 2, 4))
     t = il.source
     return _REFERENCE[name](_blocks(x, il.rows, nrows, ne0 // t.block_size, t.type_size))
+
+
+# ------------------------------------------------------------------------------------------------
+# The family: which tensors become ik's _R types (spec §5), as the rest of the tool sees it
+# ------------------------------------------------------------------------------------------------
+
+class InterleavedLayout(LayoutFamily):
+    """ik_llama.cpp's row-interleaved types; ik_llama.cpp loads the file directly."""
+
+    name = "interleaved"
+    title = "interleaved"
+    summary = "ik_llama.cpp _R4/_R8 types"
+    runtime = "ik_llama.cpp"
+    unit = "row group"
+    kernels = "repack.interleaved_kernels"
+    soft_codes = {
+        "runtime_rows": ("ne1 is not ik_llama.cpp's safe row multiple (its AVX-512 kernels "
+                         "abort)",
+                         "ik_llama.cpp's AVX-512 builds abort on these tensors (AVX2/NEON builds "
+                         "run them)"),
+        "bf16": ("bf16_r16 runs only on AVX512-BF16 builds",
+                 "only AVX512-BF16 builds of ik_llama.cpp run bf16_r16"),
+    }
+    relabels_file_type = True   # as ik's llama-quantize --repack does (spec §7)
+
+    def decide(self, t: TensorInfo, overrides=frozenset(), target: str | None = None
+               ) -> Decision:
+        """Spec §5: ik's own rules (hard) plus the runtime safe multiple and BF16 (soft)."""
+        il = INTERLEAVINGS.get(t.type_id)
+        if il is None:
+            if interleaving_for_type_id(t.type_id) is not None:
+                return cannot("packed", "already interleaved")
+            return cannot("type", f"{t.type.name} has no lossless interleaved type")
+        if len(t.shape) < 2:
+            return cannot("shape_1d", "1-D tensor")
+        if t.ne0 <= 0 or t.ne0 % il.column_multiple:
+            return cannot("shape_k", f"ne0 = {t.ne0} is not a positive multiple of "
+                          f"{il.column_multiple} ({il.target.name} interleaves whole "
+                          f"{'column pairs' if il.column_multiple == 2 else 'blocks'})")
+        if t.ne1 % il.rows:
+            return cannot("shape_rows", f"ne1 = {t.ne1} is not a multiple of {il.rows} "
+                          f"({il.target.name} rows per group)")
+        if t.name in EMBEDDING_TENSOR_NAMES:
+            return Decision(il.target, False, "embedding, read by get_rows, which cannot read "
+                            "interleaved rows", "embedding")
+        kept = []
+        if t.ne1 % il.runtime_row_multiple:
+            kept.append(("runtime_rows", f"ne1 = {t.ne1} is not a multiple of "
+                         f"{il.runtime_row_multiple}: ik's AVX-512 {il.target.name} kernel would "
+                         f"abort"))
+        if t.type.name == "bf16":
+            kept.append(("bf16", "bf16_r16 runs only on AVX512-BF16 builds of ik_llama.cpp"))
+        return soft_defaults(il.target, kept, overrides)
+
+    def source_of(self, packed_type_id: int) -> GGMLType | None:
+        il = _BY_TARGET.get(packed_type_id)
+        return il.source if il is not None else None
+
+    def source_types(self) -> list[GGMLType]:
+        return [il.source for il in INTERLEAVINGS.values()]
+
+    def unit_rows(self, packed_type_id: int) -> int:
+        return _BY_TARGET[packed_type_id].rows
+
+    def column_multiple(self, packed_type_id: int) -> int:
+        return _BY_TARGET[packed_type_id].column_multiple
+
+    def repacked_file_type(self, file_type: int) -> int | None:
+        return FILE_TYPE_REPACKED.get(file_type)
+
+    def plain_file_type(self, file_type: int) -> tuple[bool, int | None]:
+        return file_type in FILE_TYPE_REPACKED_RANGE, FILE_TYPE_PLAIN.get(file_type)
+
+
+LAYOUT = InterleavedLayout()

@@ -13,8 +13,8 @@ The added tensor is described by the records (metadata.py: ``amx_repack.added_te
 
 from __future__ import annotations
 
+from .family import Decision, LayoutFamily
 from .gguf_container import TensorInfo
-from .layouts import Decision, amx_decision
 
 SOURCE_NAME = "token_embd.weight"
 OUTPUT_NAME = "output.weight"
@@ -45,9 +45,11 @@ UNTIE_OUTPUT_ARCHITECTURES = frozenset({
 })
 
 
-def untie_problem(arch, tensors: dict[str, TensorInfo], overrides=frozenset()) -> str | None:
-    """Why a model cannot get an untied AMX output.weight (None: it can). ``arch``: the value of
-    general.architecture (None when absent); ``tensors``: name -> TensorInfo."""
+def untie_problem(family: LayoutFamily, arch, tensors: dict[str, TensorInfo],
+                  overrides=frozenset()) -> str | None:
+    """Why a model cannot get an untied output.weight packed by ``family`` (one with
+    ``unties_output``; None: it can). ``arch``: the value of general.architecture (None when
+    absent); ``tensors``: name -> TensorInfo."""
     if OUTPUT_NAME in tensors:
         return (f"the model already has its own {OUTPUT_NAME}: there is no tied output matrix "
                 f"to untie")
@@ -60,16 +62,16 @@ def untie_problem(arch, tensors: dict[str, TensorInfo], overrides=frozenset()) -
     source = tensors.get(SOURCE_NAME)
     if source is None:
         return f"the model has no {SOURCE_NAME} to untie"
-    decision = untie_decision(source, overrides)
+    decision = untie_decision(family, source, overrides)
     if not decision.packs:
         return (f"{SOURCE_NAME} ({source.type.name}, {'x'.join(map(str, source.shape))}) cannot "
-                f"run as an AMX output matrix: {decision.reason}")
+                f"run as an {family.title} output matrix: {decision.reason}")
     return None
 
 
-def untie_decision(source: TensorInfo, overrides=frozenset()) -> Decision:
-    """The AMX decision for the output matrix made from ``source``: the embedding's type and shape
-    under the name output.weight, decided by the same rules as every other tensor (the get_rows
-    rule does not apply: nothing reads output.weight by rows)."""
-    return amx_decision(TensorInfo(OUTPUT_NAME, source.shape, source.type_id, 0, source.nbytes),
-                        overrides)
+def untie_decision(family: LayoutFamily, source: TensorInfo, overrides=frozenset()) -> Decision:
+    """The family's decision for the output matrix made from ``source``: the embedding's type and
+    shape under the name output.weight, decided by the same rules as every other tensor (the
+    get_rows rule does not apply: nothing reads output.weight by rows)."""
+    return family.decide(TensorInfo(OUTPUT_NAME, source.shape, source.type_id, 0, source.nbytes),
+                         overrides)

@@ -1,7 +1,8 @@
-"""cffi build script: one extension module per layout family.
+"""cffi build script: one extension module per layout family (and the shared kernels).
 
 ``native/<family>.c`` with its header ``native/<family>.h`` becomes ``repack._<family>``; ``verify``
-(the fused checks of verify and convert --verify) also links the kernels it runs. The header
+(the fused checks of verify and convert --verify) also links the kernels it runs (the modules whose
+headers it includes). The header
 doubles as the cffi declaration: its preprocessor lines are dropped and the rest (plain
 prototypes) is given to ``cdef``. setuptools builds every family at install time (see setup.py);
 ``python native/build_native.py [family ...]`` builds them in place for development.
@@ -11,6 +12,7 @@ build of the test suite uses them).
 """
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -19,10 +21,17 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FAMILIES = ("amx", "interleaved", "blocks", "checksum", "verify")
-# modules built from more than their own file: the kernels they call, linked in (their symbols
-# stay private to each extension module)
-LINKED = {"verify": ("amx", "interleaved", "blocks")}
+# Every native/<name>.c with its header native/<name>.h is a module (a new layout family's kernels
+# are one more such pair: nothing here changes).
+FAMILIES = tuple(sorted(p.stem for p in HERE.glob("*.c") if p.with_suffix(".h").exists()))
+
+
+def _linked(module: str) -> tuple[str, ...]:
+    """The other modules whose kernels ``module`` calls, linked in (their symbols stay private to
+    each extension module): those whose header its C file includes."""
+    included = re.findall(r'^#include "(\w+)\.h"', (HERE / f"{module}.c").read_text(), re.M)
+    return tuple(name for name in included if name != module and name in FAMILIES)
+
 
 CFLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter",
           "-Wno-unused-function"]
@@ -37,7 +46,7 @@ def make_ffi(family: str) -> FFI:
     ffi = FFI()
     ffi.cdef(_declarations(HERE / f"{family}.h"))
     source_paths = []
-    for name in (family, *LINKED.get(family, ())):
+    for name in (family, *_linked(family)):
         source = HERE / f"{name}.c"
         try:  # setuptools wants paths relative to the project root
             source_paths.append(str(source.relative_to(Path.cwd())))
@@ -54,11 +63,9 @@ def make_ffi(family: str) -> FFI:
     return ffi
 
 
-amx_ffi = make_ffi("amx")
-interleaved_ffi = make_ffi("interleaved")
-blocks_ffi = make_ffi("blocks")
-checksum_ffi = make_ffi("checksum")
-verify_ffi = make_ffi("verify")
+# <name>_ffi: what setup.py's cffi_modules name
+for _name in FAMILIES:
+    globals()[f"{_name}_ffi"] = make_ffi(_name)
 
 def build_in_place(family: str) -> Path:
     """Compile repack._<family> in a scratch folder and move it into repack/. Not in the project

@@ -114,3 +114,32 @@ def dequantize(type_name_or_id, packed, dst_f32, n_rows: int, k: int, strip_begi
     dst_c = _buffer(dst_f32, n_rows * k * 4, "dequantize dst", writable=True, ctype="float[]")
     _status(lib.amx_dequantize(p.source.id, packed_c, dst_c, n_rows, k, sb, se), p, "dequantize")
     return dst_f32
+
+
+class _FamilyKernels:
+    """The AMX family's kernels as repack.families calls them: one chunk of whole 16-row strips,
+    the type given by its packed id."""
+
+    verify_check = "vf_check_amx"
+
+    def pack(self, packed_type_id: int, ne0: int, rows: int, src, dst) -> None:
+        pack(packed_type_id, src, dst, rows, ne0)
+
+    def unpack(self, packed_type_id: int, ne0: int, rows: int, packed, dst) -> None:
+        unpack(packed_type_id, packed, dst, rows, ne0)
+
+    def first_invalid_row(self, packed_type_id: int, ne0: int, rows: int, packed) -> int | None:
+        return check(packed_type_id, packed, rows, ne0)
+
+    def verify_check_args(self, packed_type_id: int) -> tuple:
+        source = params(packed_type_id).source
+        return source.id, source.block_size, source.type_size
+
+    def can_dequantize(self, packed_type_id: int) -> bool:
+        return True     # native/amx.c decodes every AMX type
+
+    def dequantize_packed(self, packed_type_id: int, ne0: int, rows: int, packed, dst) -> None:
+        dequantize(packed_type_id, packed, dst, rows, ne0)
+
+
+KERNELS = _FamilyKernels()

@@ -28,11 +28,13 @@ class Mismatch:
     repacked: int
 
 
-def check_chunk(family: str, src_type: int, packed_type: int, ne0: int, rows: int, packed,
-                original, rebuilt, values: bool) -> Mismatch | None:
-    """Check one chunk (``rows`` whole units of a packed tensor): ``rebuilt`` receives the source
-    bytes the inverse kernel gives back; ``original`` (None: no original) must equal them; with
-    ``values``, both float decoders must give the same bits for every element."""
+def check_chunk(native: str, leading: tuple, src_type: int, packed_type: int, ne0: int, rows: int,
+                packed, original, rebuilt, values: bool) -> Mismatch | None:
+    """Check one chunk (``rows`` whole units of a packed tensor) with the family's fused check,
+    the function ``native`` of native/verify.c called with the arguments ``leading`` and then the
+    buffers: ``rebuilt`` receives the source bytes the inverse kernel gives back; ``original``
+    (None: no original) must equal them; with ``values``, both float decoders must give the same
+    bits for every element."""
     src = TYPES[int(src_type)]
     ne0, rows = shape_int(ne0, "ne0"), shape_int(rows, "rows")
     if ne0 <= 0 or ne0 % src.block_size or rows < 0:
@@ -50,12 +52,8 @@ def check_chunk(family: str, src_type: int, packed_type: int, ne0: int, rows: in
     p_packed = ffi.from_buffer("uint8_t[]", packed)
     p_original = ffi.from_buffer("uint8_t[]", original) if original is not None else ffi.NULL
     p_rebuilt = ffi.from_buffer("uint8_t[]", rebuilt, require_writable=True)
-    if family == "amx":
-        rc = lib.vf_check_amx(src.id, src.block_size, src.type_size, p_packed, p_original,
-                              p_rebuilt, rows, ne0, bool(values), m)
-    else:
-        rc = lib.vf_check_interleaved(src.id, int(packed_type), p_packed, p_original, p_rebuilt,
-                                      rows, ne0, bool(values), m)
+    rc = getattr(lib, native)(*leading, p_packed, p_original, p_rebuilt, rows, ne0, bool(values),
+                              m)
     if rc == -4:
         raise MemoryError("out of memory for the check's buffers")
     if rc != 0:   # the checks above make this unreachable, except bf16_r16 with an odd ne0

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from formats.gguf_container import printable
-from formats.layouts import LAYOUTS, SOFT_CODES
+from formats.layouts import DEFAULT_LAYOUT, FAMILY_TABLES, LAYOUTS, SOFT_CODES
 
 from . import __version__, atomic, report_json
 from .errors import NoRecords, OutputExists, RepackError, TooMuchFiller
@@ -216,9 +216,9 @@ def printable_type(type_id: int) -> str:
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path())   # a folder: our one-line refusal
-@click.option("--layout", type=click.Choice(LAYOUTS), default="amx", show_default=True,
-              help="amx: llama.cpp AMX VNNI tiles; interleaved: ik_llama.cpp _R4/_R8 types; "
-                   "none: plain copy.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default=DEFAULT_LAYOUT, show_default=True,
+              help="; ".join(f"{name}: {f.summary}" for name, f in FAMILY_TABLES.items())
+                   + "; none: plain copy.")
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=None,
               help=THREADS_HELP)
 @click.option("--include", multiple=True, metavar="REGEX",
@@ -300,12 +300,10 @@ def inspect(file, as_json):
     for t in r.tensors:
         cells = [t.name + (" (added)" if t.added_from else ""), t.type + (f" (was {t.original_type})" if t.original_type else ""),
                  "x".join(map(str, t.shape)), t.bytes, t.offset]
-        for family in ("amx", "interleaved"):
-            d = t.layouts[family]
+        for d in t.layouts.values():
             cells.append(d["target"] if d["packs"] else f"keep: {d['reason']}")
         rows.append(cells)
-    click.echo(_table(["tensor", "type", "shape", "bytes", "offset", "amx", "interleaved"], rows,
-                      {3, 4}))
+    click.echo(_table(["tensor", "type", "shape", "bytes", "offset", *r.runtimes], rows, {3, 4}))
     click.echo("")
     for family, runtime in r.runtimes.items():
         click.echo(f"{family} layout runs in: {runtime}")

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from formats.amx_layout import AMX_PARAMS
 from formats.ggml_types import TYPES, type_by_name
 from formats.gguf_container import OutputTensor, ValueType, encode_kv, plan_layout
-from formats.interleaved_layout import INTERLEAVINGS
+from formats.layouts import FAMILY_TABLES
 
 from .atomic import AtomicOutputFile
 from .pipeline import convert
@@ -30,9 +29,9 @@ _SHAPES = [(512, 64), (1024, 32), (256, 128, 4)]
 
 
 def _source_types() -> list[str]:
-    names = list(AMX_PARAMS)
-    names += [il.source.name for il in INTERLEAVINGS.values()
-              if il.source.name not in names and il.source.name != "bf16"]
+    names = []
+    for family in FAMILY_TABLES.values():
+        names += [t.name for t in family.source_types() if t.name not in names and t.name != "bf16"]
     return names
 
 
@@ -118,7 +117,7 @@ def run_demo(folder: str | None = None, threads: int | None = None) -> tuple[Pat
     build_demo_model(model)
     original_sha = hashlib.sha256(model.read_bytes()).hexdigest()
     rows = []
-    for layout in ("amx", "interleaved"):
+    for layout in FAMILY_TABLES:
         out = folder / f"demo-{layout}.gguf"
         report = convert(model, out, layout=layout, threads=threads, force=True)
         v = verify(model, out, threads=threads)

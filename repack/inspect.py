@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from formats.ggml_types import type_name
-from formats.layouts import DECIDERS, RUNTIMES
+from formats.layouts import FAMILY_TABLES, RUNTIMES
 
 from . import metadata, shards
 
@@ -42,7 +42,7 @@ class InspectReport:
     tensors: list[TensorRow] = field(default_factory=list)
     shards: list[str] = field(default_factory=list)   # every file of the model
     # the runtime that reads each layout family's output (formats.layouts.RUNTIMES)
-    runtimes: dict[str, str] = field(default_factory=lambda: {f: RUNTIMES[f] for f in DECIDERS})
+    runtimes: dict[str, str] = field(default_factory=lambda: {f: RUNTIMES[f] for f in FAMILY_TABLES})
     seconds: float = 0.0
 
     def bytes_by_type(self) -> dict[str, dict]:
@@ -82,8 +82,8 @@ def inspect(path: str | os.PathLike) -> InspectReport:
             added = dict(zip(shard_info.added_tensors, shard_info.added_sources)) if shard_info else {}
             for t in src.tensors:
                 layouts = {}
-                for family, decide in DECIDERS.items():
-                    d = decide(t)
+                for family, table in FAMILY_TABLES.items():
+                    d = table.decide(t)
                     layouts[family] = {"target": d.target.name if d.target else None,
                                        "packs": d.packs, "reason": d.reason, "code": d.code}
                 orig = originals.get(t.name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from repack._interleaved import ffi, lib
 from repack.native_args import expect_nbytes, shape_int, unit_range
 
-from formats.interleaved_layout import INTERLEAVINGS, Interleaving
+from formats.interleaved_layout import INTERLEAVINGS, LAYOUT, Interleaving
 from formats.ggml_types import type_name
 
 
@@ -86,3 +86,37 @@ def deinterleave(src_type_id: int, packed, dst, ne0: int, nrows: int, group_begi
     """Exact inverse of :func:`interleave`: rebuild the source rows of those groups into ``dst``
     (the whole source tensor). Q8_KV's per-row sum, which the packed type drops, is recomputed."""
     _call(lib.il_deinterleave, src_type_id, packed, dst, ne0, nrows, group_begin, group_end, True)
+
+
+class _FamilyKernels:
+    """The interleaved family's kernels as repack.families calls them: one chunk of whole row
+    groups, the type given by its packed (``_R``) id."""
+
+    verify_check = "vf_check_interleaved"
+
+    @staticmethod
+    def _source(packed_type_id: int) -> int:
+        return LAYOUT.source_of(packed_type_id).id
+
+    def pack(self, packed_type_id: int, ne0: int, rows: int, src, dst) -> None:
+        interleave(self._source(packed_type_id), src, dst, ne0, rows)
+
+    def unpack(self, packed_type_id: int, ne0: int, rows: int, packed, dst) -> None:
+        deinterleave(self._source(packed_type_id), packed, dst, ne0, rows)
+
+    def first_invalid_row(self, packed_type_id: int, ne0: int, rows: int, packed) -> int | None:
+        return None     # interleaved layouts carry no redundant fields
+
+    def verify_check_args(self, packed_type_id: int) -> tuple:
+        return self._source(packed_type_id), packed_type_id
+
+    def can_dequantize(self, packed_type_id: int) -> bool:
+        from . import block_decoders
+        return block_decoders.can_dequantize(packed_type_id)
+
+    def dequantize_packed(self, packed_type_id: int, ne0: int, rows: int, packed, dst) -> None:
+        from . import block_decoders
+        block_decoders.dequantize_interleaved(packed_type_id, packed, dst, ne0, rows)
+
+
+KERNELS = _FamilyKernels()

@@ -1,6 +1,6 @@
 """The KV records by which a repacked file describes itself (all under one prefix).
 
-    amx_repack.layout                 str    "amx" or "interleaved"
+    amx_repack.layout                 str    the layout family ("amx", "interleaved", ...)
     amx_repack.layout_version         u32    version of these records (2; 1 is still read)
     amx_repack.tool_version           str    amx-repack version that wrote the file
     amx_repack.tensor.names           [str]  every tensor, in tensor-info order
@@ -49,6 +49,7 @@ import struct
 from dataclasses import dataclass, field
 
 from formats.gguf_container import GGUFFormatError, KVRecord, ValueType, encode_kv, rename_kv
+from formats.layouts import FAMILY_TABLES
 
 from .checksum import XXH64
 from .errors import InputError
@@ -153,7 +154,7 @@ class RepackInfo:
             raise InputError(f"{path}: amx-repack records of layout version "
                              f"{self.layout_version}{newer}; this version reads "
                              f"{', '.join(map(str, SUPPORTED_VERSIONS))}")
-        if self.layout not in ("amx", "interleaved"):
+        if self.layout not in FAMILY_TABLES:
             raise InputError(f"{path}: damaged amx-repack records: unknown layout "
                              f"'{self.layout}'")
         missing = self.missing_records()

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 from formats.ggml_types import TYPES, type_name
 from formats.gguf_container import GGUFFile, KVRecord, OutputTensor, ValueType, encode_kv, plan_layout
-from formats.interleaved_layout import FILE_TYPE_REPACKED
 from formats import tied_output
-from formats.layouts import (CODES, LAYOUTS, OVERRIDE_CONSEQUENCES, RUNTIMES, Decision,
-                             check_overrides, compile_patterns, decide, select)
+from formats.layouts import (CODES, DEFAULT_LAYOUT, FAMILY_TABLES, LAYOUTS, OVERRIDE_CONSEQUENCES,
+                             RUNTIMES, SOFT_CODES, Decision, check_overrides, compile_patterns,
+                             decide, select)
 
 from . import __version__, metadata, original, shards, zst
 from .checksum import XXH64
@@ -131,9 +131,10 @@ class Selection:
             raise UsageError(f"unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})")
         include, exclude, overrides = tuple(include), tuple(exclude), list(overrides)
         if allow_amx_n16:
-            if layout != "amx":
-                raise UsageError("allowing ne1 % 32 != 0 (the 'shape_n' override) applies to "
-                                 "the amx layout only")
+            if "shape_n" not in SOFT_CODES.get(layout, ()):
+                owner = next(name for name, codes in SOFT_CODES.items() if "shape_n" in codes)
+                raise UsageError(f"allowing ne1 % 32 != 0 (the 'shape_n' override) applies to "
+                                 f"the {owner} layout only")
             overrides.append("shape_n")
         if layout == "none" and (include or exclude or overrides):
             raise UsageError("layout none copies the file as it is: include / exclude patterns "
@@ -169,8 +170,9 @@ class Selection:
         return plans
 
 
-def plan_untied_output(src: GGUFFile, plans: list[TensorPlan], overrides=frozenset()) -> TensorPlan:
-    """--untie-output: the plan of an AMX-packed output.weight copied from token_embd.weight, or
+def plan_untied_output(src: GGUFFile, plans: list[TensorPlan], layout: str,
+                       overrides=frozenset()) -> TensorPlan:
+    """--untie-output: the plan of a packed output.weight copied from token_embd.weight, or
     an InputError saying why this model cannot have one (formats/tied_output.py)."""
     if shards.KEY_SPLIT_COUNT in src.kv or shards.KEY_SPLIT_TENSORS in src.kv:
         raise InputError(f"{src.path}: untying the output matrix does not take split models (it "
@@ -179,12 +181,12 @@ def plan_untied_output(src: GGUFFile, plans: list[TensorPlan], overrides=frozens
     arch_rec = src.kv.get(tied_output.ARCH_KEY)
     arch = arch_rec.value if arch_rec is not None and arch_rec.value_type == ValueType.STRING \
         else None
-    problem = tied_output.untie_problem(arch, tensors, overrides)
+    problem = tied_output.untie_problem(FAMILY_TABLES[layout], arch, tensors, overrides)
     if problem:
         raise InputError(f"{src.path}: cannot untie the output matrix: {problem}")
     # token_embd.weight itself always stays unpacked (the embedding rule cannot be lifted)
     source = tensors[tied_output.SOURCE_NAME]
-    d = tied_output.untie_decision(source, overrides)
+    d = tied_output.untie_decision(FAMILY_TABLES[layout], source, overrides)
     return TensorPlan(tied_output.OUTPUT_NAME, source.shape, source.type_id, d.target.id,
                       source.nbytes, d.target.tensor_bytes(source.shape), d, source.name)
 
@@ -195,13 +197,15 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
     records = dict(src.kv)
     changed: dict[str, KVRecord] = {}
     added: list[str] = []
-    if layout == "interleaved" and FILE_TYPE_KEY in records:
-        # ik relabels general.file_type by the input's file type alone (interleaved.md §7)
+    family = FAMILY_TABLES[layout]
+    if family.relabels_file_type and FILE_TYPE_KEY in records:
+        # as the family's own tool does (ik relabels by the input's file type alone,
+        # interleaved.md §7)
         rec = records[FILE_TYPE_KEY]
         if rec.value_type not in metadata.INTEGER_VALUE_TYPES:
             raise InputError(f"{src.path}: '{FILE_TYPE_KEY}' is {rec.value_type.name.lower()}, "
                              f"expected an integer (a llama_ftype id)")
-        new = FILE_TYPE_REPACKED.get(int(rec.value))
+        new = family.repacked_file_type(int(rec.value))
         if new is not None and new != rec.value:
             changed[FILE_TYPE_KEY] = rec
             # every relabelled id is above 255: a one-byte record becomes a u32, as ik writes it
@@ -214,14 +218,15 @@ def _output_metadata(src: GGUFFile, layout: str, plans: list[TensorPlan],
     return list(records.values()) + ours
 
 
-def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "amx",
+def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = DEFAULT_LAYOUT,
             threads: int | None = None, include=(), exclude=(), force: bool = False,
             progress: ProgressCallback | None = None, compress: bool = False,
             allow_amx_n16: bool = False, overrides=(), dry_run: bool = False,
             on_warning=None, verify: bool = False, untie_output: bool = False) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
-    ``layout`` is "amx", "interleaved", or "none" (a plain copy, byte-identical to the input).
+    ``layout`` is a layout family ("amx", "interleaved": ``formats.layouts.LAYOUTS``), or "none"
+    (a plain copy, byte-identical to the input).
     ``include`` / ``exclude`` are regular expressions searched in tensor names; they only narrow
     the selection, and each must match some tensor. ``overrides`` names soft defaults to lift
     (``formats.layouts.SOFT_CODES[layout]``, e.g. "experts"): the tensors they keep are packed
@@ -232,9 +237,10 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     ``verify`` proves every packed chunk while it is in memory, with verify's two checks (the
     inverse kernel back to the input's bytes, and the float values of the input's decoder against
     the packed layout's); any mismatch raises VerificationFailed and no output is committed.
-    ``untie_output`` (amx only) adds an AMX-packed ``output.weight``, a copy of the tied
-    ``token_embd.weight``, so that llama.cpp packs nothing at load (formats/tied_output.py); only
-    for a model without output.weight whose architecture's loader takes one.
+    ``untie_output`` (a family with ``unties_output``: amx) adds a packed ``output.weight``, a
+    copy of the tied ``token_embd.weight``, so that llama.cpp packs nothing at load
+    (formats/tied_output.py); only for a model without output.weight whose architecture's loader
+    takes one.
     ``progress`` is called with a byte count as work completes (phases: runner.start_phase).
     ``on_warning`` is called with each warning as it arises, before the work it concerns (the
     report lists them too). ``compress`` writes ``output + ".zst"`` (a multi-threaded zstd
@@ -246,8 +252,10 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = "
     if threads < 1:
         raise UsageError("threads must be at least 1")
     selection = Selection.make(layout, include, exclude, overrides, allow_amx_n16)
-    if untie_output and layout != "amx":
-        raise UsageError("untying the output matrix applies to the amx layout only")
+    if untie_output and not (layout in FAMILY_TABLES and FAMILY_TABLES[layout].unties_output):
+        raise UsageError(f"untying the output matrix applies to the "
+                         f"{' and '.join(n for n, f in FAMILY_TABLES.items() if f.unties_output)} "
+                         f"layout only")
     started = time.perf_counter()
     if dry_run:
         report = _plan_only(input, output, selection, threads, force, compress, untie_output)
@@ -453,7 +461,7 @@ def _plan_file(src: GGUFFile, selection: Selection, untie_output: bool) -> list[
     """What convert does with every tensor of one file, and the tensor it adds (--untie-output)."""
     plans = selection.plan(src)
     if untie_output:
-        plans.append(plan_untied_output(src, plans, selection.overrides))
+        plans.append(plan_untied_output(src, plans, selection.layout, selection.overrides))
     return plans
 
 
@@ -499,14 +507,14 @@ def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, tensors,
         s0 = src.data_start + t.offset
         d0 = out_layout.data_start + out_layout.offsets[i]
         family = FAMILIES[layout] if p.repacked else None
-        tasks.append((_tensor_task(src, input, out, t, family, s0, d0, digests, i, verify),
-                      t.nbytes))
+        tasks.append((_tensor_task(src, input, out, t, family, p.out_type_id, s0, d0, digests, i,
+                                   verify), t.nbytes))
     run_tasks(tasks, threads, progress)
 
 
-def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, s0: int, d0: int,
-                 digests: list[str], i: int, verify: bool = False):
-    values = verify and family is not None and family.can_dequantize(t.type_id)
+def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, packed_type: int,
+                 s0: int, d0: int, digests: list[str], i: int, verify: bool = False):
+    values = verify and family is not None and family.can_dequantize(packed_type)
 
     def run():
         h = XXH64()
@@ -514,7 +522,7 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, s0
             pieces = (((a, min(a + CHUNK_BYTES, t.nbytes)), None, 0)
                       for a in range(0, t.nbytes, CHUNK_BYTES))
         else:
-            pieces = family.chunks(t.type_id, t, CHUNK_BYTES)
+            pieces = family.chunks(packed_type, t, CHUNK_BYTES)
         for (a, b), dst_range, rows in pieces:
             data = original.read_at(src.fileno(), s0 + a, b - a, scratch("input", b - a),
                                     path=input)
@@ -525,33 +533,33 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, s0
                 c, d = dst_range
                 packed = scratch("packed", d - c)
                 if verify:
-                    _pack_and_check(family, t, input, rows, a, data, packed, values)
+                    _pack_and_check(family, packed_type, t, input, rows, a, data, packed, values)
                 else:
-                    family.pack(t.type_id, t.ne0, rows, data, packed)
+                    family.pack(packed_type, t.ne0, rows, data, packed)
                 out.pwrite(d0 + c, packed)
         digests[i] = h.hexdigest()
     return run
 
 
-def _pack_and_check(family, t, input: str, rows: int, s0: int, data, packed,
+def _pack_and_check(family, packed_type: int, t, input: str, rows: int, s0: int, data, packed,
                     values: bool) -> None:
     """convert --verify: pack a chunk piece by piece, each piece checked right after it is packed
     while its input, packed and rebuilt bytes are still in cache, by verify's checks (the same
     native code, repack/chunk_checks.py) against the input bytes still in memory."""
-    unit = family.unit_rows(t.type_id)
+    unit = family.unit_rows(packed_type)
     src_row = TYPES[t.type_id].row_bytes(t.ne0)
-    dst_row = family.target_of(t.type_id).row_bytes(t.ne0)
+    dst_row = TYPES[packed_type].row_bytes(t.ne0)
     step = max(1, VERIFY_PIECE_BYTES // (unit * src_row)) * unit
     rebuilt = scratch("rebuilt", min(step, rows) * src_row)
     for r0 in range(0, rows, step):
         n = min(step, rows - r0)
         src = data[r0 * src_row:(r0 + n) * src_row]
         dst = packed[r0 * dst_row:(r0 + n) * dst_row]
-        family.pack(t.type_id, t.ne0, n, src, dst)
-        mismatch = family.check_chunk(t.type_id, t.ne0, n, dst, src, rebuilt[:n * src_row], values)
+        family.pack(packed_type, t.ne0, n, src, dst)
+        mismatch = family.check_chunk(packed_type, t.ne0, n, dst, src, rebuilt[:n * src_row], values)
         if mismatch is not None:
             from .verify import describe_mismatch
             raise VerificationFailed(f"{input}: tensor '{t.name}' ({type_name(t.type_id)} -> "
-                                     f"{family.target_of(t.type_id).name}): "
+                                     f"{TYPES[packed_type].name}): "
                                      f"{describe_mismatch(mismatch, t, t.type_id, s0 + r0 * src_row)}"
                                      f"; no output was written")

@@ -20,7 +20,7 @@ import numpy as np
 
 from formats.ggml_types import TYPES, type_name
 from formats.gguf_container import OutputTensor, encode_kv, plan_layout
-from formats.interleaved_layout import FILE_TYPE_PLAIN, FILE_TYPE_REPACKED_RANGE
+from formats.layouts import FAMILY_TABLES
 
 from . import metadata, original
 from .atomic import AtomicOutputFile
@@ -110,7 +110,7 @@ def _plans(src, input: str) -> list:
     for t in src.tensors:
         family = family_of_packed(t.type_id)
         source = family.source_of(t.type_id).id if family else t.type_id
-        problem = family.shape_problem(source, t) if family else None
+        problem = family.shape_problem(t) if family else None
         if problem:
             raise InputError(f"{input}: tensor '{t.name}' ({t.type.name}): {problem}")
         plans.append((t, family, source))
@@ -172,13 +172,15 @@ def _unpack_foreign(src, input: str, output: str, threads: int,
                           foreign=True, tensor_types=_tensor_types(plans))
     key = FILE_TYPE_KEY
     rec = records.get(key)
-    if rec is not None and rec.value_type in metadata.INTEGER_VALUE_TYPES \
-            and int(rec.value) in FILE_TYPE_REPACKED_RANGE:
-        was = int(rec.value)
-        now = FILE_TYPE_PLAIN.get(was)
+    # a label some family's own tool writes (ik's llama-quantize --repack), and its plain type
+    labelled = [] if rec is None or rec.value_type not in metadata.INTEGER_VALUE_TYPES else [
+        (name, plain) for name, family in FAMILY_TABLES.items()
+        for claimed, plain in [family.plain_file_type(int(rec.value))] if claimed]
+    if labelled:
+        (family, now), was = labelled[0], int(rec.value)
         if now is None:
-            report.warnings.append(f"{input}: {key} {was} is one of ik's repacked labels without a "
-                                   f"plain counterpart; left as it is")
+            report.warnings.append(f"{input}: {key} {was} is one of the {family} layout's repacked "
+                                   f"labels without a plain counterpart; left as it is")
         else:
             records[key] = encode_kv(key, rec.value_type, now)
             report.changed_keys[key] = [was, now]
@@ -218,13 +220,13 @@ def _foreign_task(src, input: str, out, t, family, source: int, s0: int, d0: int
                 out.pwrite(d0 + a, original.read_at(src.fileno(), s0 + a, n, scratch("input", n),
                                                     path=input))
             return
-        for (a, b), (c, d), rows in family.chunks(source, t, CHUNK_BYTES):
+        for (a, b), (c, d), rows in family.chunks(t.type_id, t, CHUNK_BYTES):
             packed = original.read_at(src.fileno(), s0 + c, d - c, scratch("input", d - c),
                                       path=input)
             rebuilt = scratch("rebuilt", b - a)
-            family.unpack(source, t.ne0, rows, packed, rebuilt)
+            family.unpack(t.type_id, t.ne0, rows, packed, rebuilt)
             again = scratch("packed", d - c)
-            family.pack(source, t.ne0, rows, rebuilt, again)
+            family.pack(t.type_id, t.ne0, rows, rebuilt, again)
             if not np.array_equal(again, packed):
                 row = a // TYPES[source].row_bytes(t.ne0)
                 raise VerificationFailed(
@@ -264,11 +266,11 @@ def _tensor_task(src, input: str, out, t, family, source: int, s0: int, d0: int,
                 h.update(piece)
                 out.pwrite(d0 + a, piece)
         else:
-            for (a, b), (c, d), rows in family.chunks(source, t, CHUNK_BYTES):
+            for (a, b), (c, d), rows in family.chunks(t.type_id, t, CHUNK_BYTES):
                 packed = original.read_at(src.fileno(), s0 + c, d - c, scratch("input", d - c),
                                           path=input)
                 rebuilt = scratch("rebuilt", b - a)
-                family.unpack(source, t.ne0, rows, packed, rebuilt)
+                family.unpack(t.type_id, t.ne0, rows, packed, rebuilt)
                 h.update(rebuilt)
                 out.pwrite(d0 + a, rebuilt)
         if h.hexdigest() != digest:

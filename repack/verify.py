@@ -121,21 +121,22 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
     ``read_packed(a, b)`` / ``read_original(a, b)`` return the bytes [a, b) of the tensor in the
     repacked / original file (``read_original`` None: standalone, against ``digest``). Both
     checks of a chunk run in one native call (Family.check_chunk), a tile or row group at a time."""
-    problem = family.shape_problem(src_type, t_packed)
+    packed_type = t_packed.type_id
+    problem = family.shape_problem(t_packed)
     if problem:
         return [], problem
     checks = ["bytes"] if read_original is not None else []
     if digest is not None:
         checks.append("digest")
-    do_values = family.can_dequantize(src_type)
+    do_values = family.can_dequantize(packed_type)
     if do_values:
         checks.append("values")
     hasher = XXH64() if digest is not None else None
     ne0 = t_packed.ne0
-    if family.name == "amx":
+    if family.table.validity_check:
         checks.append("valid")
     covered = (0, 0)
-    chunks = list(family.chunks(src_type, t_packed, CHUNK_BYTES))
+    chunks = list(family.chunks(packed_type, t_packed, CHUNK_BYTES))
     for n, ((s0, s1), (p0, p1), rows) in enumerate(chunks):
         covered = (s1, p1)
         if n + 1 < len(chunks):   # both files' next chunks are read ahead while this one is checked
@@ -146,7 +147,7 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
         packed = read_packed(p0, p1)
         want = read_original(s0, s1) if read_original is not None else None
         rebuilt = scratch("rebuilt", s1 - s0)
-        mismatch = family.check_chunk(src_type, ne0, rows, packed, want, rebuilt, do_values)
+        mismatch = family.check_chunk(packed_type, ne0, rows, packed, want, rebuilt, do_values)
         if mismatch is not None:
             return checks, describe_mismatch(mismatch, t_packed, src_type, s0)
         if hasher is not None:
@@ -331,7 +332,7 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress) -
             res.detail = (f"original is {o.type.name} {list(o.shape)}, repacked decodes to "
                           f"{type_name(src_type)} {list(t.shape)}")
             continue
-        problem = family.shape_problem(src_type, t) if family else None
+        problem = family.shape_problem(t) if family else None
         if problem:
             res.status, res.detail = "shape", problem
             continue

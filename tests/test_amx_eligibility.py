@@ -13,7 +13,7 @@ import repack
 from formats import amx_layout
 from formats.ggml_types import TYPES, type_by_name
 from formats.gguf_container import TensorInfo, read_gguf
-from formats.layouts import CODES, RUNTIMES, amx_decision, decide
+from formats.layouts import CODES, FAMILY_TABLES, RUNTIMES, decide
 from tests.conftest import amx_repack_cli
 from tests.synthetic import sha256, write_model
 
@@ -187,12 +187,12 @@ def test_k_rule():
     # so the runtime's K rule (K % 256 for the K-quants and IQ4_XS, K % 32 for the others) is
     # checked on the decision itself.
     for tname in ("q4_K", "q5_K", "q6_K", "iq4_xs"):
-        assert amx_decision(_tensor("w", tname, (256, 32))).packs
-        d = amx_decision(TensorInfo("w", (128, 32), type_by_name(tname).id, 0, 0))
+        assert FAMILY_TABLES["amx"].decide(_tensor("w", tname, (256, 32))).packs
+        d = FAMILY_TABLES["amx"].decide(TensorInfo("w", (128, 32), type_by_name(tname).id, 0, 0))
         assert d.target is None and not d.packs and d.code == "shape_k" and "256" in d.reason
     for tname in ("q4_0", "q4_1", "q8_0"):
-        assert amx_decision(_tensor("w", tname, (32, 32))).packs
-        d = amx_decision(TensorInfo("w", (48, 32), type_by_name(tname).id, 0, 0))
+        assert FAMILY_TABLES["amx"].decide(_tensor("w", tname, (32, 32))).packs
+        d = FAMILY_TABLES["amx"].decide(TensorInfo("w", (48, 32), type_by_name(tname).id, 0, 0))
         assert d.code == "shape_k" and not d.packs
     # the override never lifts a rule other than N % 32
     d = decide("amx", TensorInfo("w", (128, 48), type_by_name("q4_K").id, 0, 0), allow_amx_n16=True)

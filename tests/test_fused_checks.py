@@ -30,13 +30,20 @@ def model(tmp_path_factory):
     return write_model(tmp_path_factory.mktemp("model") / "small.gguf", small_model_tensors())
 
 
-def _reference(family, src_type, ne0, rows, packed, original):
+def _packed_type(family, src_type: int) -> int:
+    """The family's packed type of a source type (one per source for these two families)."""
+    (packed,) = [i for i in TYPES if (s := family.source_of(i)) is not None and s.id == src_type]
+    return packed
+
+
+def _reference(family, packed_type, ne0, rows, packed, original):
     """What verify's step-by-step checks report first: (kind, index, original, repacked)."""
-    bad = family.first_invalid_row(src_type, ne0, rows, packed)
+    src_type = family.source_of(packed_type).id
+    bad = family.first_invalid_row(packed_type, ne0, rows, packed)
     if bad is not None:
         return chunk_checks.INVALID, bad, 0, 0
     rebuilt = np.empty(TYPES[src_type].row_bytes(ne0) * rows, np.uint8)
-    family.unpack(src_type, ne0, rows, packed, rebuilt)
+    family.unpack(packed_type, ne0, rows, packed, rebuilt)
     diff = np.flatnonzero(rebuilt != original)
     if diff.size:
         i = int(diff[0])
@@ -44,7 +51,7 @@ def _reference(family, src_type, ne0, rows, packed, original):
     want = np.empty(rows * ne0, np.float32)
     got = np.empty(rows * ne0, np.float32)
     block_decoders.dequantize_rows(src_type, original, want, ne0, rows)
-    family.dequantize_packed(src_type, ne0, rows, packed, got)
+    family.dequantize_packed(packed_type, ne0, rows, packed, got)
     diff = np.flatnonzero(want.view(np.uint32) != got.view(np.uint32))
     if diff.size:
         i = int(diff[0])
@@ -63,19 +70,20 @@ def _cases():
 def test_fused_check_finds_what_the_separate_checks_find(family_name, type_name):
     family = FAMILIES[family_name]
     t = type_by_name(type_name)
-    unit = family.unit_rows(t.id)
+    pt = _packed_type(family, t.id)
+    unit = family.unit_rows(pt)
     ne0, rows = 3 * max(t.block_size, 256) if t.block_size > 1 else 1536, 2 * unit
     rng = np.random.default_rng(t.id)
     original = rng.integers(0, 256, t.row_bytes(ne0) * rows, dtype=np.uint8)
-    packed = np.empty(family.target_of(t.id).row_bytes(ne0) * rows, np.uint8)
-    family.pack(t.id, ne0, rows, original, packed)
+    packed = np.empty(TYPES[pt].row_bytes(ne0) * rows, np.uint8)
+    family.pack(pt, ne0, rows, original, packed)
     rebuilt = np.empty_like(original)
-    values = family.can_dequantize(t.id)
+    values = family.can_dequantize(pt)
     assert values, f"{type_name}: no float decoders"
 
-    assert family.check_chunk(t.id, ne0, rows, packed, original, rebuilt, values) is None
+    assert family.check_chunk(pt, ne0, rows, packed, original, rebuilt, values) is None
     assert np.array_equal(rebuilt, original)
-    assert family.check_chunk(t.id, ne0, rows, packed, None, rebuilt, values) is None
+    assert family.check_chunk(pt, ne0, rows, packed, None, rebuilt, values) is None
 
     kinds = set()
     for trial in range(24):   # one flipped bit in the packed tensor, or in the original
@@ -83,8 +91,8 @@ def test_fused_check_finds_what_the_separate_checks_find(family_name, type_name)
         target = p if trial % 3 else o
         pos = int(rng.integers(0, target.size))
         target[pos] ^= np.uint8(1 << int(rng.integers(0, 8)))
-        got = family.check_chunk(t.id, ne0, rows, p, o, rebuilt, values)
-        want = _reference(family, t.id, ne0, rows, p, o)
+        got = family.check_chunk(pt, ne0, rows, p, o, rebuilt, values)
+        want = _reference(family, pt, ne0, rows, p, o)
         if want is None:
             assert got is None
         else:
@@ -100,7 +108,8 @@ def test_chunk_check_arguments_never_reach_native_code(monkeypatch):
             raise AssertionError(f"native {name} entered with bad arguments")
     monkeypatch.setattr(chunk_checks, "lib", Tripwire())
     t = type_by_name("q4_K")
-    packed_type = FAMILIES["amx"].target_of(t.id).id
+    packed_type = _packed_type(FAMILIES["amx"], t.id)
+    native = ("vf_check_amx", (t.id, t.block_size, t.type_size))
     n = t.row_bytes(256) * 16
     good = np.zeros(n, np.uint8)
     for packed, original, rebuilt in [(np.zeros(n - 1, np.uint8), good, good.copy()),
@@ -108,12 +117,12 @@ def test_chunk_check_arguments_never_reach_native_code(monkeypatch):
                                       (good, good, np.zeros(n - 1, np.uint8)),
                                       (good, good, bytes(n))]:   # read-only output
         with pytest.raises(ValueError):
-            chunk_checks.check_chunk("amx", t.id, packed_type, 256, 16, packed, original, rebuilt,
-                                     True)
+            chunk_checks.check_chunk(*native, t.id, packed_type, 256, 16, packed, original,
+                                     rebuilt, True)
     for ne0, rows in [(255, 16), (256, 16.0), (0, 16), (256, -16)]:
         with pytest.raises(ValueError):
-            chunk_checks.check_chunk("amx", t.id, packed_type, ne0, rows, good, good, good.copy(),
-                                     True)
+            chunk_checks.check_chunk(*native, t.id, packed_type, ne0, rows, good, good,
+                                     good.copy(), True)
 
 
 @pytest.mark.parametrize("layout", ["amx", "interleaved"])
@@ -133,8 +142,8 @@ def one_wrong_byte(monkeypatch):
     real = Family.pack
     calls = []
 
-    def faulty(self, source_type_id, ne0, rows, src, dst):
-        real(self, source_type_id, ne0, rows, src, dst)
+    def faulty(self, packed_type_id, ne0, rows, src, dst):
+        real(self, packed_type_id, ne0, rows, src, dst)
         calls.append(self.name)
         if len(calls) == 2:
             view = memoryview(dst).cast("B")

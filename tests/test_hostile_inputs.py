@@ -29,7 +29,7 @@ import pytest
 
 import repack
 from formats.gguf_container import MAX_KV_RECORDS, MAX_TENSORS, parse_header, read_gguf
-from formats.layouts import SOFT_CODES, amx_decision, interleaved_decision
+from formats.layouts import FAMILY_TABLES, SOFT_CODES
 from formats.gguf_container import TensorInfo
 from tests.conftest import stderr_lines
 from tests.ggufbuild import F32, STR, U8, U32, RawGGUF, RawTensor, gstr, kv_str
@@ -248,11 +248,12 @@ def patch_ne0(path: Path, name: str, ne0: int) -> None:
 def test_decisions_never_pack_an_ne0_the_layout_cannot_hold():
     for type_id, shape in [(2, (0, 32)), (12, (0, 16)), (30, (33, 16)), (30, (0, 16))]:
         t = TensorInfo("blk.0.ffn_up.weight", shape, type_id, 0, 0)
-        for d in (amx_decision(t, {"shape_n", "experts"}), interleaved_decision(t)):
+        amx, interleaved = FAMILY_TABLES["amx"], FAMILY_TABLES["interleaved"]
+        for d in (amx.decide(t, {"shape_n", "experts"}), interleaved.decide(t)):
             assert not d.packs and d.target is None, (shape, d)
         if type_id != 30:
-            assert amx_decision(t).code == "shape_k"
-        assert interleaved_decision(t).code == "shape_k"
+            assert amx.decide(t).code == "shape_k"
+        assert interleaved.decide(t).code == "shape_k"
 
 
 BAD_SOURCES = {
@@ -356,6 +357,6 @@ def test_no_packed_tensor_reaches_a_kernel_with_an_ne0_its_layout_cannot_have():
     for family, source, packed_type, shape in cases:
         t = TensorInfo("w", shape, packed_type, 0, 0)
         with pytest.raises(InputError, match=f"tensor 'w' .*ne0 = {shape[0]} is not a positive"):
-            list(FAMILIES[family].chunks(source, t, 1 << 20))
+            list(FAMILIES[family].chunks(packed_type, t, 1 << 20))
     ok = TensorInfo("w", (34, 16), 230, 0, 34 * 16 * 2)
-    assert list(FAMILIES["interleaved"].chunks(30, ok, 1 << 20)) == [((0, 1088), (0, 1088), 16)]
+    assert list(FAMILIES["interleaved"].chunks(230, ok, 1 << 20)) == [((0, 1088), (0, 1088), 16)]
