@@ -8,6 +8,8 @@
     python runtime/llama.cpp/build.py --avx2 [--stock]  # test flavour of the cpu-repack layout (AVX2)
     python runtime/llama.cpp/build.py --source DIR     # a llama.cpp checkout of your own instead of
                                                        #   the pinned one
+    python runtime/llama.cpp/build.py --python         # also a llama-cpp-python wheel on that build's
+                                                       #   libraries (any flavour; last line: the wheel)
 
 The pinned source is llama.cpp as vendored by the PyPI sdist of llama-cpp-python (fetched with pip,
 no git needed). Builds are cached under .cache/llama.cpp/ (or $AMX_REPACK_CACHE/llama.cpp): a build
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -235,6 +238,21 @@ def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = N
     return bin_dir
 
 
+def build_python_wheel(flavour: str = "amx", jobs: int | None = None) -> Path:
+    """The flavour's build, then a llama-cpp-python wheel of the pinned sdist's Python package with
+    that build's shared libraries (python_wheel.py); cached beside the build."""
+    spec = importlib.util.spec_from_file_location("python_wheel", HERE / "python_wheel.py")
+    python_wheel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(python_wheel)
+    bin_dir = build(flavour, None, jobs)
+    out_dir = bin_dir.parents[1] / f"python-{digest([], [HERE / 'python_wheel.py'])}"
+    try:
+        return python_wheel.build_wheel(fetch_sdist(), LLAMA_CPP_PYTHON_VERSION, bin_dir, flavour,
+                                        library_digest(flavour, None), out_dir)
+    except python_wheel.WheelError as e:
+        raise BuildError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--emulate-amx", action="store_true",
@@ -243,12 +261,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="test build of the cpu-repack layout for any AVX2 CPU (no AMX)")
     parser.add_argument("--stock", action="store_true", help="unpatched upstream, same flags (baseline)")
     parser.add_argument("--source", type=Path, help="a llama.cpp source tree to patch instead of the pinned one")
+    parser.add_argument("--python", action="store_true",
+                        help="also build a llama-cpp-python wheel on this build's libraries; "
+                             "prints the wheel's path")
     parser.add_argument("-j", "--jobs", type=int, help="parallel compile jobs (default: all cores)")
     parser.add_argument("--any-cpu", action="store_true",
                         help="build for real AMX even where this CPU has none (it then refuses "
                              "amx files here)")
     args = parser.parse_args(argv)
     flavour = ("emulate-amx" if args.emulate_amx else "avx2" if args.avx2 else "amx") + ("-stock" if args.stock else "")
+    if args.python and args.source:
+        # the sdist's ctypes bindings declare the pinned llama.cpp's API, no other
+        parser.error(f"--python builds on the pinned source only (llama-cpp-python "
+                     f"{LLAMA_CPP_PYTHON_VERSION}'s bindings match it); leave out --source")
     # said before minutes of building: a real AMX build is of no use on a CPU without AMX
     # (only the real AMX flavour: the emulated and AVX2 builds are for CPUs without it)
     lacking = None if not flavour.startswith("amx") or args.any_cpu else cpu_lacks_amx()
@@ -257,11 +282,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        bin_dir = build(flavour, args.source, args.jobs)
+        result = (build_python_wheel(flavour, args.jobs) if args.python
+                  else build(flavour, args.source, args.jobs))
     except (BuildError, OSError) as e:
         print(f"runtime build: error: {e}", file=sys.stderr)
         return 1
-    print(bin_dir)
+    print(result)
     return 0
 
 
