@@ -222,3 +222,26 @@ def test_unpatched_runtime_refuses_cpu_repack_file(cpu_runtime, cpu_repack_conve
     assert result["returncode"] == 1  # a clean error exit, not a signal
     assert re.search(r"tensor '\S+' has invalid ggml type 2242\. should be in \[0, 43\)", result["stderr"])
     assert result["tokens"] is None
+
+
+# ------------------------------------------------------------------------------------------
+# The AMX refusals of patch 0001 on a build without AMX support: this AVX2 build is what a user
+# without AMX gets, so it also proves what runtime/llama.cpp/README.md quotes for it, and the
+# load-time refusal of a packed type outside a matrix multiplication (issue 20, item 13)
+
+
+def test_amx_file_on_a_build_without_amx_is_refused_as_the_readme_quotes(cpu_runtime, gemma_path,
+                                                                         tmp_path):
+    from tests.test_first_hour import runtime_readme_refusals
+    ours = tmp_path / "gemma-amx.gguf"
+    repack.convert(gemma_path, ours, layout="amx")
+    result = generate(cpu_runtime["patched"], ours)
+    assert result["returncode"] == 1 and result["tokens"] is None, result["stderr"][-2000:]
+    # the README's second block: the first line as a build without AMX support prints it
+    [line] = runtime_readme_refusals()[1]
+    assert line in result["stderr"].splitlines(), (line, result["stderr"][-3000:])
+
+
+def test_packed_norm_is_refused_at_load_on_a_build_without_amx(cpu_runtime, gemma_path, tmp_path):
+    from tests.test_llama_runtime import assert_packed_norm_refused
+    assert_packed_norm_refused(cpu_runtime["patched"], gemma_path, tmp_path)

@@ -284,18 +284,22 @@ def with_packed_norm(original: Path, out: Path) -> Path:
     return out
 
 
-def test_patched_runtime_refuses_a_packed_norm_at_load(runtime, gemma_path, tmp_path):
+def assert_packed_norm_refused(bin_dir: Path, gemma_path: Path, tmp_path: Path) -> None:
     """Issue 20, item 13: a packed type anywhere but operand 0 of a matrix multiplication is
     refused at load with the clear line; it used to load and abort at the first compute
-    (binary-ops.cpp: unsupported types)."""
+    (binary-ops.cpp: unsupported types). Any build of the patch (with AMX support or not)."""
     bad = with_packed_norm(gemma_path, tmp_path / "packed-norm.gguf")
-    result = generate(runtime["patched"], bad)
+    result = generate(bin_dir, bad)
     assert result["returncode"] == 1, result["stderr"][-2000:]   # a clean exit, not SIGABRT
     assert ("tensor 'output_norm.weight' is packed for Intel AMX (amx_q8_0), but packed weights "
             "are read only as operand 0 of a matrix multiplication (here: operand 1 of MUL)"
             in result["stderr"]), result["stderr"][-2000:]
     assert "failed to find a compatible buffer type for tensor output_norm.weight" in result["stderr"]
     assert "unsupported types" not in result["stderr"] and result["tokens"] is None
+
+
+def test_patched_runtime_refuses_a_packed_norm_at_load(runtime, gemma_path, tmp_path):
+    assert_packed_norm_refused(runtime["patched"], gemma_path, tmp_path)
 
 
 def test_refusal_is_what_the_runtime_readme_quotes(runtime, amx_converted):
