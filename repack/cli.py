@@ -570,6 +570,7 @@ def batch(plan, layouts, out_dir, jobs, threads, ray_address, report, as_json, f
         from .batch import write_report
         write_report(report, result.results)
     if as_json:
+        import json
         for r in result.results:
             click.echo(json.dumps(r.document(), ensure_ascii=False))
     else:
