@@ -3,9 +3,14 @@
 
     python runtime/llama.cpp/build.py                  # for a CPU with AMX: llama-cli, llama-server,
                                                        #   llama-bench, llama-simple, amx-generate
+    python runtime/llama.cpp/build.py --native         # for any CPU (AVX2 laptop, ARM server): the
+                                                       #   same tools, for cpu-repack files
     python runtime/llama.cpp/build.py --emulate-amx    # test flavour for AVX-512 VNNI CPUs without AMX
     python runtime/llama.cpp/build.py --emulate-amx --stock   # unpatched upstream, same flags
     python runtime/llama.cpp/build.py --avx2 [--stock]  # test flavour of the cpu-repack layout (AVX2)
+    python runtime/llama.cpp/build.py --arm dotprod    # cross-built for ARM (aarch64, Debian's
+    python runtime/llama.cpp/build.py --arm i8mm-sve   #   g++-aarch64-linux-gnu), run under
+                                                       #   qemu-aarch64: the ARM cpu-repack tests
     python runtime/llama.cpp/build.py --source DIR     # a llama.cpp checkout of your own instead of
                                                        #   the pinned one
     python runtime/llama.cpp/build.py --python         # also a llama-cpp-python wheel on that build's
@@ -41,7 +46,8 @@ LLAMA_CPP_COMMIT = "0c1e57098"
 PATCHES = sorted((HERE / "patches").glob("*.patch"))
 EMULATION_HEADER = HERE / "amx_tile_emulation.h"
 TOOLS = {"amx-generate": HERE / "tools" / "amx-generate.cpp",
-         "amx-kernel-check": HERE / "tools" / "amx-kernel-check.cpp"}
+         "amx-kernel-check": HERE / "tools" / "amx-kernel-check.cpp",
+         "cpu-repack-check": HERE / "tools" / "cpu-repack-check.cpp"}
 
 # Everything but the CPU backend and the libraries stays off: no network, no GPU, no server TLS.
 COMMON_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON",
@@ -57,6 +63,15 @@ AVX512_VNNI_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-D
 # _avx512 are compile-time), the same on every x86-64 CPU with AVX2.
 AVX2_FLAGS = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON"]
 
+# ARM, cross-compiled on any Linux machine with Debian's aarch64 toolchain into static binaries that
+# qemu-aarch64 runs. ggml-cpu's ARM kernels are chosen at compile time (-march) and then by the CPU's
+# features at run time (HWCAP, the SVE vector length): the dotprod build has no i8mm or SVE code, the
+# other has both, and qemu's CPU options (-cpu max, its SVE vector length) select among them.
+CROSS_AARCH64 = "aarch64-linux-gnu"
+ARM_FLAGS = ["-DGGML_NATIVE=OFF", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+             "-DLLAMA_BUILD_SERVER=OFF"]
+ARM_BUILDS = {"dotprod": "armv8.2-a+dotprod", "i8mm-sve": "armv8.6-a+sve+i8mm"}
+
 # A flavour is the hardware (real AMX, or emulated tiles on AVX-512 VNNI) plus, for baselines,
 # "-stock": the same source and flags without the patch.
 HARDWARE = {
@@ -66,6 +81,13 @@ HARDWARE = {
                       "-DLLAMA_BUILD_SERVER=ON"],
             "targets": ["llama-cli", "llama-server", "llama-bench", "llama-simple"],
             "tools": ["amx-generate"]},
+    # any CPU: the same tools, -march=native; runs cpu-repack files made for this CPU (and amx
+    # files where the CPU has AMX)
+    "native": {"emulate": False,
+               "flags": ["-DGGML_NATIVE=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_EXAMPLES=ON",
+                         "-DLLAMA_BUILD_SERVER=ON"],
+               "targets": ["llama-cli", "llama-server", "llama-bench", "llama-simple"],
+               "tools": ["amx-generate"]},
     # the test build: the same user tools as the real one (a user without AMX can try them, the
     # tests run them), plus our kernel checker
     "emulate-amx": {"emulate": True,
@@ -76,6 +98,11 @@ HARDWARE = {
     # the cpu-repack tests: upstream's x86 CPU_REPACK kernels running natively on any AVX2 CPU
     "avx2": {"emulate": False, "flags": AVX2_FLAGS, "targets": ["llama"],
              "tools": ["amx-generate", "amx-kernel-check"]},
+    # the ARM cpu-repack tests: upstream's ARM CPU_REPACK kernels under qemu-aarch64
+    **{f"arm-{name}": {"emulate": False, "cross": CROSS_AARCH64,
+                       "flags": ARM_FLAGS + [f"-DGGML_CPU_ARM_ARCH={march}"],
+                       "targets": ["llama"], "tools": ["amx-generate", "cpu-repack-check"]}
+       for name, march in ARM_BUILDS.items()},
 }
 FLAVOURS = {**{name: {**spec, "patched": True} for name, spec in HARDWARE.items()},
             **{name + "-stock": {**spec, "patched": False} for name, spec in HARDWARE.items()}}
@@ -98,8 +125,9 @@ def cpu_lacks_amx() -> str | None:
     return f"no {' or '.join(missing)} flag in {path}" if missing else None
 
 
-NO_AMX_ADVICE = ("llama.cpp built for it cannot run amx files: convert with --layout interleaved "
-                 "and run that with ik_llama.cpp (python -m repack.ik_generate, see "
+NO_AMX_ADVICE = ("llama.cpp built for it cannot run amx files: convert with --layout cpu-repack "
+                 "and build with --native instead (see runtime/llama.cpp/README.md), or convert "
+                 "with --layout interleaved and run that with ik_llama.cpp (python -m repack.ik_generate, see "
                  "docs/runtimes.md), or run the original model with any llama.cpp; "
                  "--emulate-amx is a slow build for the tests, --any-cpu builds this one anyway")
 
@@ -197,6 +225,20 @@ def tools_digest(flavour: str) -> str:
     return digest(FLAVOURS[flavour]["tools"], [TOOLS[t] for t in FLAVOURS[flavour]["tools"]])
 
 
+def write_toolchain(work: Path, triple: str) -> Path:
+    """A cmake toolchain file for Debian's cross compilers of this triple (aarch64-linux-gnu)."""
+    path = work / f"toolchain-{triple}.cmake"
+    path.write_text(f"""set(CMAKE_SYSTEM_NAME Linux)
+set(CMAKE_SYSTEM_PROCESSOR {triple.split('-')[0]})
+set(CMAKE_C_COMPILER {triple}-gcc)
+set(CMAKE_CXX_COMPILER {triple}-g++)
+set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
+set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
+""")
+    return path
+
+
 def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = None) -> Path:
     """Build (or reuse) one flavour; returns the folder with its binaries and libraries."""
     spec = FLAVOURS[flavour]
@@ -218,8 +260,13 @@ def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = N
         launcher = ([f"-DCMAKE_{lang}_COMPILER_LAUNCHER=ccache" for lang in ("C", "CXX")]
                     if shutil.which("ccache") else [])
         jobs = jobs or os.cpu_count() or 2
+        common = COMMON_FLAGS
+        if spec.get("cross"):
+            # static libraries: the tools become single static binaries that qemu runs as they are
+            common = [f for f in COMMON_FLAGS if not f.startswith("-DBUILD_SHARED_LIBS")] + [
+                "-DBUILD_SHARED_LIBS=OFF", f"-DCMAKE_TOOLCHAIN_FILE={write_toolchain(work, spec['cross'])}"]
         log(f"configuring {flavour} in {work}")
-        run(["cmake", "-S", str(src), "-B", str(work / "build"), *generator, *COMMON_FLAGS,
+        run(["cmake", "-S", str(src), "-B", str(work / "build"), *generator, *common,
              *launcher, *spec["flags"], f"-DCMAKE_CXX_FLAGS={cxx_flags}"], logfile=work / "configure.log")
         log(f"building {', '.join(spec['targets'])} with {jobs} jobs (a few minutes)")
         run(["cmake", "--build", str(work / "build"), "-j", str(jobs), "--target", *spec["targets"]],
@@ -228,12 +275,20 @@ def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = N
     # our tools are linked against the built libraries, and relinked alone when they change
     tools_stamp = work / f"tools-{tools_digest(flavour)}"
     if not tools_stamp.exists():
+        bin_dir.mkdir(parents=True, exist_ok=True)
         for tool in spec["tools"]:
             log(f"building {tool}")
-            run([os.environ.get("CXX", "c++"), "-O2", "-std=c++17", str(TOOLS[tool]),
-                 f"-I{src / 'include'}", f"-I{src / 'ggml' / 'include'}", f"-L{bin_dir}",
-                 "-lllama", "-lggml", "-lggml-base", "-lggml-cpu", "-ldl", "-Wl,-rpath,$ORIGIN",
-                 "-o", str(bin_dir / tool)])
+            if spec.get("cross"):
+                lib_dirs = [work / "build" / "src", work / "build" / "ggml" / "src"]
+                compiler = [f"{spec['cross']}-g++"]
+                link = [*(f"-L{d}" for d in lib_dirs), "-lllama", "-lggml", "-lggml-cpu", "-lggml-base",
+                        "-lpthread", "-lm", "-static"]
+            else:
+                compiler = [os.environ.get("CXX", "c++")]
+                link = [f"-L{bin_dir}", "-lllama", "-lggml", "-lggml-base", "-lggml-cpu", "-ldl",
+                        "-Wl,-rpath,$ORIGIN"]
+            run([*compiler, "-O2", "-std=c++17", str(TOOLS[tool]), f"-I{src / 'include'}",
+                 f"-I{src / 'ggml' / 'include'}", *link, "-o", str(bin_dir / tool)])
         tools_stamp.touch()
     return bin_dir
 
@@ -259,6 +314,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="test build for AVX-512 VNNI CPUs without AMX (emulated tiles, slow)")
     parser.add_argument("--avx2", action="store_true",
                         help="test build of the cpu-repack layout for any AVX2 CPU (no AMX)")
+    parser.add_argument("--native", action="store_true",
+                        help="build for this CPU, whatever it is (-march=native): runs cpu-repack "
+                             "files made for it")
+    parser.add_argument("--arm", choices=sorted(ARM_BUILDS),
+                        help="test build of the cpu-repack layout for ARM, cross-compiled for "
+                             "qemu-aarch64: dotprod (armv8.2-a+dotprod) or i8mm-sve "
+                             "(armv8.6-a+sve+i8mm)")
     parser.add_argument("--stock", action="store_true", help="unpatched upstream, same flags (baseline)")
     parser.add_argument("--source", type=Path, help="a llama.cpp source tree to patch instead of the pinned one")
     parser.add_argument("--python", action="store_true",
@@ -269,11 +331,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="build for real AMX even where this CPU has none (it then refuses "
                              "amx files here)")
     args = parser.parse_args(argv)
-    flavour = ("emulate-amx" if args.emulate_amx else "avx2" if args.avx2 else "amx") + ("-stock" if args.stock else "")
+    flavour = ("emulate-amx" if args.emulate_amx else "avx2" if args.avx2
+               else f"arm-{args.arm}" if args.arm else "native" if args.native else "amx") + ("-stock" if args.stock else "")
     if args.python and args.source:
         # the sdist's ctypes bindings declare the pinned llama.cpp's API, no other
         parser.error(f"--python builds on the pinned source only (llama-cpp-python "
                      f"{LLAMA_CPP_PYTHON_VERSION}'s bindings match it); leave out --source")
+    if args.arm and args.python:
+        parser.error("--python builds a wheel for this machine; the --arm builds are for qemu-aarch64")
+    cross = FLAVOURS[flavour].get("cross")
+    if cross and not shutil.which(f"{cross}-g++"):
+        print(f"runtime build: error: {cross}-g++ not found: install Debian's g++-{cross} "
+              f"(and qemu-user to run the result)", file=sys.stderr)
+        return 2
     # said before minutes of building: a real AMX build is of no use on a CPU without AMX
     # (only the real AMX flavour: the emulated and AVX2 builds are for CPUs without it)
     lacking = None if not flavour.startswith("amx") or args.any_cpu else cpu_lacks_amx()
