@@ -244,6 +244,7 @@ def test_runtime_build_on_a_cpu_without_amx_says_so_at_once(tmp_path):
     assert proc.returncode == 2 and len(lines) == 1 and proc.stdout == "", proc
     assert lines[0].startswith("runtime build: error: this CPU has no AMX (no amx_tile or "
                                f"amx_int8 flag in {cpuinfo})")
+    assert "convert with --layout cpu-repack and build with --native" in lines[0]
     assert "--layout interleaved" in lines[0] and "python -m repack.ik_generate" in lines[0]
     assert "--emulate-amx is a slow build for the tests" in lines[0]
     assert not (tmp_path / "cache").exists()          # nothing fetched, nothing built
