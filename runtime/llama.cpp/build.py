@@ -98,10 +98,12 @@ HARDWARE = {
     # the cpu-repack tests: upstream's x86 CPU_REPACK kernels running natively on any AVX2 CPU
     "avx2": {"emulate": False, "flags": AVX2_FLAGS, "targets": ["llama"],
              "tools": ["amx-generate", "amx-kernel-check"]},
-    # the ARM cpu-repack tests: upstream's ARM CPU_REPACK kernels under qemu-aarch64
+    # the ARM cpu-repack tests: upstream's ARM CPU_REPACK kernels under qemu-aarch64; llama.cpp
+    # itself (for the end-to-end test) only in the i8mm one, ggml alone is enough for the kernels
     **{f"arm-{name}": {"emulate": False, "cross": CROSS_AARCH64,
                        "flags": ARM_FLAGS + [f"-DGGML_CPU_ARM_ARCH={march}"],
-                       "targets": ["llama"], "tools": ["amx-generate", "cpu-repack-check"]}
+                       "targets": ["llama"] if name == "i8mm-sve" else ["ggml"],
+                       "tools": ["amx-generate", "cpu-repack-check"] if name == "i8mm-sve" else ["cpu-repack-check"]}
        for name, march in ARM_BUILDS.items()},
 }
 FLAVOURS = {**{name: {**spec, "patched": True} for name, spec in HARDWARE.items()},
@@ -281,7 +283,8 @@ def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = N
             if spec.get("cross"):
                 lib_dirs = [work / "build" / "src", work / "build" / "ggml" / "src"]
                 compiler = [f"{spec['cross']}-g++"]
-                link = [*(f"-L{d}" for d in lib_dirs), "-lllama", "-lggml", "-lggml-cpu", "-lggml-base",
+                llama = ["-lllama"] if "llama" in spec["targets"] else []
+                link = [*(f"-L{d}" for d in lib_dirs), *llama, "-lggml", "-lggml-cpu", "-lggml-base",
                         "-lpthread", "-lm", "-static"]
             else:
                 compiler = [os.environ.get("CXX", "c++")]
