@@ -38,7 +38,7 @@ KEYS = {
         "by_type": ("input_type", "output_type", "tensors", "bytes_in", "bytes_out"),
     },
     "verify": {
-        "top": ENVELOPE_KEYS + ("ok", "verdict", "original", "repacked", "layout",
+        "top": ENVELOPE_KEYS + ("ok", "verdict", "original", "repacked", "layout", "target",
                                 "metadata_problems", "failures", "digest", "proves",
                                 "original_sha256"),
         "tensors": ("name", "status", "type_before", "type_after", "bytes", "checks", "detail",
@@ -172,7 +172,7 @@ def verify_document(r) -> dict:
                   r.notes, _by_type(by_type, KEYS["verify"]["by_type"]), tensors)
     d.update({"ok": r.ok, "verdict": "equivalent" if r.ok else "mismatch",
               "original": r.original, "repacked": r.repacked, "layout": r.layout,
-              "metadata_problems": list(r.metadata_problems), "failures": len(r.failures),
+              "target": r.target, "metadata_problems": list(r.metadata_problems), "failures": len(r.failures),
               "digest": r.digest, "proves": r.proves,
               "original_sha256": [dict(c) for c in r.sha256_checks] or None})
     return d

@@ -74,6 +74,7 @@ class VerifyReport:
     repacked: str
     layout: str | None
     tensors: list[TensorResult] = field(default_factory=list)
+    target: str | None = None      # the CPU target the records name (cpu-repack), else None
     metadata_problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     digest: str | None = None      # the kind of the recorded tensor digests (checksum.py)
@@ -321,7 +322,8 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress,
         raise InputError(f"{rep.path} carries no amx-repack record, so no original can be rebuilt "
                          f"from it whose sha256 could be checked")
     report = VerifyReport(orig.path if orig else None, rep.path, info.layout if info else None,
-                          digest=info.digest_name if info else None)
+                          digest=info.digest_name if info else None,
+                          target=info.target if info else None)
     if orig is None and expected_sha256 is None and info is not None \
             and not forgery_resistant(info.digest_name):
         report.notes.append(anchor.weak_digest_note(rep.path, info))

@@ -104,6 +104,9 @@ def test_experts_in_shards_verify_unpack_json(tmp_path):
         assert any(len(t.shape) == 3 and t.type_id in VARIANTS for t in f.tensors)
     proc = amx_repack_cli("verify", "--json", shards[0], outputs[0])
     assert proc.returncode == 0 and json.loads(proc.stdout)["ok"], proc.stdout[-1500:]
+    assert json.loads(proc.stdout)["target"] == "arm-i8mm"
+    proc = amx_repack_cli("verify", "--json", shards[0], shards[0])   # plain: no records, no target
+    assert json.loads(proc.stdout)["target"] is None
     assert amx_repack_cli("verify", outputs[0]).returncode == 0
     back = tmp_path / "moe-back-00001-of-00003.gguf"
     report = repack.unpack(outputs[0], back)
