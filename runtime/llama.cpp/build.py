@@ -227,6 +227,16 @@ def tools_digest(flavour: str) -> str:
     return digest(FLAVOURS[flavour]["tools"], [TOOLS[t] for t in FLAVOURS[flavour]["tools"]])
 
 
+def source_ignore(root: Path):
+    """copytree's ignore for a user's llama.cpp checkout: .git anywhere, and build folders at its
+    top (build, build-*) only; a file such as cmake/build-info.cmake is source."""
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        at_top = Path(folder).resolve() == root.resolve()
+        return {n for n in names if n == ".git"
+                or (at_top and (n == "build" or n.startswith("build-")) and (Path(folder) / n).is_dir())}
+    return ignore
+
+
 def write_toolchain(work: Path, triple: str) -> Path:
     """A cmake toolchain file for Debian's cross compilers of this triple (aarch64-linux-gnu)."""
     path = work / f"toolchain-{triple}.cmake"
@@ -252,7 +262,7 @@ def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = N
         if source is None:
             extract_vendored(fetch_sdist(), src)
         else:
-            shutil.copytree(source, src, ignore=shutil.ignore_patterns(".git", "build*"))
+            shutil.copytree(source, src, ignore=source_ignore(Path(source)))
         if spec["patched"]:
             apply_patches(src)
         cxx_flags = f"-D__AMX_INT8__ -include {EMULATION_HEADER}" if spec["emulate"] else ""
