@@ -18,6 +18,7 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterable
 
+from .address_space import threads_that_fit
 from .errors import Interrupted, UsageError
 
 # No numpy (nor anything heavy) at import time: the command line imports this module first, to
@@ -214,6 +215,7 @@ def run_tasks(tasks: Iterable[tuple[Callable[[], object], int]], threads: int,
                 _running.report = None
         return run
 
+    threads = threads_that_fit(threads)
     if threads <= 1:
         for i, (fn, weight) in enumerate(tasks):
             def report(n, i=i):

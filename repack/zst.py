@@ -28,6 +28,7 @@ from formats.lazy import lazy_module
 from formats.gguf_container import (MAX_HEADER_BYTES, GGUFFile, GGUFFormatError,
                                     check_data_section, open_regular, parse_header)
 
+from .address_space import threads_that_fit
 from .atomic import AtomicOutputFile, create_temporary
 from .runner import start_phase, untrack_temporary
 from .errors import InputError, OutOfMemory, OutputError, is_out_of_memory
@@ -367,7 +368,9 @@ def compress_output(out: AtomicOutputFile, dest: str, threads: int,
     ``progress`` receives the uncompressed bytes as they are compressed."""
     zout = AtomicOutputFile(dest, 0, "zst")
     try:
-        cctx = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL, threads=threads,
+        # fewer workers under an address-space limit; never 0 (single-threaded zstd writes other
+        # bytes than its multi-threaded mode, whose output is the same for any number of workers)
+        cctx = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL, threads=threads_that_fit(threads),
                                         write_content_size=True, write_checksum=True)
         with open(out.temp, "rb") as src, os.fdopen(os.dup(zout.fd), "wb") as dst:
             with cctx.stream_writer(dst, size=out.size, write_size=STREAM_CHUNK,

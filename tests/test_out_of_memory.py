@@ -94,3 +94,16 @@ def test_inspect_under_ulimit_v(models):
         if proc.returncode == 2:
             lines = stderr_lines(proc.stderr)
             assert len(lines) == 1 and "out of memory" in lines[0], proc.stderr
+
+
+def test_thread_pool_shrinks_to_the_address_space_left():
+    """A pool that would not fit under ulimit -v is made smaller before it starts (glibc ends the
+    process, exit 127, when a started thread cannot have its thread-local data); without a limit
+    it is left alone."""
+    code = "from repack.address_space import threads_that_fit; print(threads_that_fit(32))"
+    free = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert free.returncode == 0 and free.stdout.strip() == "32", free.stderr
+    limited_run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 preexec_fn=limited(160))
+    assert limited_run.returncode == 0, limited_run.stderr
+    assert 1 <= int(limited_run.stdout) < 32
