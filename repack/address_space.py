@@ -31,7 +31,8 @@ def _thread_bytes() -> int:
     return stack + PER_THREAD_MARGIN
 
 
-def _can_reserve(n: int) -> bool:
+def can_reserve(n: int) -> bool:
+    """Whether ``n`` bytes of address space can be had now (reserved and given back, untouched)."""
     try:
         probe = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
                           | getattr(mmap, "MAP_NORESERVE", 0), prot=0)   # PROT_NONE
@@ -48,6 +49,6 @@ def threads_that_fit(threads: int) -> int:
     if threads <= 1 or soft == resource.RLIM_INFINITY:
         return threads
     per_thread = _thread_bytes()
-    while threads > 1 and not _can_reserve(threads * per_thread + CALLER_MARGIN):
+    while threads > 1 and not can_reserve(threads * per_thread + CALLER_MARGIN):
         threads //= 2
     return max(threads, 1)

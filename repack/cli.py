@@ -234,14 +234,10 @@ def need_memory_for_numpy() -> None:
     """Before a command loads numpy: OpenBLAS, loaded with it, ends the process with exit 1 when
     it cannot have its memory (under ulimit -v), which no handler can turn into our one line. So
     the room is reserved once and given back (address space only, nothing touched)."""
-    import mmap
-    try:
-        probe = mmap.mmap(-1, NUMPY_ADDRESS_SPACE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-                          | getattr(mmap, "MAP_NORESERVE", 0), prot=0)   # PROT_NONE
-    except (OSError, MemoryError):
+    from .address_space import can_reserve
+    if not can_reserve(NUMPY_ADDRESS_SPACE):
         raise OutOfMemory(f"out of memory (less than {NUMPY_ADDRESS_SPACE >> 20} MiB of address "
-                          f"space left to load numpy: see ulimit -v)") from None
-    probe.close()
+                          f"space left to load numpy: see ulimit -v)")
 
 
 def printable_type(type_id: int) -> str:

@@ -72,22 +72,21 @@ ARM_FLAGS = ["-DGGML_NATIVE=OFF", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_EXAM
              "-DLLAMA_BUILD_SERVER=OFF"]
 ARM_BUILDS = {"dotprod": "armv8.2-a+dotprod", "i8mm-sve": "armv8.6-a+sve+i8mm"}
 
+# The users' build: -march=native (AMX-INT8/TILE where the CPU has them) and the usual tools
+NATIVE_USER_BUILD = {"emulate": False,
+                     "flags": ["-DGGML_NATIVE=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_EXAMPLES=ON",
+                               "-DLLAMA_BUILD_SERVER=ON"],
+                     "targets": ["llama-cli", "llama-server", "llama-bench", "llama-simple"],
+                     "tools": ["amx-generate"]}
+
 # A flavour is the hardware (real AMX, or emulated tiles on AVX-512 VNNI) plus, for baselines,
 # "-stock": the same source and flags without the patch.
 HARDWARE = {
     # real AMX: -march=native turns on AMX-INT8/TILE where the CPU has them
-    "amx": {"emulate": False,
-            "flags": ["-DGGML_NATIVE=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_EXAMPLES=ON",
-                      "-DLLAMA_BUILD_SERVER=ON"],
-            "targets": ["llama-cli", "llama-server", "llama-bench", "llama-simple"],
-            "tools": ["amx-generate"]},
-    # any CPU: the same tools, -march=native; runs cpu-repack files made for this CPU (and amx
-    # files where the CPU has AMX)
-    "native": {"emulate": False,
-               "flags": ["-DGGML_NATIVE=ON", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_EXAMPLES=ON",
-                         "-DLLAMA_BUILD_SERVER=ON"],
-               "targets": ["llama-cli", "llama-server", "llama-bench", "llama-simple"],
-               "tools": ["amx-generate"]},
+    "amx": NATIVE_USER_BUILD,
+    # any CPU: the same build; only main() tells them apart (the amx flavour stops on a CPU
+    # without AMX). Runs cpu-repack files made for this CPU (and amx files where it has AMX)
+    "native": NATIVE_USER_BUILD,
     # the test build: the same user tools as the real one (a user without AMX can try them, the
     # tests run them), plus our kernel checker
     "emulate-amx": {"emulate": True,
