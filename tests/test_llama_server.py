@@ -39,7 +39,8 @@ def free_port() -> int:
 
 
 class ServerExited(Exception):
-    """llama-server ended before it was ready; the message is its exit code and log tail."""
+    """llama-server ended before it was ready; the message is its exit code and its whole log
+    (at verbosity 4 the refusal line is far from the end)."""
 
 
 @contextmanager
@@ -49,7 +50,9 @@ def llama_server(bin_dir: Path, model: Path, log: Path, env: dict | None = None)
     with open(log, "w") as out:
         proc = subprocess.Popen([bin_dir / "llama-server", "-m", model, "--host", "127.0.0.1",
                                  "--port", str(port), "-t", "2", "-c", "512", "-np", "1",
-                                 "--no-webui"],
+                                 # verbosity 4: the loader's buffer sizes (CPU_Mapped, the
+                                 # repacked copies) are logged only at this level
+                                 "--no-webui", "-lv", "4"],
                                 stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})})
     try:
@@ -57,7 +60,7 @@ def llama_server(bin_dir: Path, model: Path, log: Path, env: dict | None = None)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                raise ServerExited(f"exit {proc.returncode}: {log.read_text(errors='replace')[-3000:]}")
+                raise ServerExited(f"exit {proc.returncode}: {log.read_text(errors='replace')}")
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
                     if r.status == 200:

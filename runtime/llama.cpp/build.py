@@ -95,7 +95,9 @@ HARDWARE = {
                     "targets": ["llama", "llama-cli", "llama-server", "llama-simple"],
                     "tools": ["amx-generate", "amx-kernel-check"]},
     # the cpu-repack tests: upstream's x86 CPU_REPACK kernels running natively on any AVX2 CPU
-    "avx2": {"emulate": False, "flags": AVX2_FLAGS, "targets": ["llama"],
+    # (llama-server for the server tests; the objects it shares with stock come from ccache)
+    "avx2": {"emulate": False, "flags": AVX2_FLAGS + ["-DLLAMA_BUILD_SERVER=ON"],
+             "targets": ["llama", "llama-server"],
              "tools": ["amx-generate", "amx-kernel-check"]},
     # the ARM cpu-repack tests: upstream's ARM CPU_REPACK kernels under qemu-aarch64; llama.cpp
     # itself (for the end-to-end test) only in the i8mm one, ggml alone is enough for the kernels
@@ -266,10 +268,14 @@ def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = N
             apply_patches(src)
         cxx_flags = f"-D__AMX_INT8__ -include {EMULATION_HEADER}" if spec["emulate"] else ""
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        # flavours share most objects (patched and stock, real and emulated): ccache, where
-        # installed, compiles each once
+        # ccache, where installed: a flavour rebuilt in a new folder (its digest changed: new
+        # targets, flags or tools) compiles only what changed, and two flavours compile once the
+        # few objects they share (the patches change ggml.h, which nearly every file includes).
+        # cmake passes absolute paths, which differ per folder, so ccache is told the folder the
+        # builds share: it rewrites paths below it as relative ones before hashing.
         launcher = ([f"-DCMAKE_{lang}_COMPILER_LAUNCHER=ccache" for lang in ("C", "CXX")]
                     if shutil.which("ccache") else [])
+        ccache_env = {"CCACHE_BASEDIR": str(cache_root()), "CCACHE_NOHASHDIR": "1"}
         jobs = jobs or os.cpu_count() or 2
         common = COMMON_FLAGS
         if spec.get("cross"):
@@ -281,7 +287,7 @@ def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = N
              *launcher, *spec["flags"], f"-DCMAKE_CXX_FLAGS={cxx_flags}"], logfile=work / "configure.log")
         log(f"building {', '.join(spec['targets'])} with {jobs} jobs (a few minutes)")
         run(["cmake", "--build", str(work / "build"), "-j", str(jobs), "--target", *spec["targets"]],
-            logfile=work / "build.log")
+            logfile=work / "build.log", env=ccache_env)
         (work / "complete").write_text(f"{flavour}\n")
     # our tools are linked against the built libraries, and relinked alone when they change
     tools_stamp = work / f"tools-{tools_digest(flavour)}"
