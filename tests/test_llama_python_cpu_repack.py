@@ -7,7 +7,8 @@ VNNI; this module runs wherever test_llama_cpu_repack.py runs. It proves: ``llam
 from the patched wheel generates, from our cpu-repack file of Gemma Q4_0 (x86-avx2), the same
 greedy tokens and text as the stock wheel from the original, computing our tensors from the
 mapping (no CPU_REPACK copy of them); the stock wheel refuses our file; the patched wheel refuses
-a file made for another CPU with the runtime's one line, and the Python call fails cleanly.
+a file made for another CPU with the runtime's one line, and the Python call fails cleanly;
+the README's Python recipe, run as it stands, falls back to the original with this wheel (built without AMX).
 
 Skipped (with the reason) where test_llama_cpu_repack.py is: no AVX2, no compiler or no package
 index; under CI those are failures.
@@ -91,3 +92,23 @@ def test_patched_wheel_refuses_file_for_another_cpu(cpu_llama_python, cpu_repack
     assert "for the CPU target 'arm-i8mm'" in line and "as cpu_q4_0_8x8" in line
     assert "`amx-repack unpack`" in line
 
+
+
+# --------------------------------------------------------------------------------------------
+# The README's Python recipe on a real CPU without AMX: test_llama_python.py runs it on the
+# emulated build (which needs AVX-512 VNNI) with the tiles denied; here the patched AVX2 wheel is
+# what a user without AMX installs, and the recipe must take its documented fallback with it.
+
+
+def test_python_recipe_falls_back_to_the_original_without_amx(cpu_llama_python, gemma_path, tmp_path):
+    from tests.test_llama_python import STOCK_COMPLETION, recipe
+    (tmp_path / "model.gguf").symlink_to(gemma_path)
+    stock = cpu_llama_python["stock"].run(["-c", STOCK_COMPLETION, tmp_path / "model.gguf"])
+    assert stock.returncode == 0, stock.stderr[-2000:]
+    proc = cpu_llama_python["patched"].run(["-c", recipe("python")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded, text = proc.stdout.split("\n", 1)
+    # the AMX file was written (converted and verified), refused by this build, and the original run
+    assert (tmp_path / "model-amx.gguf").exists()
+    assert loaded == "loaded model.gguf"
+    assert text.rstrip("\n") == stock.stdout.rstrip("\n") and text.strip()
