@@ -245,3 +245,26 @@ def test_amx_file_on_a_build_without_amx_is_refused_as_the_readme_quotes(cpu_run
 def test_packed_norm_is_refused_at_load_on_a_build_without_amx(cpu_runtime, gemma_path, tmp_path):
     from tests.test_llama_runtime import assert_packed_norm_refused
     assert_packed_norm_refused(cpu_runtime["patched"], gemma_path, tmp_path)
+
+
+def test_shell_recipe_falls_back_to_the_original_without_amx(cpu_runtime, gemma_path, tmp_path):
+    """The README's shell recipe, run as it stands with this build's llama-simple (what a user
+    without AMX builds): it converts with --verify, the AMX file is refused, and the recipe's
+    second command prints stock llama-simple's text for the original."""
+    import os
+    import subprocess
+    import sys
+    from tests.test_llama_python import REFUSAL, ROOT, recipe
+    (tmp_path / "model.gguf").symlink_to(gemma_path)
+    stock = subprocess.run([cpu_runtime["stock"] / "llama-simple", "-m", tmp_path / "model.gguf",
+                            "-n", "16", "The capital of France is"], capture_output=True, text=True)
+    assert stock.returncode == 0, stock.stderr[-2000:]
+    # amx-repack as the tests run it (this interpreter's, this checkout's code)
+    env = {**os.environ, "BIN": str(cpu_runtime["patched"]), "PYTHONPATH": str(ROOT),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", recipe("sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "model-amx.gguf").exists()
+    assert REFUSAL in proc.stderr
+    assert proc.stdout == stock.stdout and stock.stdout.strip()

@@ -95,9 +95,9 @@ HARDWARE = {
                     "targets": ["llama", "llama-cli", "llama-server", "llama-simple"],
                     "tools": ["amx-generate", "amx-kernel-check"]},
     # the cpu-repack tests: upstream's x86 CPU_REPACK kernels running natively on any AVX2 CPU
-    # (llama-server for the server tests; the objects it shares with stock come from ccache)
+    # (llama-server for the server tests, llama-simple for the README's shell recipe)
     "avx2": {"emulate": False, "flags": AVX2_FLAGS + ["-DLLAMA_BUILD_SERVER=ON"],
-             "targets": ["llama", "llama-server"],
+             "targets": ["llama", "llama-server", "llama-simple"],
              "tools": ["amx-generate", "amx-kernel-check"]},
     # the ARM cpu-repack tests: upstream's ARM CPU_REPACK kernels under qemu-aarch64; llama.cpp
     # itself (for the end-to-end test) only in the i8mm one, ggml alone is enough for the kernels
