@@ -46,6 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     layout = {"layout": "cpu-repack", "target": "x86-avx2"} if args.flavour == "avx2" \
         else {"layout": "amx"}
+    at_load = "CPU_REPACK" if args.flavour == "avx2" else "AMX"   # what stock repacks into
     if args.flavour == "emulate-amx" and "avx512_vnni" not in cpu:
         sys.exit("python_runtime: the emulated build needs AVX-512 VNNI, which this CPU lacks")
     models = args.model
@@ -61,7 +62,6 @@ def main() -> None:
         for model in models:
             ours = Path(tmp) / (model.stem + f"-{layout['layout']}.gguf")
             repack.convert(model, ours, **layout)
-            at_load = "CPU_REPACK" if args.flavour == "avx2" else "AMX"
             for label, env, path in [(f"stock wheel, original ({at_load} repack at load)", "stock", model),
                                      (f"patched wheel, {layout['layout']} file (mmap)", "patched", ours)]:
                 envs[env].generate(path, PROMPT, 4)  # page cache warm for both sides

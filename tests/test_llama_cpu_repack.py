@@ -251,20 +251,9 @@ def test_shell_recipe_falls_back_to_the_original_without_amx(cpu_runtime, gemma_
     """The README's shell recipe, run as it stands with this build's llama-simple (what a user
     without AMX builds): it converts with --verify, the AMX file is refused, and the recipe's
     second command prints stock llama-simple's text for the original."""
-    import os
-    import subprocess
-    import sys
-    from tests.test_llama_python import REFUSAL, ROOT, recipe
+    from tests.test_llama_python import REFUSAL, run_shell_recipe
     (tmp_path / "model.gguf").symlink_to(gemma_path)
-    stock = subprocess.run([cpu_runtime["stock"] / "llama-simple", "-m", tmp_path / "model.gguf",
-                            "-n", "16", "The capital of France is"], capture_output=True, text=True)
-    assert stock.returncode == 0, stock.stderr[-2000:]
-    # amx-repack as the tests run it (this interpreter's, this checkout's code)
-    env = {**os.environ, "BIN": str(cpu_runtime["patched"]), "PYTHONPATH": str(ROOT),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", recipe("sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    stock, proc = run_shell_recipe(cpu_runtime, tmp_path)
     assert (tmp_path / "model-amx.gguf").exists()
     assert REFUSAL in proc.stderr
     assert proc.stdout == stock.stdout and stock.stdout.strip()

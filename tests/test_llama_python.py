@@ -165,17 +165,23 @@ def recipe_dir(tmp_path, gemma_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("amx", [True, False], ids=["amx", "no-amx"])
-def test_python_recipe_runs_as_documented(llama_python, recipe_dir, amx):
+def run_python_recipe(llama_python, recipe_dir: Path, env: dict | None = None) -> tuple[str, str, str]:
+    """The README's Python block run by the patched wheel in recipe_dir: (the stock wheel's text
+    for the original, the recipe's 'loaded ...' line, the recipe's text)."""
     stock = llama_python["stock"].run(["-c", STOCK_COMPLETION, recipe_dir / "model.gguf"])
     assert stock.returncode == 0, stock.stderr[-2000:]
-    proc = llama_python["patched"].run(["-c", recipe("python")], cwd=recipe_dir,
-                                       env=None if amx else NO_AMX)
+    proc = llama_python["patched"].run(["-c", recipe("python")], cwd=recipe_dir, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded, text = proc.stdout.split("\n", 1)
+    return stock.stdout, loaded, text
+
+
+@pytest.mark.parametrize("amx", [True, False], ids=["amx", "no-amx"])
+def test_python_recipe_runs_as_documented(llama_python, recipe_dir, amx):
+    stock_text, loaded, text = run_python_recipe(llama_python, recipe_dir, None if amx else NO_AMX)
     # on a CPU with AMX it runs our file, without AMX it falls back to the original
     assert loaded == f"loaded model{'-amx' if amx else ''}.gguf"
-    assert text.rstrip("\n") == stock.stdout.rstrip("\n")
+    assert text.rstrip("\n") == stock_text.rstrip("\n")
     assert (recipe_dir / "model-amx.gguf").exists()
 
 
@@ -188,17 +194,23 @@ print(llm.create_completion("The capital of France is", max_tokens=16, temperatu
 """
 
 
-@pytest.mark.parametrize("amx", [True, False], ids=["amx", "no-amx"])
-def test_shell_recipe_runs_as_documented(runtime, recipe_dir, amx):
+def run_shell_recipe(runtime, recipe_dir: Path, env: dict | None = None):
+    """The README's shell block run with BIN the patched build: (stock llama-simple's run on the
+    original, the recipe's run)."""
     stock = subprocess.run([runtime["stock"] / "llama-simple", "-m", recipe_dir / "model.gguf",
                             "-n", "16", "The capital of France is"], capture_output=True, text=True)
     assert stock.returncode == 0, stock.stderr[-2000:]
     # amx-repack as the tests run it (this interpreter's, this checkout's code)
     env = {**os.environ, "BIN": str(runtime["patched"]), "PYTHONPATH": str(ROOT),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           **({} if amx else NO_AMX)}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", recipe("sh")], cwd=recipe_dir, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return stock, proc
+
+
+@pytest.mark.parametrize("amx", [True, False], ids=["amx", "no-amx"])
+def test_shell_recipe_runs_as_documented(runtime, recipe_dir, amx):
+    stock, proc = run_shell_recipe(runtime, recipe_dir, None if amx else NO_AMX)
     assert proc.stdout == stock.stdout
     assert (REFUSAL in proc.stderr) != amx

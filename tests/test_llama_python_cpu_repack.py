@@ -101,14 +101,10 @@ def test_patched_wheel_refuses_file_for_another_cpu(cpu_llama_python, cpu_repack
 
 
 def test_python_recipe_falls_back_to_the_original_without_amx(cpu_llama_python, gemma_path, tmp_path):
-    from tests.test_llama_python import STOCK_COMPLETION, recipe
+    from tests.test_llama_python import run_python_recipe
     (tmp_path / "model.gguf").symlink_to(gemma_path)
-    stock = cpu_llama_python["stock"].run(["-c", STOCK_COMPLETION, tmp_path / "model.gguf"])
-    assert stock.returncode == 0, stock.stderr[-2000:]
-    proc = cpu_llama_python["patched"].run(["-c", recipe("python")], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    loaded, text = proc.stdout.split("\n", 1)
+    stock_text, loaded, text = run_python_recipe(cpu_llama_python, tmp_path)
     # the AMX file was written (converted and verified), refused by this build, and the original run
     assert (tmp_path / "model-amx.gguf").exists()
     assert loaded == "loaded model.gguf"
-    assert text.rstrip("\n") == stock.stdout.rstrip("\n") and text.strip()
+    assert text.rstrip("\n") == stock_text.rstrip("\n") and text.strip()
