@@ -36,6 +36,9 @@ PROG = "amx-repack"
 # convert --target: the CPU targets of the families that have them (formats/*_layout.py)
 TARGETS = {name: f.targets for name, f in FAMILY_TABLES.items() if f.targets}
 THREADS_HELP = "Worker threads (default: all cores)."
+DECODE_VALUES_HELP = ("Also decode every element of each repacked tensor with both float decoders "
+                      "(the original's type and the packed layout) and compare the bits; about "
+                      "twice the time. The default checks already fix every packed byte.")
 
 
 def _human(n: float) -> str:
@@ -287,14 +290,17 @@ def printable_type(type_id: int) -> str:
                    "named .zst is always written compressed.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--verify", "verify_output", is_flag=True,
-              help="Prove every repacked chunk while it is in memory with verify's two checks "
-                   "(unpack back to the input's bytes; equal float values from both decoders); "
-                   "on a mismatch exit 1 and write nothing.")
+              help="Prove every repacked chunk while it is in memory with verify's checks "
+                   "(unpack back to the input's bytes; the packer again gives every packed "
+                   "byte); on a mismatch exit 1 and write nothing.")
+@click.option("--decode-values", is_flag=True, help="With --verify: " + DECODE_VALUES_HELP)
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress and no summary (warnings are still printed).")
 def convert(input, output, layout, target, threads, include, exclude, overrides, allow_amx_n16,
-            untie_output, dry_run, as_json, compress, force, verify_output, quiet):
+            untie_output, dry_run, as_json, compress, force, verify_output, decode_values, quiet):
     """Convert INPUT.gguf into OUTPUT.gguf with its weights repacked."""
+    if decode_values and not verify_output:
+        raise click.UsageError("--decode-values is a check of --verify; give both")
     need_memory_for_numpy()
     from .pipeline import convert as convert_file
     progress = _Progress(quiet or dry_run, "convert")
@@ -304,7 +310,8 @@ def convert(input, output, layout, target, threads, include, exclude, overrides,
                               exclude=exclude, force=force, progress=progress,
                               compress=compress, allow_amx_n16=allow_amx_n16,
                               overrides=overrides, dry_run=dry_run, on_warning=progress.warn,
-                              verify=verify_output, untie_output=untie_output, target=target)
+                              verify=verify_output, untie_output=untie_output, target=target,
+                              decode_values=decode_values)
     except VerificationFailed as e:
         if as_json and e.report is not None:   # exit 1 still has its document (docs/json.md)
             _json_out(report_json.refusal_document("convert", e, input))
@@ -409,7 +416,8 @@ def print_verify_report(r: VerifyReport, show_all: bool) -> None:
               help="The original file's published sha256 (one per shard, in order): also prove "
                    "that the original rebuilt from REPACKED hashes to it (streamed; nothing "
                    "written). Holds against a forger, not only against corruption.")
-def verify(files, threads, as_json, show_all, quiet, original_sha256):
+@click.option("--decode-values", is_flag=True, help=DECODE_VALUES_HELP)
+def verify(files, threads, as_json, show_all, quiet, original_sha256, decode_values):
     """Prove REPACKED equals ORIGINAL: verify [ORIGINAL] REPACKED.
 
     Exit status 0 when equivalent, 1 on any mismatch, 2 on bad input."""
@@ -421,7 +429,8 @@ def verify(files, threads, as_json, show_all, quiet, original_sha256):
     try:
         from .verify import verify as verify_file
         report = verify_file(original, repacked, threads=threads, progress=progress,
-                             original_sha256=original_sha256 or None)
+                             original_sha256=original_sha256 or None,
+                             decode_values=decode_values)
     finally:
         progress.close()
     try:

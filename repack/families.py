@@ -125,16 +125,17 @@ class Family:
         return self.kernels.first_invalid_row(packed_type_id, ne0, rows, packed)
 
     def check_chunk(self, packed_type_id: int, ne0: int, rows: int, packed, original, rebuilt,
-                    values: bool):
-        """Both checks of verify on one chunk, fused in native code (repack/chunk_checks.py):
-        the packed data's validity, the inverse kernel into ``rebuilt`` against ``original``
-        (None: none), and with ``values`` the two float decoders element by element. Returns the
-        first Mismatch, or None."""
+                    values: bool, layout: bool = True):
+        """verify's checks of one chunk, fused in native code (repack/chunk_checks.py): the
+        packed data's validity, the inverse kernel into ``rebuilt`` against ``original`` (None:
+        none), with ``layout`` the packer again on the source against every packed byte, and with
+        ``values`` the two float decoders element by element. Returns the first Mismatch, or
+        None."""
         from . import chunk_checks   # only verify and convert --verify need the fused checks
         k = self.kernels
         return chunk_checks.check_chunk(k.verify_check, k.verify_check_args(packed_type_id),
                                         self.source_of(packed_type_id).id, packed_type_id, ne0,
-                                        rows, packed, original, rebuilt, values)
+                                        rows, packed, original, rebuilt, values, layout)
 
     def can_dequantize(self, packed_type_id: int) -> bool:
         """Whether both float decoders (source layout and packed layout) exist for this type."""

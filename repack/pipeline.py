@@ -243,7 +243,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = D
             progress: ProgressCallback | None = None, compress: bool = False,
             allow_amx_n16: bool = False, overrides=(), dry_run: bool = False,
             on_warning=None, verify: bool = False, untie_output: bool = False,
-            target: str | None = None) -> ConvertReport:
+            target: str | None = None, decode_values: bool = False) -> ConvertReport:
     """Repack every eligible tensor of ``input`` into ``layout`` and write ``output`` atomically.
 
     ``layout`` is a layout family ("amx", "interleaved": ``formats.layouts.LAYOUTS``), or "none"
@@ -255,9 +255,10 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = D
     overridden. ``allow_amx_n16`` is the same as overriding "shape_n" (amx: tensors with
     ``ne1 % 16 == 0`` but ``ne1 % 32 != 0``, which llama.cpp's AMX backend does not run).
     ``dry_run`` plans without writing anything (only the header is read) and returns the report.
-    ``verify`` proves every packed chunk while it is in memory, with verify's two checks (the
-    inverse kernel back to the input's bytes, and the float values of the input's decoder against
-    the packed layout's); any mismatch raises VerificationFailed and no output is committed.
+    ``verify`` proves every packed chunk while it is in memory, with verify's checks (the
+    inverse kernel back to the input's bytes, the packer again against every packed byte, and
+    with ``decode_values`` the float values of the input's decoder against the packed layout's:
+    repack/verify.py); any mismatch raises VerificationFailed and no output is committed.
     ``untie_output`` (a family with ``unties_output``: amx) adds a packed ``output.weight``, a
     copy of the tied ``token_embd.weight``, so that llama.cpp packs nothing at load
     (formats/tied_output.py); only for a model without output.weight whose architecture's loader
@@ -291,7 +292,7 @@ def convert(input: str | os.PathLike, output: str | os.PathLike, layout: str = D
 
     def produce(src, in_path, out_path):
         return _convert_open(src, in_path, out_path, selection, threads, progress, on_warning,
-                             verify, untie_output)
+                             verify, untie_output, decode_values)
 
     def compress_all(reports, outs):
         """After every shard is converted: one "compress" phase over all of them."""
@@ -429,7 +430,8 @@ def refuse_repacked_input(src: GGUFFile, path: str) -> None:
 
 def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, threads: int,
                   progress, on_warning=None, verify: bool = False,
-                  untie_output: bool = False) -> tuple[ConvertReport, AtomicOutputFile]:
+                  untie_output: bool = False, decode_values: bool = False
+                  ) -> tuple[ConvertReport, AtomicOutputFile]:
     layout = selection.layout
     report = _planned(src, input, output, selection, threads, untie_output)
     plans = report.tensors
@@ -448,7 +450,7 @@ def _convert_open(src: GGUFFile, input: str, output: str, selection: Selection, 
             for w in report.warnings:
                 on_warning(w)
         _fill(src, input, out, out_layout, tensors, plans, layout, digests, threads, progress,
-              verify)
+              verify, decode_values)
         header = layout_for(digests).header
         assert len(header) == out_layout.data_start
         out.pwrite(0, header)
@@ -568,7 +570,7 @@ def _names_of(plans: list[TensorPlan]) -> str:
 
 def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, tensors,
           plans: list[TensorPlan], layout: str, digests: list[str], threads: int, progress,
-          verify: bool = False) -> None:
+          verify: bool = False, decode_values: bool = False) -> None:
     """Write every tensor's data, one task per tensor, chunk by chunk through per-thread scratch
     buffers: read (pread), digest, repack, (with ``verify``: check), write (pwrite). No tensor data goes through a mapping,
     so resident memory is a few chunks per thread whatever the model size."""
@@ -579,13 +581,15 @@ def _fill(src: GGUFFile, input: str, out: AtomicOutputFile, out_layout, tensors,
         d0 = out_layout.data_start + out_layout.offsets[i]
         family = FAMILIES[layout] if p.repacked else None
         tasks.append((_tensor_task(src, input, out, t, family, p.out_type_id, s0, d0, digests, i,
-                                   verify), t.nbytes))
+                                   verify, decode_values), t.nbytes))
     run_tasks(tasks, threads, progress)
 
 
 def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, packed_type: int,
-                 s0: int, d0: int, digests: list[str], i: int, verify: bool = False):
-    values = verify and family is not None and family.can_dequantize(packed_type)
+                 s0: int, d0: int, digests: list[str], i: int, verify: bool = False,
+                 decode_values: bool = False):
+    values = (verify and decode_values and family is not None
+              and family.can_dequantize(packed_type))
 
     def run():
         h = new_digest(digest_of_version(LAYOUT_VERSION))
@@ -611,7 +615,7 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, pa
             c, d = dst_range
             packed = scratch("packed", d - c)
             if verify:
-                _pack_and_check(family, packed_type, t, input, rows, a, data, packed, values)
+                _pack_and_check(family, packed_type, t, input, rows, a, c, data, packed, values)
             else:
                 family.pack(packed_type, t.ne0, rows, data, packed)
             out.pwrite(d0 + c, packed)
@@ -620,8 +624,8 @@ def _tensor_task(src: GGUFFile, input: str, out: AtomicOutputFile, t, family, pa
     return run
 
 
-def _pack_and_check(family, packed_type: int, t, input: str, rows: int, s0: int, data, packed,
-                    values: bool) -> None:
+def _pack_and_check(family, packed_type: int, t, input: str, rows: int, s0: int, p0: int, data,
+                    packed, values: bool) -> None:
     """convert --verify: pack a chunk piece by piece, each piece checked right after it is packed
     while its input, packed and rebuilt bytes are still in cache, by verify's checks (the same
     native code, repack/chunk_checks.py) against the input bytes still in memory."""
@@ -638,7 +642,8 @@ def _pack_and_check(family, packed_type: int, t, input: str, rows: int, s0: int,
         mismatch = family.check_chunk(packed_type, t.ne0, n, dst, src, rebuilt[:n * src_row], values)
         if mismatch is not None:
             from .verify import describe_mismatch
+            problem = describe_mismatch(mismatch, t, t.type_id, packed_type, s0 + r0 * src_row,
+                                        p0 + r0 * dst_row, family)
             raise VerificationFailed(f"{input}: tensor '{t.name}' ({type_name(t.type_id)} -> "
-                                     f"{TYPES[packed_type].name}): "
-                                     f"{describe_mismatch(mismatch, t, t.type_id, s0 + r0 * src_row)}"
+                                     f"{TYPES[packed_type].name}): {problem}"
                                      f"; no output was written")

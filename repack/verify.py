@@ -1,13 +1,21 @@
 """verify: prove a repacked file holds exactly the original model.
 
-For every repacked tensor two independent checks run, chunk by chunk, over every byte (a packed
-tensor whose rows do not fill whole tiles / row groups cannot be in its layout and fails):
+For every repacked tensor these checks run, chunk by chunk, over every byte (a packed tensor whose
+rows do not fill whole tiles / row groups cannot be in its layout and fails):
 
 1. *bytes*: the packed layout is decoded back to source blocks (the family's unpack kernel) and
    compared with the original bytes, and hashed and compared with the digest recorded at
    conversion (given only the repacked file, the digest alone);
-2. *values*: the original is dequantized by the source-type decoder and the packed tensor by a
-   decoder that reads the packed layout directly; the float32 bit patterns must be equal.
+2. *layout*: the original (given only the repacked file, the unpacked bytes the digest proved) is
+   packed again by the family's packer, byte-identical to the reference implementations' own,
+   and every packed byte must equal it: the file holds exactly what the runtime makes of the
+   original when it repacks it at load, padding and redundant fields included;
+3. *values* (``decode_values``, ``--decode-values``): the original is dequantized by the
+   source-type decoder and the packed tensor by a decoder that reads the packed layout directly;
+   the float32 bit patterns must be equal. Checks 1 and 2 already fix every packed byte, so this
+   adds no power against a wrong file (tests/test_fused_checks.py: every planted corruption it
+   finds, they find); it decodes every element twice, which took most of verify's time, and
+   stays for those who want the proof in floats too.
 
 Every other tensor is compared byte for byte (and by digest). A tensor the conversion added
 (``--untie-output``: a packed copy of ``token_embd.weight``, which the original does not have) gets
@@ -59,7 +67,7 @@ class TensorResult:
     type_before: str
     type_after: str
     bytes: int
-    checks: list[str] = field(default_factory=list)   # "bytes", "digest", "values", "valid"
+    checks: list[str] = field(default_factory=list)   # "bytes", "digest", "layout", "values", "valid"
     detail: str = ""
     added_from: str = ""        # added by convert (--untie-output): checked against this tensor
 
@@ -139,8 +147,9 @@ def _value_location(t: TensorInfo, type_id: int, index: int) -> str:
 
 
 def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_packed, read_original,
-                  digest: str | None, digest_name: str) -> tuple[list[str], str]:
-    """Run checks 1 and 2 over a packed tensor, chunk by chunk; returns (checks, problem).
+                  digest: str | None, digest_name: str, decode_values: bool = False
+                  ) -> tuple[list[str], str]:
+    """Run the checks over a packed tensor, chunk by chunk; returns (checks, problem).
 
     ``read_packed(a, b)`` / ``read_original(a, b)`` return the bytes [a, b) of the tensor in the
     repacked / original file (``read_original`` None: standalone, against ``digest``). Both
@@ -152,7 +161,8 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
     checks = ["bytes"] if read_original is not None else []
     if digest is not None:
         checks.append("digest")
-    do_values = family.can_dequantize(packed_type)
+    checks.append("layout")
+    do_values = decode_values and family.can_dequantize(packed_type)
     if do_values:
         checks.append("values")
     hasher = new_digest(digest_name) if digest is not None else None
@@ -173,7 +183,8 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
         rebuilt = scratch("rebuilt", s1 - s0)
         mismatch = family.check_chunk(packed_type, ne0, rows, packed, want, rebuilt, do_values)
         if mismatch is not None:
-            return checks, describe_mismatch(mismatch, t_packed, src_type, s0)
+            return checks, describe_mismatch(mismatch, t_packed, src_type, packed_type, s0, p0,
+                                             family)
         if hasher is not None:
             hasher.update(rebuilt)
         advance(p1 - p0)
@@ -187,10 +198,11 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
     return checks, ""
 
 
-def describe_mismatch(m, t: TensorInfo, src_type: int, s0: int) -> str:
-    """The message for the first problem a chunk check found (``s0``: the chunk's first byte in
-    the source tensor)."""
-    from .chunk_checks import BYTES, INVALID
+def describe_mismatch(m, t: TensorInfo, src_type: int, packed_type: int, s0: int, p0: int,
+                      family: Family) -> str:
+    """The message for the first problem a chunk check found in tensor ``t`` (``s0`` / ``p0``:
+    the chunk's first byte in the source tensor / in the packed tensor)."""
+    from .chunk_checks import BYTES, INVALID, LAYOUT
     first_row = s0 // TYPES[src_type].row_bytes(t.ne0)
     if m.kind == INVALID:
         return (f"packed data is inconsistent (redundant sums or scale ranges) in row "
@@ -198,6 +210,15 @@ def describe_mismatch(m, t: TensorInfo, src_type: int, s0: int) -> str:
     if m.kind == BYTES:
         return (f"unpacked bytes differ at {_byte_location(t, src_type, s0 + m.index)}: "
                 f"original 0x{m.original:02x}, repacked 0x{m.repacked:02x}")
+    if m.kind == LAYOUT:
+        # a packed unit (AMX tile strip, row group) holds unit_rows rows; name its rows
+        unit_rows = family.unit_rows(packed_type)
+        unit_bytes = TYPES[packed_type].row_bytes(t.ne0) * unit_rows
+        unit, byte = divmod(p0 + m.index, unit_bytes)
+        return (f"packed bytes are not the layout's packing of the original at rows "
+                f"{unit * unit_rows}-{(unit + 1) * unit_rows - 1}, byte {byte} of their packed "
+                f"bytes: packing the original gives 0x{m.original:02x}, the file has "
+                f"0x{m.repacked:02x}")
     where = _value_location(t, src_type, first_row * t.ne0 + m.index)
     return (f"dequantized values differ at {where}: original {_float32(m.original)} "
             f"(0x{m.original:08x}), repacked {_float32(m.repacked)} (0x{m.repacked:08x})")
@@ -264,7 +285,7 @@ def _metadata_problems(orig: GGUFFile, rep: GGUFFile, info) -> list[str]:
 
 def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
            threads: int | None = None, progress: ProgressCallback | None = None,
-           original_sha256=None) -> VerifyReport:
+           original_sha256=None, decode_values: bool = False) -> VerifyReport:
     """Check that ``repacked`` is ``original`` in another layout (or, with ``original=None``,
     that it matches the types and digests it records). Returns a report; raises RepackError for
     unreadable input.
@@ -272,7 +293,10 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
     ``original_sha256`` (the published sha256 of the original; a sequence of them, in shard
     order, for a split model): also prove that the original unpack rebuilds from ``repacked``
     hashes to it (rebuilt and hashed in file order, nothing written; repack/anchor.py). This
-    holds against a forger who rewrote the records together with the data."""
+    holds against a forger who rewrote the records together with the data.
+
+    ``decode_values``: also decode every element of every packed tensor with both float decoders
+    (check 3 above; about twice verify's time)."""
     started = time.perf_counter()
     threads = resolve_threads(threads)
     with shards.open_model(os.fspath(repacked), progress=progress) as rep:
@@ -292,7 +316,7 @@ def verify(original: str | os.PathLike | None, repacked: str | os.PathLike,
             with interruptible():
                 start_phase(progress, "verify", sum(t.nbytes for f in rep.files for t in f.tensors))
                 reports = [_verify_open(orig.files[i] if orig else None, f, threads, progress,
-                                        expected[i])
+                                        expected[i], decode_values)
                            for i, f in enumerate(rep.files)]
     report = reports[0]
     for r in reports[1:]:   # shards: one report for the model
@@ -313,7 +337,7 @@ def _swapped(orig, rep) -> bool:
 
 
 def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress,
-                 expected_sha256: str | None = None) -> VerifyReport:
+                 expected_sha256: str | None = None, decode_values: bool = False) -> VerifyReport:
     info = metadata.read_info(rep.kv)
     if orig is None and info is None:
         raise InputError(f"{rep.path} carries no amx-repack record; give the original file too: "
@@ -402,7 +426,7 @@ def _verify_open(orig: GGUFFile | None, rep: GGUFFile, threads: int, progress,
             res.status, res.detail = "shape", problem
             continue
         tasks.append((_tensor_task(res, family, src_type, t, rep, base, o, digest,
-                                   report.digest), t.nbytes))
+                                   report.digest, decode_values), t.nbytes))
     run_tasks(tasks, threads, progress)
     if progress is not None:    # tensors refused before any check count as done
         progress(sum(t.nbytes for t in rep.tensors) - sum(weight for _, weight in tasks))
@@ -439,7 +463,7 @@ def _reader(f: GGUFFile, t: TensorInfo, buffer: str):
 
 def _tensor_task(res: TensorResult, family: Family | None, src_type: int, t: TensorInfo,
                  rep: GGUFFile, orig: GGUFFile | None, o: TensorInfo | None, digest: str | None,
-                 digest_name: str):
+                 digest_name: str, decode_values: bool = False):
     def run():
         read_data = _reader(rep, t, "repacked")
         read_original = _reader(orig, o, "original") if orig is not None else None
@@ -447,7 +471,7 @@ def _tensor_task(res: TensorResult, family: Family | None, src_type: int, t: Ten
             res.checks, problem = _check_plain(t, read_data, read_original, digest, digest_name)
         else:
             res.checks, problem = _check_packed(family, src_type, t, read_data, read_original,
-                                                digest, digest_name)
+                                                digest, digest_name, decode_values)
         if problem:
             res.status = "mismatch"
             res.detail = problem + (f" (added tensor, checked against '{res.added_from}')"

@@ -2,10 +2,13 @@
 
 The fused check (native/verify.c) must find exactly what verify's checks found when they ran
 step by step in Python: the first invalid row of the packed data, else the first byte where the
-inverse kernel's output differs from the original, else the first element whose float values
-differ. The reference here is that step-by-step composition of the separate, separately tested
-kernels (validity check, unpack, both float decoders). convert --verify must catch a kernel that
-writes one wrong byte, with exit 1 and no output.
+inverse kernel's output differs from the original, else the first packed byte the packer run
+again does not write, else (when asked) the first element whose float values differ. The
+reference here is that step-by-step composition of the separate, separately tested kernels
+(validity check, unpack, pack, both float decoders). The layout check must find every planted
+corruption the float decoders find, for every packed type of every family (the reason verify can
+leave them out by default). convert --verify must catch a kernel that writes one wrong byte, with
+exit 1 and no output.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def _packed_type(family, src_type: int) -> int:
 
 
 def _reference(family, packed_type, ne0, rows, packed, original):
-    """What verify's step-by-step checks report first: (kind, index, original, repacked)."""
+    """What verify's step-by-step checks (layout and values) report first: (kind, index,
+    original, repacked)."""
     src_type = family.source_of(packed_type).id
     bad = family.first_invalid_row(packed_type, ne0, rows, packed)
     if bad is not None:
@@ -48,6 +52,12 @@ def _reference(family, packed_type, ne0, rows, packed, original):
     if diff.size:
         i = int(diff[0])
         return chunk_checks.BYTES, i, int(original[i]), int(rebuilt[i])
+    expected = np.empty_like(packed)
+    family.pack(packed_type, ne0, rows, original, expected)
+    diff = np.flatnonzero(expected != packed)
+    if diff.size:
+        i = int(diff[0])
+        return chunk_checks.LAYOUT, i, int(expected[i]), int(packed[i])
     want = np.empty(rows * ne0, np.float32)
     got = np.empty(rows * ne0, np.float32)
     block_decoders.dequantize_rows(src_type, original, want, ne0, rows)
@@ -206,3 +216,51 @@ def test_convert_verify_fault_with_json_is_still_one_document(model, tmp_path, o
     assert d["outputs"] == [] and d["verified"] is False and d["repacked"] > 0
     assert "unpacked bytes differ" in d["error"] and d["error"] in captured.err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def _all_packed_types():
+    for name, family in FAMILIES.items():
+        for packed_type in sorted(TYPES):
+            if family.source_of(packed_type) is not None:
+                yield pytest.param(name, packed_type, id=f"{name}-{TYPES[packed_type].name}")
+
+
+@pytest.mark.parametrize("family_name,packed_type", list(_all_packed_types()))
+def test_layout_check_finds_every_corruption_the_value_check_finds(family_name, packed_type):
+    """Every byte of a packed tensor (two row units of random source blocks), changed in turn:
+    the default checks (bytes, layout) find each change given the original; given only the
+    repacked file they find it or the bytes unpack gives back differ from the original (which the
+    recorded digest catches). So whatever the checks with the float decoders find (bytes,
+    values: printed, how many changes they miss), the default finds too."""
+    family = FAMILIES[family_name]
+    src = family.source_of(packed_type)
+    unit = family.unit_rows(packed_type)
+    ne0 = 2 * max(src.block_size, 256) if src.block_size > 1 else 512
+    rows = 2 * unit
+    rng = np.random.default_rng(packed_type)
+    original = rng.integers(0, 256, src.row_bytes(ne0) * rows, dtype=np.uint8)
+    if src.name == "q8_KV":   # each row: float scale, int32 sum of its int8 quants, the quants
+        by_row = original.reshape(rows, -1)
+        by_row[:, 4:8] = by_row[:, 8:].view(np.int8).sum(axis=1, dtype=np.int32).view(np.uint8) \
+            .reshape(rows, 4)
+    packed = np.empty(TYPES[packed_type].row_bytes(ne0) * rows, np.uint8)
+    family.pack(packed_type, ne0, rows, original, packed)
+    rebuilt = np.empty_like(original)
+    values = family.can_dequantize(packed_type)
+    assert family.check_chunk(packed_type, ne0, rows, packed, original, rebuilt, False) is None
+    assert family.check_chunk(packed_type, ne0, rows, packed, None, rebuilt, False) is None
+
+    missed_with_values = 0
+    for pos in range(packed.size):
+        p = packed.copy()
+        p[pos] ^= np.uint8(rng.integers(1, 256))
+        default = family.check_chunk(packed_type, ne0, rows, p, original, rebuilt, False)
+        assert default is not None, f"change at packed byte {pos} not found"
+        alone = family.check_chunk(packed_type, ne0, rows, p, None, rebuilt, False)
+        assert alone is not None or not np.array_equal(rebuilt, original), \
+            f"change at packed byte {pos} not found without the original"
+        if values and family.check_chunk(packed_type, ne0, rows, p, original, rebuilt, True,
+                                         layout=False) is None:
+            missed_with_values += 1
+    print(f"{TYPES[packed_type].name}: {packed.size} changes, all found; {missed_with_values} "
+          f"missed by bytes + values")

@@ -83,12 +83,14 @@ def test_upstream_packer_gives_the_added_tensor(runtime, gemma_untied, tmp_path)
 
 def test_verify_unpack_inspect(gemma_untied, tmp_path):
     original, _, untied = gemma_untied
-    for check in (repack.verify(original, untied), repack.verify(None, untied)):
+    for check in (repack.verify(original, untied, decode_values=True),
+                  repack.verify(None, untied, decode_values=True)):
         assert check.ok, [(t.name, t.detail) for t in check.failures] + check.metadata_problems
         out = next(t for t in check.tensors if t.name == OUTPUT)
         assert out.added_from == EMBD
-        # against the embedding's bytes (the original's, or this file's own) and decoded values
-        assert {"bytes", "digest", "values"} <= set(out.checks)
+        # against the embedding's bytes (the original's, or this file's own), its packing and
+        # decoded values
+        assert {"bytes", "digest", "layout", "values"} <= set(out.checks)
     for args in ((original, untied), (untied,)):
         proc = amx_repack_cli("verify", *args, "--all")
         assert proc.returncode == 0, proc.stdout + proc.stderr

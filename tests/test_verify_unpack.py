@@ -34,13 +34,16 @@ def gemma_converted(gemma_path, tmp_path_factory):
 @pytest.mark.parametrize("layout", ["amx", "interleaved"])
 def test_gemma_verify_both_modes(gemma_path, gemma_converted, layout):
     repacked = gemma_converted[layout]
-    proc = amx_repack_cli("verify", "--json", gemma_path, repacked)
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    report = json.loads(proc.stdout)
-    packed = [t for t in report["tensors"] if t["type_before"] != t["type_after"]]
-    assert len(packed) == (45 if layout == "amx" else 126)
-    # both independent checks ran on every repacked tensor of the Gemma file
-    assert all("bytes" in t["checks"] and "values" in t["checks"] for t in packed)
+    for extra, checks in (((), {"bytes", "layout"}), (("--decode-values",), {"bytes", "layout", "values"})):
+        proc = amx_repack_cli("verify", "--json", *extra, gemma_path, repacked)
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        report = json.loads(proc.stdout)
+        packed = [t for t in report["tensors"] if t["type_before"] != t["type_after"]]
+        assert len(packed) == (45 if layout == "amx" else 126)
+        # the independent checks ran on every repacked tensor of the Gemma file; the float
+        # decoders only when asked for
+        assert all(checks <= set(t["checks"]) and ("values" in t["checks"]) == ("values" in checks)
+                   for t in packed)
     proc = amx_repack_cli("verify", repacked)
     assert proc.returncode == 0 and "EQUIVALENT" in proc.stdout
 
