@@ -338,11 +338,14 @@ def bench_input(label: str, paths: list[Path], full: bool, quantize, threads: in
                          files[0], out), "convert --verify amx")
     rows[-1][7] = (f"takes {s / amx_s:.2f}x convert, CPU {CPU_SECONDS[-1] / convert_cpu:.2f}x "
                    f"(goal 1.3x)")
-    # the float decoders' portable C beside the SIMD path the CPU selects (AMX_REPACK_SIMD)
+    # with --decode-values, the float decoders: the SIMD path the CPU selects, and the portable
+    # C beside it (AMX_REPACK_SIMD)
     portable = dict(os.environ, AMX_REPACK_SIMD="portable")
+    decode = ["--decode-values", files[0], packed]
     for name, cmd, goal, env in (("verify amx (pair)", [files[0], packed], "1.0x", None),
-                                 ("verify amx (pair), portable decoders", [files[0], packed], "",
-                                  portable),
+                                 ("verify amx (pair) --decode-values", decode, "", None),
+                                 ("verify amx (pair) --decode-values, portable decoders", decode,
+                                  "", portable),
                                  ("verify amx (alone)", [packed], "0.8x", None)):
         s, rss = best_of(amx_repack("verify", "-q", "-t", threads, *cmd), env=env)
         rows.append([label, name, fmt_bytes(size), f"{s:.2f}", f"{size / s / 1e9:.2f}", "", "",
