@@ -21,13 +21,15 @@ blocks. Everything works on whole arrays; there is no Python loop over elements 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .lazy import lazy_module
 from formats.ggml_types import (AMX_EXTRA_BYTES, AMX_TYPE_ID_BASE, TYPES, TYPES_BY_NAME, GGMLType,
                                 type_by_name)
 from .family import EMBEDDING_TENSOR_NAMES, Decision, LayoutFamily, cannot, soft_defaults
-from .gguf_container import TensorInfo
+
+if TYPE_CHECKING:   # annotations only: --help, which reads no file, loads no GGUF reader
+    from .gguf_container import TensorInfo
 
 np = lazy_module("numpy")   # only inside functions: not loaded by --help or inspect
 

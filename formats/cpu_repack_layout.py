@@ -19,11 +19,15 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from .family import EMBEDDING_TENSOR_NAMES, Decision, LayoutFamily, cannot
 from .ggml_types import (CPU_REPACK_SHAPES, CPU_REPACK_TYPE_ID_BASE, CPU_REPACK_VARIANTS, TYPES,
                          GGMLType, type_by_name)
-from .gguf_container import TensorInfo
+
+if TYPE_CHECKING:   # annotations only: --help, which reads no file, loads no GGUF reader
+    from .gguf_container import TensorInfo
 
 # The CPU features upstream's choice reads (ggml_cpu_has_*), as each target has them. "sve256":
 # SVE with 256-bit vectors (ggml_cpu_has_sve() && ggml_cpu_get_sve_cnt() == QK8_0); "rvv256":
@@ -173,10 +177,17 @@ def machine_features(cpuinfo: str | None = None, machine: str | None = None,
     return frozenset(found)
 
 
+@lru_cache(maxsize=None)
+def _this_machine_features() -> frozenset[str]:
+    # read once per process: inspect and convert ask for every tensor, and /proc/cpuinfo is long
+    # on a machine with many cores (hundreds of kB)
+    return machine_features()
+
+
 def machine_target(features: frozenset[str] | None = None) -> str | None:
     """What ``auto`` means here: the target whose features upstream would find on this CPU (the
     richest one this CPU has all features of), None when none fits."""
-    features = machine_features() if features is None else features
+    features = _this_machine_features() if features is None else features
     fitting = [name for name, need in TARGET_FEATURES.items() if need <= features]
     return max(fitting, key=lambda name: len(TARGET_FEATURES[name])) if fitting else None
 

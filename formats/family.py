@@ -14,9 +14,12 @@ per CPU target), never one packed type several sources.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .ggml_types import TYPES, GGMLType
-from .gguf_container import TensorInfo
+
+if TYPE_CHECKING:   # annotations only: --help, which reads no file, loads no GGUF reader
+    from .gguf_container import TensorInfo
 
 # Read with get_rows (a row lookup), which cannot read packed rows (amx-vnni.md §9.3,
 # interleaved.md §5.1). A tied output matrix is the same tensor, so it stays unpacked as well.

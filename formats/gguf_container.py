@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 from .lazy import lazy_module
 
 from .ggml_types import GGMLType, TYPES
+from .text import printable   # noqa: F401 (also imported from here)
 
 np = lazy_module("numpy")   # only inside functions: not loaded by --help or inspect
 
@@ -45,13 +46,6 @@ class GGUFFormatError(ValueError):
         # Messages quote keys and tensor names from the file, which may hold newlines or terminal
         # escape sequences: escape every non-printable character, so the message stays one line.
         super().__init__(printable(str(message)))
-
-
-def printable(text: str) -> str:
-    """``text`` with every non-printable character (newline, ESC, ...) written as an escape."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ValueType(IntEnum):

@@ -10,12 +10,15 @@ spec §4 for the most common types, used to cross-check the C code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .lazy import lazy_module
 
 from .family import EMBEDDING_TENSOR_NAMES, Decision, LayoutFamily, cannot, soft_defaults
 from .ggml_types import GGMLType, type_by_name, type_name
-from .gguf_container import TensorInfo
+
+if TYPE_CHECKING:   # annotations only: --help, which reads no file, loads no GGUF reader
+    from .gguf_container import TensorInfo
 
 np = lazy_module("numpy")   # only inside functions: not loaded by --help or inspect
 

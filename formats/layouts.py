@@ -27,10 +27,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .family import EMBEDDING_TENSOR_NAMES, Decision, LayoutFamily   # noqa: F401 (re-exported)
-from .gguf_container import TensorInfo
+
+if TYPE_CHECKING:   # annotations only: --help, which reads no file, loads no GGUF reader
+    from .gguf_container import TensorInfo
 
 
 def _discover() -> dict[str, LayoutFamily]:

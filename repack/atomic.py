@@ -36,8 +36,8 @@ import secrets
 import stat
 import tempfile
 import warnings
-from typing import Callable
 
+from . import runner
 from .errors import OutputError, OutputExists
 from .runner import (is_tracked_temporary, mark_committed, stop_signals_held, track_temporary,
                      untrack_temporary)
@@ -242,15 +242,13 @@ def commit_all(outputs: list["AtomicOutputFile"], replace: bool = False) -> None
 # --------------------------------------------------------------------------------------------
 # Temporary files of runs that died
 
-StaleHandler = Callable[[str], None]
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, RuntimeWarning, stacklevel=4)
-
-
-# The command line prints these as "warning: ..." lines; API users get a RuntimeWarning.
-on_stale_temporary: StaleHandler = _warn
+def _say_stale(message: str) -> None:
+    """The command line prints these as "warning: ..." lines (runner.on_stale_temporary); API
+    users get a RuntimeWarning."""
+    if runner.on_stale_temporary is not None:
+        runner.on_stale_temporary(message)
+    else:
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -357,17 +355,17 @@ def _remove_stale(path: str, pid: int) -> list[str]:
         except FileNotFoundError:
             return []
         except OSError as e:
-            on_stale_temporary(f"{path} was left by amx-repack process {pid}, which is no "
-                               f"longer running, and cannot be removed: {e.strerror}")
+            _say_stale(f"{path} was left by amx-repack process {pid}, which is no "
+                       f"longer running, and cannot be removed: {e.strerror}")
             return []
     finally:
         os.close(fd)
     if pid == os.getpid():
-        on_stale_temporary(f"removed {path}, a temporary file left by an earlier process "
-                           f"with this process's id ({pid})")
+        _say_stale(f"removed {path}, a temporary file left by an earlier process "
+                   f"with this process's id ({pid})")
     else:
-        on_stale_temporary(f"removed {path}, a temporary file left by amx-repack process "
-                           f"{pid}, which is no longer running")
+        _say_stale(f"removed {path}, a temporary file left by amx-repack process "
+                   f"{pid}, which is no longer running")
     return [path]
 
 

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from formats.gguf_container import printable
 from formats.layouts import DEFAULT_LAYOUT, FAMILY_TABLES, LAYOUTS, SOFT_CODES
+from formats.lazy import lazy_module
+from formats.text import printable
 
-from . import __version__, atomic, report_json
+from . import __version__, runner
 from .errors import (ForeignPacked, NoRecords, OutOfMemory, OutputExists, RepackError,
                      TooMuchFiller, VerificationFailed, is_out_of_memory)
 from .runner import install_signal_handlers, output_committed
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 # Each command imports what it runs (numpy, tqdm, the kernels) when it runs: `--help` and
 # `inspect` start in a fraction of the time (pipelines inspect thousands of files).
+
+# only for --json (json, base64, the reports' modules): imported at first use
+report_json = lazy_module("repack.report_json")
 
 PROG = "amx-repack"
 # convert --target: the CPU targets of the families that have them (formats/*_layout.py)
@@ -628,7 +632,7 @@ def _main(argv) -> None:
     # whose output is already committed into an "interrupted" one (runner.py).
     install_signal_handlers()
     # temporary files of dead runs, removed beside an output: said on stderr, even with --quiet
-    atomic.on_stale_temporary = lambda message: click.echo(f"warning: {printable(message)}",
+    runner.on_stale_temporary = lambda message: click.echo(f"warning: {printable(message)}",
                                                            err=True)
     try:
         cli.main(args=argv, prog_name=PROG, standalone_mode=False)

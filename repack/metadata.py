@@ -60,10 +60,11 @@ from formats.lazy import lazy_module
 from formats.gguf_container import GGUFFormatError, KVRecord, ValueType, encode_kv, rename_kv
 from formats.layouts import FAMILY_TABLES
 
-from .checksum import HEX_LENGTH, XXH64, digest_of_version
 from .errors import InputError
 
 hashlib = lazy_module("hashlib")   # sha256 of the filler: not needed by inspect
+# the digests (hashlib and the native XXH64): not needed to read the records (inspect)
+checksum = lazy_module("repack.checksum")
 
 PREFIX = "amx_repack."
 ORIGINAL_PREFIX = PREFIX + "original."
@@ -117,7 +118,7 @@ def digests_key(layout_version: int) -> str:
 
 def digest_placeholder(layout_version: int) -> str:
     """A digest of the right length: the header's size is fixed before the data is hashed."""
-    return "0" * HEX_LENGTH[digest_of_version(layout_version)]
+    return "0" * checksum.HEX_LENGTH[checksum.digest_of_version(layout_version)]
 
 
 @dataclass
@@ -166,7 +167,7 @@ class RepackInfo:
     @property
     def digest_name(self) -> str:
         """The kind of the recorded tensor digests: "sha256" (version 3) or "xxh64"."""
-        return digest_of_version(self.layout_version)
+        return checksum.digest_of_version(self.layout_version)
 
     def original_type_of(self, name: str) -> int:
         return self.original_types[self.tensor_names.index(name)]
@@ -212,7 +213,7 @@ def metadata_digest(records) -> str:
 
 def record_digest(rec: KVRecord) -> str:
     """XXH64 of one KV record's raw bytes (key, type and value)."""
-    return XXH64(rec.raw).hexdigest()
+    return checksum.XXH64(rec.raw).hexdigest()
 
 
 def filler_digest(file_size: int, filler: list[tuple[int, bytes]]) -> str:

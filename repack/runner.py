@@ -103,6 +103,12 @@ def is_tracked_temporary(path: str) -> bool:
     return path in _temporaries
 
 
+# Who hears that a command removed a temporary file of a dead run (repack/atomic.py); None: a
+# RuntimeWarning, for API users. The command line sets its "warning: ..." line here rather than
+# in atomic.py, which inspect and --help never load.
+on_stale_temporary: Callable[[str], None] | None = None
+
+
 def remove_temporaries() -> None:
     for path in list(_temporaries):
         try:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from formats.gguf_container import GGUFFile, read_gguf
 
-from .atomic import check_destination
 from .errors import InputError, OutOfMemory, OutputError, UsageError
 from .runner import untrack_temporary
 from .metadata import INTEGER_VALUE_TYPES
@@ -161,6 +160,8 @@ def open_input(path: str) -> GGUFFile:
 def check_output_path(input_path: str, output_path: str, force: bool) -> None:
     """Refuse to overwrite the input (also through a link), anything but a regular file (a
     folder, device, FIFO or socket, even with --force) or, without --force, anything at all."""
+    from .atomic import check_destination   # here: inspect, which writes nothing, skips atomic.py
+
     if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
         raise OutputError(f"output {output_path} is the input file; choose another name")
     check_destination(output_path, force)
@@ -202,9 +203,9 @@ def open_model(path: str, scratch_dir: str | None = None, header_only: bool = Fa
     A zstd-compressed file is streamed: with ``header_only`` just far enough to parse the header,
     otherwise into a temporary plain copy in ``scratch_dir`` that ``close`` removes (a
     "decompress" phase of ``progress``, see runner.start_phase)."""
-    from . import atomic, zst
-
     if not header_only:
+        from . import atomic     # inspect (header only) writes nothing: it skips atomic.py
+
         # temporary files of killed runs: where they are most likely, before making new ones
         atomic.remove_stale_at_start(scratch_dir)
     model = Model([path])

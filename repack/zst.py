@@ -21,6 +21,7 @@ import errno
 import os
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from formats.lazy import lazy_module
 
@@ -29,14 +30,17 @@ from formats.gguf_container import (MAX_HEADER_BYTES, GGUFFile, GGUFFormatError,
                                     check_data_section, open_regular, parse_header)
 
 from .address_space import threads_that_fit
-from .atomic import AtomicOutputFile, create_temporary
 from .runner import start_phase, untrack_temporary
 from .errors import InputError, OutOfMemory, OutputError, is_out_of_memory
+
+if TYPE_CHECKING:
+    from .atomic import AtomicOutputFile
 
 # imported at first use: inspect of a plain .gguf (which asks is_zst) does not pay for them
 zstandard = lazy_module("zstandard")
 shutil = lazy_module("shutil")
 tempfile = lazy_module("tempfile")
+atomic = lazy_module("repack.atomic")     # inspect writes nothing
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STREAM_CHUNK = 4 << 20
@@ -285,7 +289,7 @@ def decompress_to_temp(path: str, folder: str | None, progress=None) -> str:
     with os.fdopen(open_regular(path), "rb") as src:
         shape, free = _room_to_decompress(src.fileno(), path, folder)
         try:
-            temp, fd = create_temporary(folder, "input", 0o600)
+            temp, fd = atomic.create_temporary(folder, "input", 0o600)
         except OSError as e:
             raise OutputError(f"cannot create the decompressed copy of {path} in {folder}: "
                               f"{e.strerror}") from None
@@ -366,7 +370,7 @@ def compress_output(out: AtomicOutputFile, dest: str, threads: int,
                     progress=None) -> AtomicOutputFile:
     """Compress a finished (uncommitted) output into an uncommitted ``dest`` and drop ``out``.
     ``progress`` receives the uncompressed bytes as they are compressed."""
-    zout = AtomicOutputFile(dest, 0, "zst")
+    zout = atomic.AtomicOutputFile(dest, 0, "zst")
     try:
         # fewer workers under an address-space limit; never 0 (single-threaded zstd writes other
         # bytes than its multi-threaded mode, whose output is the same for any number of workers)
