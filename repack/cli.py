@@ -295,8 +295,8 @@ def printable_type(type_id: int) -> str:
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--verify", "verify_output", is_flag=True,
               help="Prove every repacked chunk while it is in memory with verify's checks "
-                   "(unpack back to the input's bytes; the packer again gives every packed "
-                   "byte); on a mismatch exit 1 and write nothing.")
+                   "(unpack back to the input's bytes, which finds any changed packed byte); on "
+                   "a mismatch exit 1 and write nothing.")
 @click.option("--decode-values", is_flag=True, help="With --verify: " + DECODE_VALUES_HELP)
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress and no summary (warnings are still printed).")

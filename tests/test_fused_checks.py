@@ -256,6 +256,10 @@ def test_layout_check_finds_every_corruption_the_value_check_finds(family_name, 
         p[pos] ^= np.uint8(rng.integers(1, 256))
         default = family.check_chunk(packed_type, ne0, rows, p, original, rebuilt, False)
         assert default is not None, f"change at packed byte {pos} not found"
+        # convert --verify's checks (the packer it would run again is the one that just wrote p)
+        in_convert = family.check_chunk(packed_type, ne0, rows, p, original, rebuilt, False,
+                                        layout=False)
+        assert in_convert is not None, f"change at packed byte {pos} not found by bytes alone"
         alone = family.check_chunk(packed_type, ne0, rows, p, None, rebuilt, False)
         assert alone is not None or not np.array_equal(rebuilt, original), \
             f"change at packed byte {pos} not found without the original"
