@@ -20,7 +20,8 @@ import repack
 from formats.ggml_types import TYPES, type_by_name
 from repack import block_decoders, chunk_checks
 from repack.errors import VerificationFailed
-from repack.families import FAMILIES
+from formats.gguf_container import read_gguf
+from repack.families import FAMILIES, family_of_packed
 from tests.conftest import amx_repack_cli
 from tests.synthetic import sha256, small_model_tensors, write_model
 
@@ -268,3 +269,50 @@ def test_layout_check_finds_every_corruption_the_value_check_finds(family_name, 
             missed_with_values += 1
     print(f"{TYPES[packed_type].name}: {packed.size} changes, all found; {missed_with_values} "
           f"missed by bytes + values")
+
+
+def test_layout_mismatch_names_rows_and_packed_byte():
+    """The layout check's report (kind LAYOUT): the rows of the packed unit (AMX: a 16-row tile
+    strip) and the byte inside their packed bytes, with the byte the packer writes and the
+    file's."""
+    from formats.gguf_container import TensorInfo
+    from repack.verify import describe_mismatch
+    family = FAMILIES["amx"]
+    q4_0 = type_by_name("q4_0")
+    pt = _packed_type(family, q4_0.id)
+    t = TensorInfo("blk.0.attn_q.weight", (256, 64), pt, 0, TYPES[pt].row_bytes(256) * 64)
+    strip_bytes = TYPES[pt].row_bytes(256) * 16
+    m = chunk_checks.Mismatch(chunk_checks.LAYOUT, 5, 0x12, 0x34)
+    text = describe_mismatch(m, t, q4_0.id, pt, 0, strip_bytes, family)
+    assert text == ("packed bytes are not the layout's packing of the original at rows 16-31, "
+                    "byte 5 of their packed bytes: packing the original gives 0x12, the file has "
+                    "0x34")
+
+
+def test_decode_values_is_a_check_of_verify(model, tmp_path):
+    out = tmp_path / "out.gguf"
+    proc = amx_repack_cli("convert", "--decode-values", model, out)
+    assert proc.returncode == 2 and "--decode-values is a check of --verify" in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("layout", ["amx", "interleaved"])
+def test_decode_values_runs_the_float_decoders_and_finds_a_change(model, tmp_path, layout):
+    out = tmp_path / "out.gguf"
+    proc = amx_repack_cli("convert", "--verify", "--decode-values", "--layout", layout, model, out)
+    assert proc.returncode == 0, proc.stderr
+    for original in (model, None):
+        v = repack.verify(original, out, decode_values=True)
+        packed = [t for t in v.tensors if t.type_before != t.type_after]
+        assert v.ok and packed and all({"layout", "values"} <= set(t.checks) for t in packed)
+    with read_gguf(out) as f:   # the middle byte of the first packed tensor
+        t = next(t for t in f.tensors if family_of_packed(t.type_id) is not None)
+        offset = f.data_start + t.offset + t.nbytes // 2
+    data = bytearray(out.read_bytes())
+    data[offset] ^= 0x20
+    out.write_bytes(bytes(data))
+    for args in ((model, out), (out,)):
+        for extra in ((), ("--decode-values",)):
+            proc = amx_repack_cli("verify", *extra, *args)
+            assert proc.returncode == 1, (extra, proc.stdout[-1000:])
+            assert t.name in proc.stdout, proc.stdout[-1000:]
