@@ -170,9 +170,9 @@ def test_golden_interleaved(path):
 
 
 def test_verify_module_values_check(path):
-    """The fused checks of repack._verify run their two decoders on the forced path: on random
-    tensors with edge-value scales, source and packed decoders agree (no mismatch), for the AMX
-    tiles and the interleaved layouts of every hot type."""
+    """The fused checks of repack._verify (layout and values checks on) run their two decoders
+    on the forced path: on random tensors with edge-value scales, source and packed decoders
+    agree (no mismatch), for the AMX tiles and the interleaved layouts of every hot type."""
     from repack._verify import ffi, lib
     rng = np.random.default_rng(8)
     for name, il_name in HOT.items():
@@ -184,14 +184,14 @@ def test_verify_module_values_check(path):
         packed = np.empty(amx_kernels.packed_nbytes(name, nrows, ne0), dtype=np.uint8)
         amx_kernels.pack(name, src, packed, nrows, ne0)
         rc = lib.vf_check_amx(t.id, t.block_size, t.type_size, ffi.from_buffer(packed),
-                              ffi.from_buffer(src), ffi.from_buffer(rebuilt), nrows, ne0, 1, m)
+                              ffi.from_buffer(src), ffi.from_buffer(rebuilt), nrows, ne0, 1, 1, m)
         assert (rc, m.kind) == (0, 0), (name, rc, m.kind, m.index)
         if il_name:
             packed = np.empty_like(src)
             interleaved_kernels.interleave(t.id, src, packed, ne0, nrows)
             rc = lib.vf_check_interleaved(t.id, type_by_name(il_name).id, ffi.from_buffer(packed),
                                           ffi.from_buffer(src), ffi.from_buffer(rebuilt), nrows, ne0,
-                                          1, m)
+                                          1, 1, m)
             assert (rc, m.kind) == (0, 0), (il_name, rc, m.kind, m.index)
 
 
