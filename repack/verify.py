@@ -19,7 +19,7 @@ rows do not fill whole tiles / row groups cannot be in its layout and fails):
 
 Every other tensor is compared byte for byte (and by digest). A tensor the conversion added
 (``--untie-output``: a packed copy of ``token_embd.weight``, which the original does not have) gets
-both checks against its source tensor: the original's, or, given only the repacked file, the
+the same checks against its source tensor: the original's, or, given only the repacked file, the
 unpacked one in the same file. For a file with our records, the
 records must describe exactly what unpack would write (repack/original.py): every metadata
 record, tensor info, the header's sha256 and the filler bytes; given the original too, what they
@@ -152,7 +152,7 @@ def _check_packed(family: Family, src_type: int, t_packed: TensorInfo, read_pack
     """Run the checks over a packed tensor, chunk by chunk; returns (checks, problem).
 
     ``read_packed(a, b)`` / ``read_original(a, b)`` return the bytes [a, b) of the tensor in the
-    repacked / original file (``read_original`` None: standalone, against ``digest``). Both
+    repacked / original file (``read_original`` None: standalone, against ``digest``). All
     checks of a chunk run in one native call (Family.check_chunk), a tile or row group at a time."""
     packed_type = t_packed.type_id
     problem = family.shape_problem(t_packed)
