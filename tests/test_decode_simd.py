@@ -169,6 +169,42 @@ def test_golden_interleaved(path):
             _assert_bytes_equal(_decode_interleaved(il_name, out, nrows, ne0), want, f"{case} {il_name}")
 
 
+@pytest.mark.parametrize("name", list(HOT))
+def test_amx_pack_and_unpack_equal_portable(path, name):
+    """amx.c moves a whole tile's 4-bit codes with 128-bit vectors on the avx2 / avx512 paths:
+    pack and unpack give the portable path's bytes, on random source blocks and on random packed
+    bytes (invalid tiles included: unpack must still move every bit the same way), for whole
+    tensors and for strip ranges of them."""
+    t = type_by_name(name)
+    rng = np.random.default_rng(sum(map(ord, name + path)) + 11)
+    for nrows, nb in [(16, 1), (32, 3), (48, 8)]:
+        k = nb * t.block_size
+        src = rng.integers(0, 256, nrows * nb * t.type_size, dtype=np.uint8)
+        n_packed = amx_kernels.packed_nbytes(name, nrows, k)
+        packed_random = rng.integers(0, 256, n_packed, dtype=np.uint8)
+        for sb, se in [(0, nrows // 16), (nrows // 16 - 1, nrows // 16)]:
+            def pack():
+                return amx_kernels.pack(name, src, np.zeros(n_packed, np.uint8), nrows, k, sb, se)
+
+            def unpack():
+                return amx_kernels.unpack(name, packed_random, np.zeros(src.size, np.uint8), nrows,
+                                          k, sb, se)
+            what = f"{path}: {name} {nrows}x{nb} blocks, strips {sb}..{se}"
+            assert np.array_equal(pack(), _portable(pack)), f"{what}: pack"
+            assert np.array_equal(unpack(), _portable(unpack)), f"{what}: unpack"
+    with np.load(golden_file("amx.npz")) as z:     # and the reference packer's own bytes
+        prefixes = [p for p in _golden_amx_prefixes(z) if p.rsplit("_", 1)[0] == name]
+        assert prefixes, f"no golden AMX vector of {name}"
+        for prefix in prefixes:
+            ne2 = int(z[f"{prefix}_ne2"]) if f"{prefix}_ne2" in z else 1
+            n_rows, k = int(z[f"{prefix}_N"]) * ne2, int(z[f"{prefix}_K"])
+            src, want = z[f"{prefix}_src"], z[f"{prefix}_packed"]
+            got = amx_kernels.pack(name, src, None, n_rows, k)
+            assert np.array_equal(got, want), f"{path}: {prefix} pack"
+            assert np.array_equal(amx_kernels.unpack(name, want, None, n_rows, k), src), \
+                f"{path}: {prefix} unpack"
+
+
 def test_verify_module_values_check(path):
     """The fused checks of repack._verify (layout and values checks on) run their two decoders
     on the forced path: on random tensors with edge-value scales, source and packed decoders
