@@ -4,9 +4,11 @@
  * version of the same layout is formats/amx_layout.py; the tests hold the two byte-identical.
  *
  * Shape of the code: for each type one static function handles ONE ROW of ONE TILE (16 rows x one
- * source block) in each direction (pack_row_*, unpack_row_*, dequantize_row_*); a generic strip
- * driver walks tiles in file order (strip nb, then block kb, then row r) and is force-inlined per
- * type so that block sizes are constants and the row function is a direct, inlined call.
+ * source block) in each direction (pack_rest_*, unpack_rest_*: every field but the 4-bit codes;
+ * dequantize_row_*), and one table (NIB_*, struct nib_moves) says where its 4-bit codes go, which
+ * generic movers apply row by row or a whole tile at a time; a generic strip driver walks tiles in
+ * file order (strip nb, then block kb, then row r) and is force-inlined per type so that block
+ * sizes and the table are constants and the row function is a direct, inlined call.
  *
  * Speed: codes are never moved one element at a time. A NIB word (4 bytes of one 64-byte line)
  * always draws its 8 nibbles from one nibble half of 8 consecutive source bytes, so it is two
@@ -164,12 +166,35 @@ static inline void nib_unpack_span(const uint8_t *row, int u_lo, int u_hi, uint8
     store32(span + 4, (w_lo >> 4 & NIBBLES_LO) | (w_hi & NIBBLES_HI));
 }
 
-/* The same NIB moves for a whole tile, four rows per 128-bit vector (SSE2, part of every x86-64),
-   used when the selected path (simd.h) is not the portable one; the row-wise C above is the
-   reference, and tests/test_decode_simd.py holds the two byte-identical. Spans come in pairs
-   2p, 2p+1 (16 source bytes at qs + 16p): for every nibble type the pair's low-nibble words are
-   consecutive lines u, u+1 (u = first_line[p]) and the high-nibble words lines u+delta, u+delta+1,
-   so 4 rows x 16 bytes transpose (4x4 words) into 4 lines x 16 bytes, and back. */
+/* Where a type keeps its 4-bit codes (one table per type, used by both movers below): source
+   bytes qs.., tile region t_nib..; spans come in pairs 2p, 2p+1 (16 source bytes at qs + 16p), and
+   for every nibble type the pair's low-nibble words are consecutive lines u, u+1
+   (u = first_line[p]) and its high-nibble words lines u+delta, u+delta+1. pairs = 0: no 4-bit
+   codes (Q8_0). */
+struct nib_moves { int qs, t_nib, pairs, delta; uint8_t first_line[8]; };
+
+/* Row-wise (the portable path and the reference): the codes of one tile row, `row` = the NIB
+   region + 4*r. */
+static ALWAYS_INLINE void nib_row_pack(const uint8_t *qs, uint8_t *row, const struct nib_moves *nib)
+{
+    UNROLL for (int p = 0; p < nib->pairs; p++)
+        for (int c = 0; c < 2; c++)
+            nib_pack_span(qs + 16 * p + 8 * c, row, nib->first_line[p] + c,
+                          nib->first_line[p] + nib->delta + c);
+}
+
+static ALWAYS_INLINE void nib_row_unpack(const uint8_t *row, uint8_t *qs, const struct nib_moves *nib)
+{
+    UNROLL for (int p = 0; p < nib->pairs; p++)
+        for (int c = 0; c < 2; c++)
+            nib_unpack_span(row, nib->first_line[p] + c, nib->first_line[p] + nib->delta + c,
+                            qs + 16 * p + 8 * c);
+}
+
+/* A whole tile at once, four rows per 128-bit vector (SSE2, part of every x86-64), used when the
+   selected path (simd.h) is not the portable one; tests/test_decode_simd.py holds it
+   byte-identical to the row-wise movers: 4 rows x 16 bytes transpose (4x4 words) into 4 lines x
+   16 bytes, and back. */
 #if defined(__SSE2__)
 #define HAVE_VECTOR_MOVES 1
 #include <emmintrin.h>
@@ -188,13 +213,13 @@ static inline void transpose_words_4x4(__m128i v[4])
     v[3] = _mm_unpackhi_epi64(t2, t3);
 }
 
-/* qs of tile row r at qs0 + r * row_stride -> the NIB region `nib` (as nib_pack_span per span). */
-static ALWAYS_INLINE void nib_tile_pack(const uint8_t *qs0, int64_t row_stride, uint8_t *nib,
-                                       const uint8_t *first_line, int pairs, int delta)
+/* qs of tile row r at qs0 + r * row_stride -> the NIB region `region`. */
+static ALWAYS_INLINE void nib_tile_pack(const uint8_t *qs0, int64_t row_stride, uint8_t *region,
+                                       const struct nib_moves *nib)
 {
     const __m128i lo = _mm_set1_epi8(0x0F);
-    for (int p = 0; p < pairs; p++) {
-        uint8_t *line = nib + LINE * first_line[p];
+    for (int p = 0; p < nib->pairs; p++) {
+        uint8_t *line = region + LINE * nib->first_line[p];
         for (int g = 0; g < TILE_N / 4; g++) {
             const uint8_t *q = qs0 + 4 * g * row_stride + 16 * p;
             __m128i v[4] = {load128(q), load128(q + row_stride), load128(q + 2 * row_stride),
@@ -204,25 +229,25 @@ static ALWAYS_INLINE void nib_tile_pack(const uint8_t *qs0, int64_t row_stride, 
                 const __m128i a = v[2 * c], b = v[2 * c + 1];
                 store128(line + LINE * c + 16 * g,
                          _mm_or_si128(_mm_and_si128(a, lo), _mm_slli_epi16(_mm_and_si128(b, lo), 4)));
-                store128(line + LINE * (delta + c) + 16 * g,
+                store128(line + LINE * (nib->delta + c) + 16 * g,
                          _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), lo), _mm_andnot_si128(lo, b)));
             }
         }
     }
 }
 
-/* The inverse: the NIB region -> qs of every tile row (as nib_unpack_span per span). */
-static ALWAYS_INLINE void nib_tile_unpack(const uint8_t *nib, uint8_t *qs0, int64_t row_stride,
-                                         const uint8_t *first_line, int pairs, int delta)
+/* The inverse: the NIB region `region` -> qs of every tile row. */
+static ALWAYS_INLINE void nib_tile_unpack(const uint8_t *region, uint8_t *qs0, int64_t row_stride,
+                                         const struct nib_moves *nib)
 {
     const __m128i lo = _mm_set1_epi8(0x0F);
-    for (int p = 0; p < pairs; p++) {
-        const uint8_t *line = nib + LINE * first_line[p];
+    for (int p = 0; p < nib->pairs; p++) {
+        const uint8_t *line = region + LINE * nib->first_line[p];
         for (int g = 0; g < TILE_N / 4; g++) {
             __m128i v[4];
             for (int c = 0; c < 2; c++) {
                 const __m128i w_lo = load128(line + LINE * c + 16 * g);
-                const __m128i w_hi = load128(line + LINE * (delta + c) + 16 * g);
+                const __m128i w_hi = load128(line + LINE * (nib->delta + c) + 16 * g);
                 v[2 * c] = _mm_or_si128(_mm_and_si128(w_lo, lo), _mm_slli_epi16(_mm_and_si128(w_hi, lo), 4));
                 v[2 * c + 1] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(w_lo, 4), lo),
                                             _mm_andnot_si128(lo, w_hi));
@@ -321,12 +346,6 @@ static inline void nib_codes(const uint8_t *row, int n_lines, uint8_t *codes)
     }
 }
 
-/* Where a type keeps its 4-bit codes, for the tile-wide NIB moves: source bytes qs.., tile region
-   t_nib.., span pair p's low-nibble lines first_line[p] and +1, high-nibble lines +delta (pairs = 0:
-   no 4-bit codes). Each type's row functions are split in two: *_rest_* moves every field but the
-   codes, and *_row_* is the codes (row-wise) plus the rest. */
-struct nib_moves { int qs, t_nib, pairs, delta; uint8_t first_line[8]; };
-
 static const int8_t IQ4_NL_VALUES[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                          1, 13, 25, 38, 53, 69, 89, 113};
 
@@ -342,21 +361,9 @@ static void pack_rest_q4_0(const uint8_t *blk, uint8_t *tile, int r)
     copy_fp16(tile + Q4_0_T_D + 2 * r, blk + Q4_0_D);
 }
 
-static void pack_row_q4_0(const uint8_t *blk, uint8_t *tile, int r)
-{
-    for (int s = 0; s < 2; s++) nib_pack_span(blk + Q4_0_QS + 8 * s, tile + 4 * r, s, s + 2);
-    pack_rest_q4_0(blk, tile, r);
-}
-
 static void unpack_rest_q4_0(const uint8_t *tile, int r, uint8_t *blk)
 {
     copy_fp16(blk + Q4_0_D, tile + Q4_0_T_D + 2 * r);
-}
-
-static void unpack_row_q4_0(const uint8_t *tile, int r, uint8_t *blk)
-{
-    for (int s = 0; s < 2; s++) nib_unpack_span(tile + 4 * r, s, s + 2, blk + Q4_0_QS + 8 * s);
-    unpack_rest_q4_0(tile, r, blk);
 }
 
 static void dequantize_row_q4_0(const uint8_t *tile, int r, float *y)
@@ -375,22 +382,10 @@ static void pack_rest_q4_1(const uint8_t *blk, uint8_t *tile, int r)
     copy_fp16(tile + Q4_1_T_M + 2 * r, blk + Q4_1_M);
 }
 
-static void pack_row_q4_1(const uint8_t *blk, uint8_t *tile, int r)
-{
-    for (int s = 0; s < 2; s++) nib_pack_span(blk + Q4_1_QS + 8 * s, tile + 4 * r, s, s + 2);
-    pack_rest_q4_1(blk, tile, r);
-}
-
 static void unpack_rest_q4_1(const uint8_t *tile, int r, uint8_t *blk)
 {
     copy_fp16(blk + Q4_1_D, tile + Q4_1_T_D + 2 * r);
     copy_fp16(blk + Q4_1_M, tile + Q4_1_T_M + 2 * r);
-}
-
-static void unpack_row_q4_1(const uint8_t *tile, int r, uint8_t *blk)
-{
-    for (int s = 0; s < 2; s++) nib_unpack_span(tile + 4 * r, s, s + 2, blk + Q4_1_QS + 8 * s);
-    unpack_rest_q4_1(tile, r, blk);
 }
 
 static void dequantize_row_q4_1(const uint8_t *tile, int r, float *y)
@@ -417,7 +412,7 @@ static inline int32_t q8_0_comp(const uint8_t *qs)
     return sum * 128;
 }
 
-static void pack_row_q8_0(const uint8_t *blk, uint8_t *tile, int r)
+static void pack_rest_q8_0(const uint8_t *blk, uint8_t *tile, int r)
 {
     for (int q = 0; q < QK_LEGACY / 4; q++)
         store32(tile + Q8_0_T_VNNI + LINE * q + 4 * r, load32(blk + Q8_0_QS + 4 * q));
@@ -425,7 +420,7 @@ static void pack_row_q8_0(const uint8_t *blk, uint8_t *tile, int r)
     store32(tile + Q8_0_T_COMP + 4 * r, (uint32_t)q8_0_comp(blk + Q8_0_QS));
 }
 
-static void unpack_row_q8_0(const uint8_t *tile, int r, uint8_t *blk)
+static void unpack_rest_q8_0(const uint8_t *tile, int r, uint8_t *blk)
 {
     for (int q = 0; q < QK_LEGACY / 4; q++)
         store32(blk + Q8_0_QS + 4 * q, load32(tile + Q8_0_T_VNNI + LINE * q + 4 * r));
@@ -433,8 +428,6 @@ static void unpack_row_q8_0(const uint8_t *tile, int r, uint8_t *blk)
 }
 
 static const struct nib_moves NIB_q8_0 = {0, 0, 0, 0, {0}};   /* 8-bit codes: row-wise only */
-#define pack_rest_q8_0 pack_row_q8_0
-#define unpack_rest_q8_0 unpack_row_q8_0
 
 static void dequantize_row_q8_0(const uint8_t *tile, int r, float *y)
 {
@@ -464,18 +457,6 @@ static uint32_t bad_rows_q8_0(const uint8_t *tile)
  * Q5_K bit 4: qh word t (bytes 4t..4t+3) bit g = bit 4 of element 32g+4t+i; HB1 word g byte i
  * bit t holds that same bit, so the HB1 words are the bit transpose of the qh words.
  * ------------------------------------------------------------------------------------------- */
-
-static inline void k_nib_pack(const uint8_t *qs, uint8_t *row)
-{
-    UNROLL for (int s = 0; s < 16; s++) nib_pack_span(qs + 8 * s, row, 8 * (s >> 2) + (s & 3),
-                                                8 * (s >> 2) + 4 + (s & 3));
-}
-
-static inline void k_nib_unpack(const uint8_t *row, uint8_t *qs)
-{
-    UNROLL for (int s = 0; s < 16; s++) nib_unpack_span(row, 8 * (s >> 2) + (s & 3),
-                                                  8 * (s >> 2) + 4 + (s & 3), qs + 8 * s);
-}
 
 static inline void k_scales_pack(const uint8_t *S, uint8_t *tile_sc, uint8_t *tile_min, int r)
 {
@@ -532,23 +513,11 @@ static void pack_rest_q4_K(const uint8_t *blk, uint8_t *tile, int r)
     copy_fp16(tile + Q4_K_T_DMIN + 2 * r, blk + Q4_K_DMIN);
 }
 
-static void pack_row_q4_K(const uint8_t *blk, uint8_t *tile, int r)
-{
-    k_nib_pack(blk + Q4_K_QS, tile + Q4_K_T_NIB + 4 * r);
-    pack_rest_q4_K(blk, tile, r);
-}
-
 static void unpack_rest_q4_K(const uint8_t *tile, int r, uint8_t *blk)
 {
     k_scales_unpack(tile + Q4_K_T_SC, tile + Q4_K_T_MIN, r, blk + Q4_K_SCALES);
     copy_fp16(blk + Q4_K_D, tile + Q4_K_T_D + 2 * r);
     copy_fp16(blk + Q4_K_DMIN, tile + Q4_K_T_DMIN + 2 * r);
-}
-
-static void unpack_row_q4_K(const uint8_t *tile, int r, uint8_t *blk)
-{
-    k_nib_unpack(tile + Q4_K_T_NIB + 4 * r, blk + Q4_K_QS);
-    unpack_rest_q4_K(tile, r, blk);
 }
 
 static void dequantize_row_q4_K(const uint8_t *tile, int r, float *y)
@@ -577,12 +546,6 @@ static void pack_rest_q5_K(const uint8_t *blk, uint8_t *tile, int r)
     copy_fp16(tile + Q5_K_T_DMIN + 2 * r, blk + Q5_K_DMIN);
 }
 
-static void pack_row_q5_K(const uint8_t *blk, uint8_t *tile, int r)
-{
-    k_nib_pack(blk + Q5_K_QS, tile + Q5_K_T_NIB + 4 * r);
-    pack_rest_q5_K(blk, tile, r);
-}
-
 static void unpack_rest_q5_K(const uint8_t *tile, int r, uint8_t *blk)
 {
     uint32_t w[8];
@@ -592,12 +555,6 @@ static void unpack_rest_q5_K(const uint8_t *tile, int r, uint8_t *blk)
     k_scales_unpack(tile + Q5_K_T_SC, tile + Q5_K_T_MIN, r, blk + Q5_K_SCALES);
     copy_fp16(blk + Q5_K_D, tile + Q5_K_T_D + 2 * r);
     copy_fp16(blk + Q5_K_DMIN, tile + Q5_K_T_DMIN + 2 * r);
-}
-
-static void unpack_row_q5_K(const uint8_t *tile, int r, uint8_t *blk)
-{
-    k_nib_unpack(tile + Q5_K_T_NIB + 4 * r, blk + Q5_K_QS);
-    unpack_rest_q5_K(tile, r, blk);
 }
 
 static void dequantize_row_q5_K(const uint8_t *tile, int r, float *y)
@@ -642,16 +599,6 @@ static void pack_rest_q6_K(const uint8_t *blk, uint8_t *tile, int r)
     copy_fp16(tile + Q6_K_T_D + 2 * r, blk + Q6_K_D);
 }
 
-static void pack_row_q6_K(const uint8_t *blk, uint8_t *tile, int r)
-{
-    uint8_t *row = tile + Q6_K_T_NIB + 4 * r;
-    UNROLL for (int s = 0; s < 16; s++) {
-        const int u = 16 * (s >> 3) + 4 * (s >> 2 & 1) + (s & 3);
-        nib_pack_span(blk + Q6_K_QL + 8 * s, row, u, u + 8);
-    }
-    pack_rest_q6_K(blk, tile, r);
-}
-
 static void unpack_rest_q6_K(const uint8_t *tile, int r, uint8_t *blk)
 {
     for (int h = 0; h < 2; h++)
@@ -664,16 +611,6 @@ static void unpack_rest_q6_K(const uint8_t *tile, int r, uint8_t *blk)
         }
     for (int j = 0; j < 16; j++) blk[Q6_K_SCALES + j] = tile[Q6_K_T_SC + scmat_at(j, r)];
     copy_fp16(blk + Q6_K_D, tile + Q6_K_T_D + 2 * r);
-}
-
-static void unpack_row_q6_K(const uint8_t *tile, int r, uint8_t *blk)
-{
-    const uint8_t *row = tile + Q6_K_T_NIB + 4 * r;
-    UNROLL for (int s = 0; s < 16; s++) {
-        const int u = 16 * (s >> 3) + 4 * (s >> 2 & 1) + (s & 3);
-        nib_unpack_span(row, u, u + 8, blk + Q6_K_QL + 8 * s);
-    }
-    unpack_rest_q6_K(tile, r, blk);
 }
 
 static void dequantize_row_q6_K(const uint8_t *tile, int r, float *y)
@@ -711,14 +648,6 @@ static void pack_rest_iq4_xs(const uint8_t *blk, uint8_t *tile, int r)
     copy_fp16(tile + IQ4_XS_T_D + 2 * r, blk + IQ4_XS_D);
 }
 
-static void pack_row_iq4_xs(const uint8_t *blk, uint8_t *tile, int r)
-{
-    uint8_t *row = tile + IQ4_XS_T_NIB + 4 * r;
-    UNROLL for (int s = 0; s < 16; s++)
-        nib_pack_span(blk + IQ4_XS_QS + 8 * s, row, 4 * (s >> 1) + (s & 1), 4 * (s >> 1) + 2 + (s & 1));
-    pack_rest_iq4_xs(blk, tile, r);
-}
-
 static void unpack_rest_iq4_xs(const uint8_t *tile, int r, uint8_t *blk)
 {
     uint16_t scales_h = 0;
@@ -731,14 +660,6 @@ static void unpack_rest_iq4_xs(const uint8_t *tile, int r, uint8_t *blk)
     }
     memcpy(blk + IQ4_XS_SCALES_H, &scales_h, 2);
     copy_fp16(blk + IQ4_XS_D, tile + IQ4_XS_T_D + 2 * r);
-}
-
-static void unpack_row_iq4_xs(const uint8_t *tile, int r, uint8_t *blk)
-{
-    const uint8_t *row = tile + IQ4_XS_T_NIB + 4 * r;
-    UNROLL for (int s = 0; s < 16; s++)
-        nib_unpack_span(row, 4 * (s >> 1) + (s & 1), 4 * (s >> 1) + 2 + (s & 1), blk + IQ4_XS_QS + 8 * s);
-    unpack_rest_iq4_xs(tile, r, blk);
 }
 
 static void dequantize_row_iq4_xs(const uint8_t *tile, int r, float *y)
@@ -779,59 +700,54 @@ typedef void (*unpack_row_fn)(const uint8_t *tile, int r, uint8_t *blk);
 typedef void (*dequantize_row_fn)(const uint8_t *tile, int r, float *y);
 typedef uint32_t (*bad_rows_fn)(const uint8_t *tile);
 
-/* With `vector` (and 4-bit codes), each tile's codes move at once (nib_tile_pack) and the other
-   fields row by row (pack_rest); otherwise every row through pack_row. */
+/* The 4-bit codes (nib) of a tile move a whole tile at once with `vector` (on x86-64), else row by
+   row; every other field moves row by row (pack_rest / unpack_rest). */
 static ALWAYS_INLINE void pack_strips(const uint8_t *src, uint8_t *dst, int64_t kb_count,
                                       int64_t bs, int64_t ts, int64_t nb_begin, int64_t nb_end,
-                                      pack_row_fn pack_row, pack_row_fn pack_rest,
-                                      const struct nib_moves *nib, int vector)
+                                      pack_row_fn pack_rest, const struct nib_moves *nib, int vector)
 {
     const int64_t row_stride = kb_count * bs;
+#ifndef HAVE_VECTOR_MOVES
+    vector = 0;
+#endif
     for (int64_t nb = nb_begin; nb < nb_end; nb++)
         for (int64_t kb = 0; kb < kb_count; kb++) {
             uint8_t *tile = dst + (nb * kb_count + kb) * ts;
             const uint8_t *blk = src + (nb * TILE_N * kb_count + kb) * bs;
 #ifdef HAVE_VECTOR_MOVES
-            const int whole_tile = vector && nib->pairs;
-            if (whole_tile)
-                nib_tile_pack(blk + nib->qs, row_stride, tile + nib->t_nib, nib->first_line,
-                              nib->pairs, nib->delta);
-#else
-            const int whole_tile = 0;
-            (void)nib, (void)vector;
+            if (vector && nib->pairs) nib_tile_pack(blk + nib->qs, row_stride, tile + nib->t_nib, nib);
 #endif
             for (int r = 0; r < TILE_N; r++) {
+                const uint8_t *row = blk + r * row_stride;
                 if (bs >= 64 && kb + PREFETCH_AHEAD / bs < kb_count)
-                    prefetch_block(blk + r * row_stride + PREFETCH_AHEAD / bs * bs, bs);
-                if (whole_tile)
-                    pack_rest(blk + r * row_stride, tile, r);
-                else
-                    pack_row(blk + r * row_stride, tile, r);
+                    prefetch_block(row + PREFETCH_AHEAD / bs * bs, bs);
+                if (!vector && nib->pairs) nib_row_pack(row + nib->qs, tile + nib->t_nib + 4 * r, nib);
+                pack_rest(row, tile, r);
             }
         }
 }
 
 static ALWAYS_INLINE void unpack_strips(const uint8_t *packed, uint8_t *dst, int64_t kb_count,
                                         int64_t bs, int64_t ts, int64_t nb_begin, int64_t nb_end,
-                                        unpack_row_fn unpack_row, unpack_row_fn unpack_rest,
-                                        const struct nib_moves *nib, int vector)
+                                        unpack_row_fn unpack_rest, const struct nib_moves *nib,
+                                        int vector)
 {
     const int64_t row_stride = kb_count * bs;
+#ifndef HAVE_VECTOR_MOVES
+    vector = 0;
+#endif
     for (int64_t nb = nb_begin; nb < nb_end; nb++)
         for (int64_t kb = 0; kb < kb_count; kb++) {
             const uint8_t *tile = packed + (nb * kb_count + kb) * ts;
             uint8_t *blk = dst + (nb * TILE_N * kb_count + kb) * bs;
 #ifdef HAVE_VECTOR_MOVES
-            if (vector && nib->pairs) {
-                nib_tile_unpack(tile + nib->t_nib, blk + nib->qs, row_stride, nib->first_line,
-                                nib->pairs, nib->delta);
-                for (int r = 0; r < TILE_N; r++) unpack_rest(tile, r, blk + r * row_stride);
-                continue;
-            }
-#else
-            (void)nib, (void)vector, (void)unpack_rest;
+            if (vector && nib->pairs) nib_tile_unpack(tile + nib->t_nib, blk + nib->qs, row_stride, nib);
 #endif
-            for (int r = 0; r < TILE_N; r++) unpack_row(tile, r, blk + r * row_stride);
+            for (int r = 0; r < TILE_N; r++) {
+                uint8_t *row = blk + r * row_stride;
+                if (!vector && nib->pairs) nib_row_unpack(tile + nib->t_nib + 4 * r, row + nib->qs, nib);
+                unpack_rest(tile, r, row);
+            }
         }
 }
 
@@ -920,8 +836,8 @@ int amx_pack(int32_t src_type, const uint8_t *src, uint8_t *dst, int64_t n_rows,
     if (check_shape(t, n_rows, k, strip_begin, strip_end)) return -2;
     const int vector = simd_vector_moves();
 #define PACK_CASE(name, qk, bs, ts) \
-    pack_strips(src, dst, k / (qk), bs, ts, strip_begin, strip_end, pack_row_##name, \
-                pack_rest_##name, &NIB_##name, vector)
+    pack_strips(src, dst, k / (qk), bs, ts, strip_begin, strip_end, pack_rest_##name, \
+                &NIB_##name, vector)
     DISPATCH(src_type, PACK_CASE)
 #undef PACK_CASE
     return 0;
@@ -935,8 +851,8 @@ int amx_unpack(int32_t src_type, const uint8_t *packed, uint8_t *dst, int64_t n_
     if (check_shape(t, n_rows, k, strip_begin, strip_end)) return -2;
     const int vector = simd_vector_moves();
 #define UNPACK_CASE(name, qk, bs, ts) \
-    unpack_strips(packed, dst, k / (qk), bs, ts, strip_begin, strip_end, unpack_row_##name, \
-                  unpack_rest_##name, &NIB_##name, vector)
+    unpack_strips(packed, dst, k / (qk), bs, ts, strip_begin, strip_end, unpack_rest_##name, \
+                  &NIB_##name, vector)
     DISPATCH(src_type, UNPACK_CASE)
 #undef UNPACK_CASE
     return 0;
