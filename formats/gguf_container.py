@@ -136,9 +136,15 @@ class KVRecord:
         return _decode_value(self.raw, self.value_start, self.value_type)
 
     def describe(self, limit: int = 60) -> str:
+        """The value for a message. A value that cannot be decoded (a string that is not UTF-8)
+        is named as such: the messages that describe a changed or damaged record must not fail
+        on it."""
         if self.value_type == ValueType.ARRAY:
             return f"[{self.array_type.name.lower()} x {self.array_count}]"
-        text = repr(self.value)
+        try:
+            text = repr(self.value)
+        except GGUFFormatError:
+            return f"a {self.value_type.name.lower()} value that cannot be decoded"
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -38,7 +38,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import repack
-from formats.gguf_container import GGUFFile, GGUFFormatError, parse_header
+from formats.gguf_container import GGUFFile, GGUFFormatError, parse_header, read_gguf
 from tests.conftest import amx_repack_cli, stderr_lines
 from tests.ggufbuild import valid_small
 from tests.synthetic import write_model
@@ -316,6 +316,22 @@ def run_command(args) -> tuple[int, str]:
         for name, handler in saved.items():
             signal.signal(getattr(signal, name), handler)
     return code, err.getvalue()
+
+
+def test_verify_names_a_changed_string_that_is_not_utf8(tmp_path):
+    """Found by test_fuzz_commands: a converted file whose recorded metadata string has a byte
+    that is not UTF-8 is a verify mismatch (exit 1, one line naming the key), not an internal
+    error from describing the changed value."""
+    seeds = make_seeds(tmp_path)
+    path = tmp_path / "fuzzed.gguf"
+    path.write_bytes(mutate(seeds["converted_amx"], [("byte", 64, 128)]))
+    code, err = run_command(["verify", "-q", "-t", "1", path])
+    assert code == 1, err
+    assert "internal error" not in err, err
+    f = read_gguf(path)
+    assert [k for k, rec in f.kv.items() if "cannot be decoded" in rec.describe()], \
+        "the damaged string should be described as such"
+    f.close()
 
 
 def check_commands(path: Path, out: Path) -> dict[str, tuple[int, str]]:
