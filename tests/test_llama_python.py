@@ -167,8 +167,11 @@ def recipe_dir(tmp_path, gemma_path):
 
 def run_python_recipe(llama_python, recipe_dir: Path, env: dict | None = None) -> tuple[str, str, str]:
     """The README's Python block run by the patched wheel in recipe_dir: (the stock wheel's text
-    for the original, the recipe's 'loaded ...' line, the recipe's text)."""
-    stock = llama_python["stock"].run(["-c", STOCK_COMPLETION, recipe_dir / "model.gguf"])
+    for the original on the same CPU, the recipe's 'loaded ...' line, the recipe's text). The
+    stock run gets the same ``env``: without AMX, stock runs the original on its plain CPU
+    kernels, whose float sums differ from its AMX kernels' (a greedy text may part at a near
+    tie), so only the same CPU is a fair baseline."""
+    stock = llama_python["stock"].run(["-c", STOCK_COMPLETION, recipe_dir / "model.gguf"], env=env)
     assert stock.returncode == 0, stock.stderr[-2000:]
     proc = llama_python["patched"].run(["-c", recipe("python")], cwd=recipe_dir, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -196,9 +199,10 @@ print(llm.create_completion("The capital of France is", max_tokens=16, temperatu
 
 def run_shell_recipe(runtime, recipe_dir: Path, env: dict | None = None):
     """The README's shell block run with BIN the patched build: (stock llama-simple's run on the
-    original, the recipe's run)."""
+    original on the same CPU (``env``, as run_python_recipe), the recipe's run)."""
     stock = subprocess.run([runtime["stock"] / "llama-simple", "-m", recipe_dir / "model.gguf",
-                            "-n", "16", "The capital of France is"], capture_output=True, text=True)
+                            "-n", "16", "The capital of France is"], capture_output=True, text=True,
+                           env={**os.environ, **(env or {})})
     assert stock.returncode == 0, stock.stderr[-2000:]
     # amx-repack as the tests run it (this interpreter's, this checkout's code)
     env = {**os.environ, "BIN": str(runtime["patched"]), "PYTHONPATH": str(ROOT),
