@@ -44,6 +44,9 @@ LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 LLAMA_CPP_COMMIT = "0c1e57098"
 
 PATCHES = sorted((HERE / "patches").glob("*.patch"))
+# fixes of upstream bugs that stop a build from running at all, not part of our feature: applied
+# to every flavour, stock included, so that stock stays a baseline that runs
+FIXES = sorted((HERE / "fixes").glob("*.patch"))
 EMULATION_HEADER = HERE / "amx_tile_emulation.h"
 TOOLS = {"amx-generate": HERE / "tools" / "amx-generate.cpp",
          "amx-kernel-check": HERE / "tools" / "amx-kernel-check.cpp",
@@ -200,8 +203,8 @@ def extract_vendored(sdist: Path, dest: Path) -> None:
     tmp.rename(dest)
 
 
-def apply_patches(src: Path) -> None:
-    for patch in PATCHES:
+def apply_patches(src: Path, patches: list[Path]) -> None:
+    for patch in patches:
         log(f"applying {patch.name}")
         # the ceiling keeps git from taking a repository around the cache (ours) as the target
         run(["git", "apply", "--whitespace=nowarn", str(patch)], cwd=src,
@@ -219,7 +222,7 @@ def library_digest(flavour: str, source: Path | None) -> str:
     """What the cmake build depends on (the tools are linked on top, see tools_digest)."""
     spec = FLAVOURS[flavour]
     files = [EMULATION_HEADER] if spec["emulate"] else []
-    files += PATCHES if spec["patched"] else []
+    files += FIXES + (PATCHES if spec["patched"] else [])
     library_spec = {k: v for k, v in spec.items() if k != "tools"}
     return digest([flavour, library_spec, COMMON_FLAGS, LLAMA_CPP_PYTHON_VERSION, str(source)], files)
 
@@ -264,8 +267,7 @@ def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = N
             extract_vendored(fetch_sdist(), src)
         else:
             shutil.copytree(source, src, ignore=source_ignore(Path(source)))
-        if spec["patched"]:
-            apply_patches(src)
+        apply_patches(src, FIXES + (PATCHES if spec["patched"] else []))
         cxx_flags = f"-D__AMX_INT8__ -include {EMULATION_HEADER}" if spec["emulate"] else ""
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
         # ccache, where installed: a flavour rebuilt in a new folder (its digest changed: new
