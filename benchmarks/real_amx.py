@@ -83,31 +83,46 @@ def deviation(a: dict, b: dict) -> float:
     return max(abs(x - y) for x, y in zip(a["margins"], b["margins"]))
 
 
+def check_model(bins: dict[str, Path], q: str, original: Path, ours: Path, ours_2d: Path
+                ) -> tuple[bool, list[str]]:
+    """One model's comparisons (the module's docstring): (passed, the lines that report them)."""
+    stock = generate(bins["stock"], original)
+    if stock["refused"]:
+        return False, [f"{q}: stock failed on the original: {' '.join(stock['why'])}"]
+    forced = ["--force", ",".join(stock["tokens"])]
+    rows = {"stock, original": stock,
+            "patched, original": generate(bins["patched"], original),
+            "patched, ours (2-D packed)": generate(bins["patched"], ours_2d),
+            "patched, ours (experts packed too)": generate(bins["patched"], ours),
+            "stock, ours": generate(bins["stock"], ours)}
+    lines = []
+    for name, r in rows.items():
+        lines.append(f"{q} | {name} | " + ("refused: " + " ".join(r["why"]) if r["refused"] else
+                     f"tokens {' '.join(r['tokens'])} | load {r['load_ms']:.1f} ms, {r['load_anon_kib']} KiB "
+                     f"anonymous | buffers {', '.join(r['buffers'])} | {r['repacked_at_load']} tensors "
+                     f"repacked into AMX at load"))
+    if any(r["refused"] for name, r in rows.items() if name != "stock, ours"):
+        return False, lines
+    noise = deviation(stock, generate(bins["stock"], original, "--no-repack", *forced))
+    experts = deviation(stock, generate(bins["patched"], ours, *forced))
+    two_d = rows["patched, ours (2-D packed)"]
+    exact = two_d["margins"] == stock["margins"] and two_d["tokens"] == stock["tokens"]
+    lines.append(f"{q}: 2-D file, tokens and margins equal to stock's: {exact}; stock refuses our file: "
+                 f"{rows['stock, ours']['refused']}; teacher-forced margin difference: packed experts "
+                 f"{experts:.4f}, stock's own CPU vs AMX kernels (noise) {noise:.4f}")
+    ok = (exact and rows["stock, ours"]["refused"] and experts <= NOISE_FACTOR * noise
+          and stock["repacked_at_load"] > 0 and two_d["repacked_at_load"] == 0
+          and rows["patched, ours (experts packed too)"]["repacked_at_load"] == 0)
+    return ok, lines
+
+
 def run(folder: Path, source: Path | None) -> int:
     bins = build_both(source)
     ok = True
     for q in QTYPES:
-        original, ours, ours_2d = (folder / f"moe-{q}{s}.gguf" for s in ("", "-amx", "-amx-2d"))
-        stock = generate(bins["stock"], original)
-        forced = ["--force", ",".join(stock["tokens"])]
-        rows = {"stock, original": stock,
-                "patched, original": generate(bins["patched"], original),
-                "patched, ours (2-D packed)": generate(bins["patched"], ours_2d),
-                "patched, ours (experts packed too)": generate(bins["patched"], ours),
-                "stock, ours": generate(bins["stock"], ours)}
-        noise = deviation(stock, generate(bins["stock"], original, "--no-repack", *forced))
-        experts = deviation(stock, generate(bins["patched"], ours, *forced))
-        for name, r in rows.items():
-            print(f"{q} | {name} | " + ("refused: " + " ".join(r["why"]) if r["refused"] else
-                  f"tokens {' '.join(r['tokens'])} | load {r['load_ms']:.1f} ms, {r['load_anon_kib']} KiB "
-                  f"anonymous | buffers {', '.join(r['buffers'])} | {r['repacked_at_load']} tensors "
-                  f"repacked into AMX at load"))
-        exact = rows["patched, ours (2-D packed)"].get("margins") == stock["margins"] and \
-            rows["patched, ours (2-D packed)"].get("tokens") == stock["tokens"]
-        print(f"{q}: 2-D file, tokens and margins equal to stock's: {exact}; stock refuses our file: "
-              f"{rows['stock, ours']['refused']}; teacher-forced margin difference: packed experts "
-              f"{experts:.4f}, stock's own CPU vs AMX kernels (noise) {noise:.4f}")
-        ok &= exact and rows["stock, ours"]["refused"] and experts <= NOISE_FACTOR * noise
+        passed, lines = check_model(bins, q, *(folder / f"moe-{q}{s}.gguf" for s in ("", "-amx", "-amx-2d")))
+        print("\n".join(lines))
+        ok &= passed
     print("real AMX check: " + ("passed" if ok else "FAILED"))
     return 0 if ok else 1
 
