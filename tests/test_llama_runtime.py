@@ -217,7 +217,12 @@ def generate(bin_dir: Path, model: Path, env: dict | None = None, extra_args: li
 
 @pytest.mark.parametrize("qtype", ["Q4_K_M", *AMX_FIXTURE_TYPES])
 def test_patched_runtime_generates_from_mapped_file(runtime, amx_converted, qtype):
-    original, ours = amx_converted(qtype)
+    generates_as_stock(runtime, *amx_converted(qtype))
+
+
+def generates_as_stock(runtime: dict, original: Path, ours: Path) -> None:
+    """The patched build on our file gives stock's tokens on the original, reading what we packed
+    from the mapping (also tests/test_real_amx.py, on real tiles)."""
     stock = generate(runtime["stock"], original)
     patched = generate(runtime["patched"], ours)
     assert stock["returncode"] == 0, stock["stderr"][-2000:]
