@@ -1,5 +1,6 @@
-"""runtime/llama.cpp/build.py's own logic, without building: what --source copies, and the
-refusals of the ARM and native flavours before anything is fetched or compiled."""
+"""runtime/llama.cpp/build.py's own logic, without building: what --source copies, where the
+fixes apply, and the refusals of the ARM and native flavours before anything is fetched or
+compiled."""
 
 from __future__ import annotations
 
@@ -29,6 +30,28 @@ def test_source_copy_keeps_build_named_sources(tmp_path):
     copied = sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file())
     assert copied == ["CMakeLists.txt", "cmake/build-info.cmake", "common/build-info.cpp.in",
                       "examples/build/keep.txt"]
+
+
+def test_fixes_apply_to_the_pinned_code_and_are_left_out_where_upstream_changed(tmp_path, capsys):
+    """build.py's fixes (upstream bugs, applied to stock too) go where the code is as the pin has
+    it; a checkout whose code there changed builds without them, with a note, not an error."""
+    build = _build_module()
+    assert build.FIXES, "runtime/llama.cpp/fixes/ holds the GCC 12 tile configuration fix"
+    for fix in build.FIXES:
+        lines = fix.read_text().splitlines()
+        target = next(line[len("+++ b/"):] for line in lines if line.startswith("+++ b/"))
+        hunk = lines[next(i for i, line in enumerate(lines) if line.startswith("@@")) + 1:]
+        before = [line[1:] for line in hunk if line[:1] in (" ", "-")]
+        after = [line[1:] for line in hunk if line[:1] in (" ", "+")]
+        pinned, changed = tmp_path / "pinned" / "src", tmp_path / "changed" / "src"
+        for src, text in ((pinned, before), (changed, ["// upstream rewrote this function"])):
+            (src / target).parent.mkdir(parents=True, exist_ok=True)
+            (src / target).write_text("\n".join(["// above"] * 5 + text + ["// below"] * 5) + "\n")
+        build.apply_fixes(pinned)
+        assert (pinned / target).read_text().splitlines()[5:-5] == after
+        build.apply_fixes(changed)
+        assert (changed / target).read_text().splitlines()[5] == "// upstream rewrote this function"
+        assert f"not applying {fix.name}" in capsys.readouterr().err
 
 
 def run_build_py(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -211,6 +211,21 @@ def apply_patches(src: Path, patches: list[Path]) -> None:
             env={"GIT_CEILING_DIRECTORIES": str(src.parent)})
 
 
+def apply_fixes(src: Path) -> None:
+    """FIXES where upstream's code is still as the pin has it. Where it has changed (a newer
+    checkout given with --source, which may carry upstream's own fix) a fix is left out with a
+    note instead of failing the build: our patches, not the fixes, must apply."""
+    for fix in FIXES:
+        try:
+            run(["git", "apply", "--check", str(fix)], cwd=src,
+                env={"GIT_CEILING_DIRECTORIES": str(src.parent)})
+        except BuildError:
+            log(f"not applying {fix.name}: upstream's code there has changed since the pin "
+                f"(runtime/llama.cpp/README.md, 'Rebasing')")
+            continue
+        apply_patches(src, [fix])
+
+
 def digest(parts: list, files: list[Path]) -> str:
     h = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
     for f in files:
@@ -267,7 +282,9 @@ def build(flavour: str = "amx", source: Path | None = None, jobs: int | None = N
             extract_vendored(fetch_sdist(), src)
         else:
             shutil.copytree(source, src, ignore=source_ignore(Path(source)))
-        apply_patches(src, FIXES + (PATCHES if spec["patched"] else []))
+        apply_fixes(src)
+        if spec["patched"]:
+            apply_patches(src, PATCHES)
         cxx_flags = f"-D__AMX_INT8__ -include {EMULATION_HEADER}" if spec["emulate"] else ""
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
         # ccache, where installed: a flavour rebuilt in a new folder (its digest changed: new
