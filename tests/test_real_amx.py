@@ -23,8 +23,8 @@ import platform
 import pytest
 
 from tests.test_llama_moe import moe_models  # noqa: F401 (fixture)
-from tests.test_llama_runtime import (ROOT, _check_prerequisites, amx_converted,  # noqa: F401
-                                      generate, generates_as_stock, runtime)
+from tests.test_llama_runtime import (ROOT, _build_module, _check_prerequisites,  # noqa: F401
+                                      amx_converted, generate, generates_as_stock, runtime)
 
 ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 0x1023, 18
 
@@ -41,8 +41,7 @@ real_amx = _load("real_amx", ROOT / "benchmarks" / "real_amx.py")
 
 def amx_unusable() -> str | None:
     """Why this machine cannot run AMX tiles (None when it can)."""
-    build = _load("runtime_build", ROOT / "runtime" / "llama.cpp" / "build.py")
-    lacking = build.cpu_lacks_amx()
+    lacking = _build_module().cpu_lacks_amx()
     if lacking:
         return f"this CPU has no AMX ({lacking})"
     if platform.system() != "Linux" or platform.machine() != "x86_64":
